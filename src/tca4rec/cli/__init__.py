@@ -1,0 +1,75 @@
+"""Command line: ``tca4rec <group> <command>``, a thin layer over the Python API.
+
+Each area registers its commands from its own module (``cli/data.py``, ``cli/cf.py``, ...),
+so adding a command never touches this file. Errors the library raises on purpose
+(``TCA4RecError``) print as one line with exit status 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tca4rec.errors import TCA4RecError
+
+# Modules that define ``register(subparsers)``; order = order in ``--help``.
+COMMAND_MODULES = ("data", "cf", "llm", "bench", "study")
+
+EPILOG = """examples:
+  tca4rec data synth --out data/synth
+  tca4rec cf train --data data/synth --model sasrec --out runs/sasrec
+  tca4rec train --data data/synth --host tallrec --cf runs/sasrec --alpha 0.1 --out runs/tca
+  tca4rec evaluate --run runs/tca --split test
+  tca4rec demo
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tca4rec",
+        description="LLM generative recommendation with token-level collaborative alignment (TCA4Rec).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"tca4rec.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 1
+    try:
+        result = args.func(args)
+    except TCA4RecError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+def examples(*lines: str) -> str:
+    """An ``epilog`` listing example invocations, for every command's ``--help``."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def add_command(sub, name: str, func, help: str, example_lines: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """Add one command with help text and examples; ``func(args)`` runs it."""
+    p = sub.add_parser(name, help=help, description=help, epilog=examples(*example_lines) if example_lines else None,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func)
+    return p
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The in-memory dataset every stage reads: items with titles, and train/valid/test rows.
+
+A row is one sample (user, history of item ids oldest first, target item). Item ids are
+1-based; id 0 is padding. Histories are stored left-padded with 0 in a dense
+``[rows, max_history]`` int64 array, so the most recent item is always the last column,
+which is what sequential CF models want and what makes batching free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    """The rows of one split. All arrays have the same first dimension R."""
+
+    name: str
+    users: np.ndarray  # int64 [R]
+    histories: np.ndarray  # int64 [R, H], left-padded with 0, oldest first
+    targets: np.ndarray  # int64 [R]
+    timestamps: np.ndarray  # int64 [R]
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    @property
+    def history_lengths(self) -> np.ndarray:
+        return (self.histories > 0).sum(axis=1)
+
+    def history(self, row: int) -> list[int]:
+        """Item ids of row ``row``'s history, oldest first, padding removed."""
+        h = self.histories[row]
+        return [int(i) for i in h[h > 0]]
+
+    def head(self, n: int | None) -> "Split":
+        """The first ``n`` rows (all when ``n`` is None): the ``--limit`` of every command."""
+        if n is None or n >= len(self):
+            return self
+        return Split(self.name, self.users[:n], self.histories[:n], self.targets[:n], self.timestamps[:n])
+
+
+@dataclass
+class RecDataset:
+    """Items (ids 1..num_items) and the rows of each split.
+
+    ``titles[i]`` / ``brands[i]`` describe item i; index 0 is the padding item ("").
+    ``title_group[i]`` is the smallest item id with exactly the same title as item i, so that
+    "a hit is the target or an item with the identical title" is ``title_group[a] ==
+    title_group[b]``.
+    """
+
+    name: str
+    titles: list[str]
+    brands: list[str]
+    splits: dict[str, Split]
+    num_users: int
+    root: Path | None = None
+    title_group: np.ndarray = field(init=False)  # int64 [num_items + 1]
+
+    def __post_init__(self) -> None:
+        first: dict[str, int] = {}
+        group = np.zeros(len(self.titles), dtype=np.int64)
+        for i in range(1, len(self.titles)):
+            group[i] = first.setdefault(self.titles[i], i)
+        self.title_group = group
+
+    @property
+    def num_items(self) -> int:
+        return len(self.titles) - 1
+
+    def split(self, name: str) -> Split:
+        from tca4rec.errors import DatasetError
+
+        if name not in self.splits:
+            raise DatasetError(f"no '{name}' split (have: {', '.join(self.splits)})", file=self.root)
+        return self.splits[name]
+
+    def fingerprint(self) -> str:
+        """A short hash of the catalog (titles), stored in runs to refuse a foreign dataset."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for t in self.titles:
+            h.update(t.encode("utf-8") + b"\x00")
+        return h.hexdigest()[:16]
