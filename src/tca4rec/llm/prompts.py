@@ -1,0 +1,69 @@
+"""Prompts: the user's history as item titles, in a TALLRec/BIGRec-style instruction.
+
+The prompt is tokenized on its own, and the target title's ids (tokenized once,
+standalone, see ``title_token_ids``) are appended after it: never "prompt + title" as one
+string, whose BPE merges across the boundary would disagree with the title trie.
+
+For hosts that inject CF embeddings (LLaRA/CoLLM), each history title is followed by one
+placeholder token whose input embedding the host replaces; ``PromptIds.slots`` holds
+their positions. The placeholder is an ordinary token of the vocabulary (no new
+embedding rows), so any tokenizer works unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Short on purpose: every prompt token costs compute on every training step and beam.
+INSTRUCTION = "### Instruction:\nGiven the items a user interacted with, in order, recommend the next one.\n### Input:\n"
+RESPONSE = "\n### Response:\n"
+PLACEHOLDER = " [emb]"  # tokenized standalone; its ids mark one slot each (see slots)
+
+
+@dataclass(frozen=True)
+class PromptIds:
+    ids: list[int]  # prompt token ids, no padding
+    slots: list[int]  # positions (into ids) of the CF-embedding placeholders; [] without
+    user_slot: int | None = None  # position of the user-embedding placeholder, if any
+
+
+def title_token_ids(tokenizer, titles: Sequence[str]) -> list[list[int]]:
+    """Each title tokenized once, standalone, without special tokens (the trie's ids)."""
+    return [list(ids) for ids in tokenizer(list(titles), add_special_tokens=False).input_ids]
+
+
+class PromptBuilder:
+    """Builds prompt ids from history titles; pieces are tokenized once and concatenated."""
+
+    def __init__(self, tokenizer, with_slots: bool = False) -> None:
+        self.tokenizer = tokenizer
+        self.with_slots = with_slots
+        enc = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+        bos = [tokenizer.bos_token_id] if getattr(tokenizer, "add_bos_token", False) and tokenizer.bos_token_id is not None else []
+        self._head = bos + enc(INSTRUCTION)
+        self._user = enc("User")
+        self._history = enc(". History: ")
+        self._tail = enc(RESPONSE)
+        self._sep = enc(", ")
+        self._quote = enc('"')
+        self._placeholder = enc(PLACEHOLDER)
+
+    def build(self, history_title_ids: Sequence[Sequence[int]]) -> PromptIds:
+        """history_title_ids: the history's title token ids, oldest first."""
+        ids = self._head + self._user
+        user_slot = None
+        if self.with_slots:
+            ids += self._placeholder
+            user_slot = len(ids) - 1
+        ids += self._history
+        slots: list[int] = []
+        for n, title in enumerate(history_title_ids):
+            if n:
+                ids += self._sep
+            ids += self._quote + list(title) + self._quote
+            if self.with_slots:
+                ids += self._placeholder
+                slots.append(len(ids) - 1)  # the placeholder's last token carries the embedding
+        ids += self._tail
+        return PromptIds(ids=ids, slots=slots, user_slot=user_slot)
