@@ -1,0 +1,66 @@
+"""``tca4rec demo``, ``tca4rec study CONFIG.yaml`` and ``tca4rec report ...``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tca4rec.cli import add_command
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tca4rec.demo import DemoConfig, run_demo
+
+    fields = {k: v for k, v in vars(args).items() if k in DemoConfig.__dataclass_fields__ and v is not None}
+    report = run_demo(DemoConfig(**fields))
+    print(f"report folder: {report}")
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from tca4rec.study import load_study
+
+    report = load_study(args.config).run()
+    print(f"report folder: {report}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tca4rec.errors import ConfigError
+
+    if len(args.runs) == 1 and (Path(args.runs[0]) / "study.yaml").is_file():
+        from tca4rec.study import load_study
+
+        print(f"report folder: {load_study(args.runs[0]).report()}")
+        return 0
+    if args.data is None:
+        raise ConfigError("reporting on run folders needs --data DIR (the dataset they were evaluated on)")
+    from tca4rec.runs_report import write_runs_report
+
+    print(f"report folder: {write_runs_report(args.runs, args.data, args.split, args.out)}")
+    return 0
+
+
+def register(sub) -> None:
+    p = add_command(sub, "demo", _demo, "the main job: SASRec, LLM and LLM + TCA4Rec on one dataset, with a report",
+                    ("tca4rec demo", "tca4rec demo --data ../shared/data/amazon2018/Toys_and_Games --out demo_toys",
+                     "tca4rec demo --max-steps 40 --test-limit 50   # a quicker look"))
+    p.add_argument("--data", help="dataset folder (default: a synthetic dataset generated on the spot)")
+    p.add_argument("--out", help="output folder (default: demo_out); rerun with the same folder to resume")
+    p.add_argument("--llm", help="local Hugging Face model folder (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--train-limit", type=int, dest="train_limit", help="LLM training rows (default 600)")
+    p.add_argument("--max-steps", type=int, dest="max_steps", help="optimizer steps per LLM run (default 120)")
+    p.add_argument("--test-limit", type=int, dest="test_limit", help="test rows evaluated (default 100)")
+    p.add_argument("--seed", type=int)
+
+    p = add_command(sub, "study", _study, "run (or resume) a grid of datasets x hosts x CF models x alpha x seeds",
+                    ("tca4rec study docs/results/amazon.yaml",))
+    p.add_argument("config", help="study YAML file (see docs/results/ for examples), or a study output folder")
+
+    p = add_command(sub, "report", _report, "rebuild tables and plots from finished runs or a study folder",
+                    ("tca4rec report runs/my-study",
+                     "tca4rec report runs/sasrec runs/tallrec-a0 runs/tallrec-a0.1 --data data/synth --out report"))
+    p.add_argument("runs", nargs="+", help="a study folder, or evaluated run folders (CF or LLM)")
+    p.add_argument("--data", help="dataset folder of the runs (for run folders)")
+    p.add_argument("--split", default="test", choices=["valid", "test"])
+    p.add_argument("--out", default="report", help="report folder for run folders (default: report)")

@@ -1,0 +1,81 @@
+"""PNG plots for reports: metrics per method, training-loss curves, metric against alpha.
+
+Matplotlib with the non-interactive Agg backend (no display needed); every figure is
+written atomically (rendered to bytes, then renamed into place).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tca4rec.evaluate.metrics import KS  # noqa: E402
+from tca4rec.evaluate.report import RunResult  # noqa: E402
+from tca4rec.io import atomic_write_bytes  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def plot_metrics(results: Sequence[RunResult], path: str | Path) -> Path:
+    """Grouped bars of HR@K and NDCG@K per method, with 95% bootstrap CIs as error bars."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
+    width = 0.8 / max(len(results), 1)
+    x = np.arange(len(KS))
+    for ax, family in zip(axes, ("HR", "NDCG")):
+        for i, r in enumerate(results):
+            names = [f"{family}@{k}" for k in KS]
+            mean = np.array([r.metrics[n] for n in names])
+            lo = np.array([r.ci95[n][0] for n in names])
+            hi = np.array([r.ci95[n][1] for n in names])
+            ax.bar(x + (i - (len(results) - 1) / 2) * width, mean, width, label=r.label,
+                   yerr=np.stack([mean - lo, hi - mean]), capsize=3)
+        ax.set_xticks(x, [f"@{k}" for k in KS])
+        ax.set_title(family)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Test metrics (95% bootstrap CI)")
+    return _save(fig, path)
+
+
+def plot_loss_curves(results: Sequence[RunResult], path: str | Path) -> Path:
+    """Training loss against step for every run that logged one."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results:
+        if r.loss_curve:
+            steps, losses = zip(*r.loss_curve)
+            ax.plot(steps, losses, label=r.label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Training loss")
+    return _save(fig, path)
+
+
+def plot_against_alpha(series: dict[str, list[tuple[float, float, float]]], ylabel: str, path: str | Path,
+                       title: str = "") -> Path:
+    """One line per series of (alpha, mean, spread) points; spread drawn as error bars."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in series.items():
+        points = sorted(points)
+        a, m, s = (np.array(v) for v in zip(*points))
+        ax.errorbar(a, m, yerr=s, marker="o", capsize=3, label=label)
+    ax.set_xlabel("alpha")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"{ylabel} against alpha")
+    return _save(fig, path)

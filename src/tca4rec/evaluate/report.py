@@ -1,0 +1,160 @@
+"""Compare finished runs: tables, significance, collaborative consistency, report folders.
+
+Works on run folders alone (CF or LLM, written by ``tca4rec cf evaluate`` / ``tca4rec
+evaluate``): each has ``config.json``, ``metrics_<split>.json`` and
+``predictions_<split>.jsonl`` (per row: row, user, target, items, scores). Per-row hit
+ranks are recomputed from the predictions so that any two runs on the same rows can be
+compared pairwise (paired bootstrap) and their top-10 lists intersected (collaborative
+consistency: the share of the LLM's top-10 items that are also in the CF model's top-10
+for the same row).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tca4rec.errors import RunError
+from tca4rec.evaluate.metrics import KS, bootstrap_ci, hit_ranks, paired_bootstrap, summarize
+
+METRIC_NAMES = tuple(f"{m}@{k}" for k in KS for m in ("HR", "NDCG"))
+
+
+@dataclass
+class RunResult:
+    """One evaluated run on one split, with everything a report needs."""
+
+    label: str
+    run_dir: Path
+    config: dict
+    rows: np.ndarray  # int64 [R] row indices into the split
+    targets: np.ndarray  # int64 [R]
+    topk: np.ndarray  # int64 [R, 10] item ids, 0 = empty
+    ranks: np.ndarray  # int64 [R] 1-based hit rank, 0 = miss
+    metrics: dict[str, float] = field(default_factory=dict)
+    ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
+    loss_curve: list[tuple[float, float]] = field(default_factory=list)  # (step, loss)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing: is the run finished and evaluated?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} is not valid JSON: {e}") from None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise RunError(f"{path} is missing: evaluate the run first")
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise RunError(f"{path}: line {n} is not valid JSON: {e}") from None
+    return out
+
+
+def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
+    path = run_dir / "train_log.jsonl"
+    if not path.is_file():
+        return []
+    curve = []
+    for rec in _read_jsonl(path):
+        if "loss" in rec and rec["loss"] is not None:
+            x = rec.get("step", rec.get("epoch", len(curve)))
+            curve.append((float(x), float(rec["loss"])))
+    return curve
+
+
+def load_run_result(run_dir: str | Path, split: str, title_group: np.ndarray, label: str | None = None,
+                    top: int = 10) -> RunResult:
+    """Read a finished, evaluated run. ``title_group`` is the dataset's (identical-title hits)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run folder {run_dir} does not exist")
+    config = _read_json(run_dir / "config.json")
+    preds = _read_jsonl(run_dir / f"predictions_{split}.jsonl")
+    if not preds:
+        raise RunError(f"{run_dir / f'predictions_{split}.jsonl'} has no rows")
+    topk = np.zeros((len(preds), top), dtype=np.int64)
+    for i, p in enumerate(preds):
+        items = [int(x) for x in p["items"][:top] if int(x) > 0]
+        topk[i, : len(items)] = items
+    rows = np.array([int(p["row"]) for p in preds], dtype=np.int64)
+    targets = np.array([int(p["target"]) for p in preds], dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    rows, targets, topk = rows[order], targets[order], topk[order]
+    if topk.max() >= len(title_group) or targets.max() >= len(title_group):
+        raise RunError(f"{run_dir}: predictions name items outside this dataset's catalog")
+    ranks = hit_ranks(topk, targets, title_group)
+    return RunResult(label=label or run_dir.name, run_dir=run_dir, config=config, rows=rows, targets=targets,
+                     topk=topk, ranks=ranks, metrics=summarize(ranks),
+                     ci95={k: tuple(v) for k, v in bootstrap_ci(ranks).items()}, loss_curve=_loss_curve(run_dir))
+
+
+def _common_rows(a: RunResult, b: RunResult) -> tuple[np.ndarray, np.ndarray]:
+    common, ia, ib = np.intersect1d(a.rows, b.rows, assume_unique=True, return_indices=True)
+    if len(common) == 0:
+        raise RunError(f"runs {a.label} and {b.label} share no evaluated rows")
+    if not np.array_equal(a.targets[ia], b.targets[ib]):
+        raise RunError(f"runs {a.label} and {b.label} disagree on the targets of the same rows: "
+                       "were they evaluated on the same dataset and split?")
+    return ia, ib
+
+
+def compare(a: RunResult, b: RunResult, metric: str = "NDCG@10") -> dict:
+    """Paired bootstrap of b - a on their common rows (95% CI; significant if it excludes 0)."""
+    ia, ib = _common_rows(a, b)
+    return {"a": a.label, "b": b.label, "metric": metric, "rows": int(len(ia)),
+            **paired_bootstrap(a.ranks[ia], b.ranks[ib], metric=metric)}
+
+
+def collaborative_consistency(llm: RunResult, cf: RunResult, k: int = 10) -> float:
+    """Mean over common rows of |top-k(LLM) ∩ top-k(CF)| / k."""
+    ia, ib = _common_rows(llm, cf)
+    a, b = llm.topk[ia, :k], cf.topk[ib, :k]
+    shared = ((a[:, :, None] == b[:, None, :]) & (a[:, :, None] > 0)).any(-1).sum(-1)  # [R]
+    return float((shared / k).mean())
+
+
+def metrics_table(results: list[RunResult], with_ci: bool = True) -> str:
+    """A markdown table: one row per run, HR/NDCG at 1, 3, 5, 10 (95% CI in brackets)."""
+    head = "| method | rows | " + " | ".join(METRIC_NAMES) + " |"
+    lines = [head, "|" + "---|" * (len(METRIC_NAMES) + 2)]
+    for r in results:
+        cells = []
+        for m in METRIC_NAMES:
+            lo, hi = r.ci95[m]
+            cells.append(f"{r.metrics[m]:.4f} [{lo:.3f}, {hi:.3f}]" if with_ci else f"{r.metrics[m]:.4f}")
+        lines.append(f"| {r.label} | {len(r.ranks)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def print_table(results: list[RunResult], title: str = "") -> None:
+    """The same table on the terminal (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title or None)
+    table.add_column("method")
+    for m in METRIC_NAMES:
+        table.add_column(m, justify="right")
+    for r in results:
+        table.add_row(r.label, *[f"{r.metrics[m]:.4f}" for m in METRIC_NAMES])
+    Console().print(table)
+
+
+def results_json(results: list[RunResult], extra: dict | None = None) -> dict:
+    return {
+        "runs": [{"label": r.label, "run": str(r.run_dir), "rows": int(len(r.ranks)), "metrics": r.metrics,
+                  "ci95": {k: list(v) for k, v in r.ci95.items()}, "config": r.config} for r in results],
+        **(extra or {}),
+    }

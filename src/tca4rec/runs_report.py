@@ -1,0 +1,34 @@
+"""``tca4rec report RUN... --data DIR``: tables, significance and plots for any evaluated runs.
+
+The first run is the reference: every other run is compared with it by a paired bootstrap
+over their common rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tca4rec.evaluate.report import compare, load_run_result, metrics_table, print_table, results_json
+
+
+def write_runs_report(runs: list[str], data: str, split: str = "test", out: str = "report") -> Path:
+    from tca4rec.data import load_dataset
+    from tca4rec.evaluate.plots import plot_loss_curves, plot_metrics
+    from tca4rec.io import atomic_write_json, atomic_write_text
+
+    ds = load_dataset(data)
+    results = [load_run_result(r, split, ds.title_group) for r in runs]
+    out_dir = Path(out)
+    tests = [compare(results[0], r, m) for r in results[1:] for m in ("NDCG@10", "HR@10")]
+    lines = [f"# Report ({split}, dataset {ds.name})", "", metrics_table(results), ""]
+    for t in tests:
+        lines.append(f"- {t['b']} vs {t['a']}: Δ{t['metric']} = {t['diff']:+.4f} [{t['low']:+.4f}, {t['high']:+.4f}] "
+                     f"over {t['rows']} rows: {'significant' if t['significant'] else 'not significant'}")
+    plots = [plot_metrics(results, out_dir / "metrics.png")]
+    if any(r.loss_curve for r in results):
+        plots.append(plot_loss_curves(results, out_dir / "training_loss.png"))
+    lines += [""] + [f"![{p.stem}]({p.name})" for p in plots]
+    atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
+    atomic_write_json(out_dir / "results.json", results_json(results, {"significance": tests}))
+    print_table(results, title=f"{ds.name} ({split})")
+    return out_dir

@@ -1,0 +1,325 @@
+"""Studies: a grid of datasets x hosts x CF models x alpha x seeds, run and reported as one.
+
+A study is described by a YAML file (see ``docs/results/*.yaml``)::
+
+    name: toys-small
+    out: runs/toys-small            # relative to the YAML file
+    datasets: {Toys_and_Games: ../../../shared/data/amazon2018/Toys_and_Games}
+    split: test
+    eval_limit: 200                  # test rows (the same rows for every method)
+    seeds: [0]
+    cf: {epochs: 50}                 # CF training options
+    train: {train_limit: 1000, max_steps: 200, batch_size: 4, grad_accum: 1}  # TrainConfig fields
+    grid:
+      - {host: [tallrec], cf: [sasrec], alpha: [0, 0.1]}
+
+Each cell is an ordinary run folder (``out/<dataset>/cf/<model>-s<seed>``,
+``out/<dataset>/llm/<host>-<cf>-a<alpha>-s<seed>``), so any cell can be inspected,
+evaluated or used for ``recommend`` on its own. The runner is resumable: an evaluated
+cell is skipped, a cell killed during training restarts from its last checkpoint. The
+host alone (alpha = 0, no CF embeddings) does not depend on the CF model, so it is trained
+once and shared by every CF series of the same host.
+
+``tca4rec demo`` is a study too: one synthetic dataset, SASRec, tallrec at alpha 0 and 0.1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from tca4rec.errors import ConfigError, TCA4RecError
+
+# Rough costs on a 2-core CPU with SmolLM2-135M, refined from measured runs as the study goes.
+INITIAL_RATES = {"llm_step": 4.0, "eval_row": 2.0, "cf_run": 60.0}
+CF_LABELS = {"mostpop": "MostPop", "sasrec": "SASRec", "bert4rec": "BERT4Rec", "gru4rec": "GRU4Rec", "caser": "Caser"}
+
+
+@dataclass(frozen=True)
+class CFCell:
+    dataset: str
+    model: str
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        return f"{self.dataset}/cf/{self.model}-s{self.seed}"
+
+    @property
+    def label(self) -> str:
+        return CF_LABELS.get(self.model, self.model)
+
+
+@dataclass(frozen=True)
+class LLMCell:
+    dataset: str
+    host: str
+    cf: str | None  # None: the host alone, which does not read a CF model
+    alpha: float
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        return f"{self.dataset}/llm/{self.host}-{self.cf or 'nocf'}-a{self.alpha:g}-s{self.seed}"
+
+    @property
+    def label(self) -> str:
+        if self.alpha == 0:
+            return self.host if self.cf is None else f"{self.host}({CF_LABELS.get(self.cf, self.cf)})"
+        return f"{self.host} + TCA4Rec({CF_LABELS.get(self.cf, self.cf)}, α={self.alpha:g})"
+
+
+@dataclass
+class StudyConfig:
+    """A study's YAML, validated. Paths are resolved against ``base`` (the YAML's folder)."""
+
+    name: str
+    out: str
+    datasets: dict[str, str | dict]
+    grid: list[dict]
+    split: str = "test"
+    eval_limit: int | None = 200
+    seeds: list[int] = field(default_factory=lambda: [0])
+    beams: int = 10
+    cf: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    base: str = "."
+    labels: dict[str, str] = field(default_factory=dict)  # optional display names by cell folder
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "StudyConfig":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such study file") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a study file is a mapping (name, out, datasets, grid, ...)")
+        known = {f.name for f in dataclasses.fields(cls)} - {"base"}
+        unknown = set(raw) - known
+        if unknown:
+            raise ConfigError(f"{path}: unknown field(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        for need in ("name", "out", "datasets", "grid"):
+            if need not in raw:
+                raise ConfigError(f"{path}: missing field '{need}'")
+        return cls(**raw, base=str(path.resolve().parent))
+
+    def __post_init__(self) -> None:
+        from tca4rec.cf import CF_MODELS
+        from tca4rec.llm.config import HOSTS, TrainConfig
+
+        if not isinstance(self.datasets, dict) or not self.datasets:
+            raise ConfigError("study field 'datasets': a non-empty mapping name -> folder (or {synthetic: {...}})")
+        if not isinstance(self.grid, list) or not self.grid:
+            raise ConfigError("study field 'grid': a non-empty list of {host: [...], cf: [...], alpha: [...]}")
+        for n, block in enumerate(self.grid):
+            if not isinstance(block, dict) or set(block) - {"host", "cf", "alpha"} or "host" not in block:
+                raise ConfigError(f"study field 'grid[{n}]': expected keys host, cf, alpha")
+            for host in _as_list(block["host"]):
+                if host not in HOSTS:
+                    raise ConfigError(f"study field 'grid[{n}].host': unknown host {host!r} (choose from {', '.join(HOSTS)})")
+            for cf in _as_list(block.get("cf", [])):
+                if cf not in CF_MODELS:
+                    raise ConfigError(f"study field 'grid[{n}].cf': unknown CF model {cf!r} (known: {', '.join(CF_MODELS)})")
+            for a in _as_list(block.get("alpha", [0.0])):
+                if not isinstance(a, (int, float)) or not 0 <= a <= 1:
+                    raise ConfigError(f"study field 'grid[{n}].alpha': {a!r} is not in [0, 1]")
+        if self.split not in ("valid", "test"):
+            raise ConfigError(f"study field 'split': {self.split!r} (valid or test)")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ConfigError("study field 'eval_limit': must be >= 1 (or null for all rows)")
+        if self.beams < 10:
+            raise ConfigError("study field 'beams': must be >= 10 (metrics go up to @10)")
+        fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"data", "out", "host", "cf", "alpha", "seed"}
+        bad = set(self.train) - fields
+        if bad:
+            raise ConfigError(f"study field 'train': unknown option(s) {', '.join(sorted(bad))}")
+
+    # ---- the grid ----------------------------------------------------------------------
+    @property
+    def out_dir(self) -> Path:
+        return (Path(self.base) / self.out).resolve()
+
+    def llm_cells(self) -> list[LLMCell]:
+        cells: dict[LLMCell, None] = {}
+        for dataset, block, seed in itertools.product(self.datasets, self.grid, self.seeds):
+            cfs = _as_list(block.get("cf", [])) or [None]
+            for host, cf, alpha in itertools.product(_as_list(block["host"]), cfs, _as_list(block.get("alpha", [0.0]))):
+                uses_cf = alpha > 0 or host == "llara"
+                if uses_cf and cf is None:
+                    raise ConfigError(f"study grid: host {host} at alpha {alpha} needs a CF model (grid 'cf')")
+                cells[LLMCell(dataset, host, cf if uses_cf else None, float(alpha), int(seed))] = None
+        return list(cells)
+
+    def cf_cells(self) -> list[CFCell]:
+        models = dict.fromkeys(cf for block in self.grid for cf in _as_list(block.get("cf", [])))
+        return [CFCell(d, m, s) for d, m, s in itertools.product(self.datasets, models, self.seeds)]
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# ---- running -----------------------------------------------------------------------------
+class Study:
+    """Runs (or resumes) every cell of a ``StudyConfig``, then writes the aggregate report."""
+
+    def __init__(self, config: StudyConfig, log=print) -> None:
+        self.config = config
+        self.out = config.out_dir
+        self.log = log
+        self.rates = dict(INITIAL_RATES)
+        self._datasets: dict = {}
+
+    def dataset_dir(self, name: str) -> Path:
+        spec = self.config.datasets[name]
+        if isinstance(spec, dict) and "synthetic" in spec:
+            return self.out / name / "data"
+        return (Path(self.config.base) / str(spec)).resolve()
+
+    def dataset(self, name: str):
+        if name not in self._datasets:
+            from tca4rec.data import load_dataset
+
+            spec = self.config.datasets[name]
+            path = self.dataset_dir(name)
+            if isinstance(spec, dict) and "synthetic" in spec and not (path / "item.csv").is_file():
+                from tca4rec.data.synth import SynthConfig, write_synthetic_dataset
+
+                self.log(f"generating the synthetic dataset {name} -> {path}")
+                write_synthetic_dataset(path, SynthConfig(**(spec["synthetic"] or {})))
+            self._datasets[name] = load_dataset(path)
+        return self._datasets[name]
+
+    def _eval_rows(self, name: str) -> int:
+        n = len(self.dataset(name).split(self.config.split))
+        return n if self.config.eval_limit is None else min(n, self.config.eval_limit)
+
+    def _train_steps(self, name: str) -> int:
+        t = self.config.train
+        if t.get("max_steps"):
+            return int(t["max_steps"])
+        rows = len(self.dataset(name).split("train"))
+        if t.get("train_limit"):
+            rows = min(rows, int(t["train_limit"]))
+        per_step = int(t.get("batch_size", 4)) * int(t.get("grad_accum", 4))
+        return int(np.ceil(rows / per_step) * float(t.get("epochs", 10)))
+
+    def plan(self) -> list[tuple[str, float, object]]:
+        """The remaining stages as (description, estimated seconds, callable)."""
+        stages: list[tuple[str, float, object]] = []
+        split = self.config.split
+        for cell in self.config.cf_cells():
+            run = self.out / cell.folder
+            if not (run / f"metrics_{split}.json").is_file():
+                stages.append((f"CF {cell.label} on {cell.dataset}", self.rates["cf_run"], lambda c=cell: self.run_cf(c)))
+        for cell in self.config.llm_cells():
+            run = self.out / cell.folder
+            if (run / f"metrics_{split}.json").is_file():
+                continue
+            if not (run / "adapter").is_dir():
+                est = self._train_steps(cell.dataset) * self.rates["llm_step"]
+                stages.append((f"fine-tune {cell.label} on {cell.dataset}", est, lambda c=cell: self.train_llm(c)))
+            est = self._eval_rows(cell.dataset) * self.rates["eval_row"]
+            stages.append((f"evaluate {cell.label} on {cell.dataset}", est, lambda c=cell: self.evaluate_llm(c)))
+        return stages
+
+    def run(self) -> Path:
+        from tca4rec.io import atomic_write_text
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "study.yaml", yaml.safe_dump(_config_record(self.config), sort_keys=False))
+        for name in self.config.datasets:
+            self.dataset(name)
+        stages = self.plan()
+        started = time.time()
+        for n, (what, _, fn) in enumerate(stages, 1):
+            left = sum(est for _, est, _ in stages[n - 1:])
+            self.log(f"[{n}/{len(stages)}] {what}  (about {_fmt(left)} left for the whole run)")
+            t0 = time.time()
+            fn()
+            self.log(f"[{n}/{len(stages)}] done in {_fmt(time.time() - t0)}")
+        if stages:
+            self.log(f"all stages done in {_fmt(time.time() - started)}")
+        return self.report()
+
+    def run_cf(self, cell: CFCell) -> None:
+        from tca4rec.cf import evaluate_cf, train_cf
+
+        ds = self.dataset(cell.dataset)
+        run = self.out / cell.folder
+        t0 = time.time()
+        if not (run / "model.safetensors").is_file() or not (run / "config.json").is_file():
+            opts = dict(self.config.cf)
+            epochs = opts.pop("epochs", None)
+            train_cf(ds, cell.model, run, config={**opts, "seed": cell.seed}, epochs=epochs, overwrite=True)
+        evaluate_cf(run, ds, split=self.config.split, limit=self.config.eval_limit)
+        self.rates["cf_run"] = time.time() - t0
+
+    def train_llm(self, cell: LLMCell) -> None:
+        from tca4rec.llm.config import TrainConfig
+        from tca4rec.llm.train import latest_checkpoint, train
+
+        run = self.out / cell.folder
+        cf_run = str(self.out / CFCell(cell.dataset, cell.cf, cell.seed).folder) if cell.cf else None
+        config = TrainConfig(data=str(self.dataset_dir(cell.dataset)), out=str(run), host=cell.host, cf=cf_run,
+                             alpha=cell.alpha, seed=cell.seed, **self.config.train)
+        resume = run.is_dir() and latest_checkpoint(run) is not None
+        t0 = time.time()
+        train(config, resume=resume, overwrite=not resume)
+        if not resume:
+            self.rates["llm_step"] = (time.time() - t0) / max(self._train_steps(cell.dataset), 1)
+
+    def evaluate_llm(self, cell: LLMCell) -> None:
+        from tca4rec.evaluate.llm_eval import evaluate_llm_run
+
+        t0 = time.time()
+        evaluate_llm_run(self.out / cell.folder, split=self.config.split, limit=self.config.eval_limit,
+                         beams=self.config.beams)
+        self.rates["eval_row"] = (time.time() - t0) / self._eval_rows(cell.dataset)
+
+    # ---- reporting ---------------------------------------------------------------------
+    def report(self) -> Path:
+        from tca4rec.study_report import write_study_report
+
+        return write_study_report(self)
+
+
+def _config_record(config: StudyConfig) -> dict:
+    """The config as saved in the study folder: paths relative to that folder, so it moves with it."""
+    import os
+
+    rec = dataclasses.asdict(config)
+    rec.pop("base")
+    rec["datasets"] = {k: (v if isinstance(v, dict) else os.path.relpath(Path(config.base) / str(v), config.out_dir))
+                       for k, v in config.datasets.items()}
+    rec["out"] = "."
+    return rec
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def load_study(path: str | Path) -> Study:
+    """A study from its YAML file, or from a study output folder (its saved ``study.yaml``)."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "study.yaml").is_file():
+            raise ConfigError(f"{path}: not a study folder (no study.yaml)")
+        path = path / "study.yaml"
+    try:
+        return Study(StudyConfig.from_yaml(path))
+    except TCA4RecError:
+        raise
+    except TypeError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -1,0 +1,160 @@
+"""The aggregate report of a study (and of the demo): ``report.md``, ``results.json``, PNGs.
+
+Per dataset: one table of every method (mean over seeds; the 95% bootstrap CI over test
+rows for one seed, the spread over seeds otherwise), collaborative consistency against
+the CF model, paired-bootstrap significance of each TCA4Rec run against its host alone,
+and plots: metrics per method, training loss, accuracy and consistency against alpha.
+The text states what the numbers say, significant or not.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from tca4rec.errors import RunError
+from tca4rec.evaluate.report import METRIC_NAMES, RunResult, collaborative_consistency, compare, load_run_result
+
+
+def _rel(path: Path, root: Path) -> str:
+    return os.path.relpath(path, root)
+
+
+def _mean_spread(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def write_study_report(study) -> Path:
+    from tca4rec.evaluate.plots import plot_against_alpha, plot_loss_curves, plot_metrics
+    from tca4rec.evaluate.report import print_table
+    from tca4rec.io import atomic_write_json, atomic_write_text
+    from tca4rec.study import CFCell
+
+    cfg, out = study.config, study.out
+    split = cfg.split
+    report_dir = out / "report"
+    lines = [f"# Study: {cfg.name}", ""]
+    summary: dict = {"study": cfg.name, "split": split, "datasets": {}}
+    seeds = len(cfg.seeds)
+    for name in cfg.datasets:
+        ds = study.dataset(name)
+        cf_cells = [c for c in cfg.cf_cells() if c.dataset == name]
+        llm_cells = [c for c in cfg.llm_cells() if c.dataset == name]
+        results: dict = {}
+        for cell in [*cf_cells, *llm_cells]:
+            run = out / cell.folder
+            if (run / f"predictions_{split}.jsonl").is_file():
+                results[cell] = load_run_result(run, split, ds.title_group,
+                                                label=cfg.labels.get(cell.folder, cell.label))
+        if not results:
+            raise RunError(f"study {cfg.name}: no evaluated run for dataset {name} yet")
+        primary_cf = cf_cells[0].model if cf_cells else None
+
+        def cf_of(cell) -> str | None:
+            return cell.cf or primary_cf
+
+        consistency: dict = {}
+        for cell in llm_cells:
+            cf_cell = CFCell(name, cf_of(cell), cell.seed) if cf_of(cell) else None
+            if cell in results and cf_cell in results:
+                consistency[cell] = collaborative_consistency(results[cell], results[cf_cell])
+
+        # Table rows: one per label, aggregated over seeds.
+        by_label: dict[str, list] = defaultdict(list)
+        for cell, res in results.items():
+            by_label[res.label].append(cell)
+        rows_out = []
+        header = "| method | seeds | test rows | " + " | ".join(METRIC_NAMES) + " | consistency@10 |"
+        table = [header, "|" + "---|" * (len(METRIC_NAMES) + 4)]
+        for label, cells in by_label.items():
+            rs = [results[c] for c in cells]
+            cells_txt, rec = [], {"method": label, "seeds": len(rs), "rows": int(len(rs[0].ranks)), "metrics": {}}
+            for m in METRIC_NAMES:
+                mean, spread = _mean_spread([r.metrics[m] for r in rs])
+                if len(rs) == 1:
+                    lo, hi = rs[0].ci95[m]
+                    cells_txt.append(f"{mean:.4f} [{lo:.3f}, {hi:.3f}]")
+                    rec["metrics"][m] = {"mean": mean, "ci95": [lo, hi]}
+                else:
+                    cells_txt.append(f"{mean:.4f} ± {spread:.4f}")
+                    rec["metrics"][m] = {"mean": mean, "std": spread}
+            cons = [consistency[c] for c in cells if c in consistency]
+            cons_txt = f"{np.mean(cons):.3f}" if cons else "–"
+            rec["consistency@10"] = float(np.mean(cons)) if cons else None
+            table.append(f"| {label} | {len(rs)} | {len(rs[0].ranks)} | " + " | ".join(cells_txt) + f" | {cons_txt} |")
+            rows_out.append(rec)
+
+        # Significance: every TCA4Rec cell against the same host alone (same seed, same rows).
+        tests = []
+        for cell in llm_cells:
+            if cell.alpha == 0 or cell not in results:
+                continue
+            base = next((c for c in llm_cells if c.host == cell.host and c.alpha == 0 and c.seed == cell.seed
+                         and (c.cf is None or c.cf == cell.cf)), None)
+            if base in results:
+                for metric in ("NDCG@10", "HR@10"):
+                    tests.append({"seed": cell.seed, **compare(results[base], results[cell], metric)})
+
+        ds_dir = report_dir / name
+        plots = [plot_metrics(list(results.values()), ds_dir / "metrics.png")]
+        curves = [r for c, r in results.items() if hasattr(c, "host") and r.loss_curve]
+        if curves:
+            plots.append(plot_loss_curves(curves, ds_dir / "training_loss.png"))
+        acc: dict[str, list] = defaultdict(list)
+        cons_series: dict[str, list] = defaultdict(list)
+        for block in cfg.grid:
+            hosts = block["host"] if isinstance(block["host"], list) else [block["host"]]
+            cfs = block.get("cf", []) if isinstance(block.get("cf", []), list) else [block["cf"]]
+            for host in hosts:
+                for cf in cfs:
+                    series = [c for c in llm_cells if c in results and c.host == host
+                              and (c.cf == cf or (c.cf is None and c.alpha == 0))]
+                    alphas = sorted({c.alpha for c in series})
+                    if len(alphas) < 2:
+                        continue
+                    key = f"{host} / {cf}"
+                    for a in alphas:
+                        at = [c for c in series if c.alpha == a]
+                        for metric in ("NDCG@10", "HR@10"):
+                            mean, spread = _mean_spread([results[c].metrics[metric] for c in at])
+                            acc[f"{key} {metric}"].append((a, mean, spread))
+                        cs = [collaborative_consistency(results[c], results[CFCell(name, cf, c.seed)]) for c in at
+                              if CFCell(name, cf, c.seed) in results]
+                        if cs:
+                            cons_series[key].append((a, *_mean_spread(cs)))
+        acc = {k: v for k, v in acc.items() if len(v) > 1}
+        if acc:
+            plots.append(plot_against_alpha(acc, "accuracy", ds_dir / "accuracy_vs_alpha.png",
+                                            title=f"{name}: NDCG@10 and HR@10 against alpha"))
+        if cons_series:
+            plots.append(plot_against_alpha(dict(cons_series), "collaborative consistency@10",
+                                            ds_dir / "consistency_vs_alpha.png",
+                                            title=f"{name}: share of LLM top-10 also in CF top-10"))
+
+        n_train = len(ds.split("train"))
+        limit = cfg.train.get("train_limit")
+        lines += [f"## {name}", "",
+                  f"{ds.num_items} items; {min(n_train, limit) if limit else n_train} training rows used "
+                  f"(of {n_train}); {len(next(iter(results.values())).ranks)} {split} rows, the same for every "
+                  f"method; {seeds} seed(s). Brackets: 95% bootstrap CI over {split} rows"
+                  f"{'; ± : std over seeds' if seeds > 1 else ''}. Consistency@10: share of the LLM's top-10 "
+                  "items also in the CF model's top-10 for the same row.", "", *table, ""]
+        if tests:
+            lines += ["Paired bootstrap over the same rows (95% CI of the difference, TCA4Rec minus host alone):", ""]
+            for t in tests:
+                verdict = "significant" if t["significant"] else "not significant"
+                lines.append(f"- {t['b']} vs {t['a']} (seed {t['seed']}): Δ{t['metric']} = {t['diff']:+.4f} "
+                             f"[{t['low']:+.4f}, {t['high']:+.4f}] over {t['rows']} rows: **{verdict}** at this size.")
+            lines.append("")
+        lines += [f"![{p.stem}]({_rel(p, report_dir)})" for p in plots] + [""]
+        summary["datasets"][name] = {"items": ds.num_items, "methods": rows_out, "significance": tests,
+                                     "plots": [_rel(p, report_dir) for p in plots]}
+        print_table(list(results.values()), title=f"{name} ({split})")
+    atomic_write_text(report_dir / "report.md", "\n".join(lines))
+    atomic_write_json(report_dir / "results.json", summary)
+    study.log(f"report: {report_dir / 'report.md'}")
+    return report_dir
