@@ -61,6 +61,7 @@ class RecDataset:
     splits: dict[str, Split]
     num_users: int
     root: Path | None = None
+    raw_ids: list[str] | None = None  # source ids (ASINs) by item id, index 0 = ""; kept on save
     title_group: np.ndarray = field(init=False)  # int64 [num_items + 1]
 
     def __post_init__(self) -> None:
