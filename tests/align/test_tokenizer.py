@@ -1,0 +1,179 @@
+"""CollaborativeTokenizer.soft_labels against the per-prefix reference, exact cases, errors, persistence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tca4rec.align import CollaborativeTokenizer, SoftLabels
+from tca4rec.errors import ConfigError
+
+EOS, VOCAB = 0, 6  # titles use tokens 1..5: a tiny alphabet forces shared prefixes and duplicates
+
+# One-token titles, a title that is a prefix of others, duplicates.
+FIXED_TITLES = [[1, 2, 3], [1, 2], [1, 2, 3], [1, 4], [5], [2, 2, 2, 2], [1, 2, 3, 4], [5, 1]]
+
+LOGIT = st.one_of(st.floats(-8, 8), st.sampled_from([1e4, -1e4, -math.inf]))
+
+
+@st.composite
+def cases(draw):
+    titles = draw(st.lists(st.lists(st.integers(1, VOCAB - 1), min_size=1, max_size=4), min_size=1, max_size=10))
+    batch = draw(st.integers(1, 4))
+    logits = torch.tensor(draw(st.lists(LOGIT, min_size=batch * len(titles), max_size=batch * len(titles))),
+                          dtype=torch.float64).view(batch, len(titles))
+    targets = draw(st.lists(st.integers(0, len(titles) - 1), min_size=batch, max_size=batch))
+    alpha = draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+    temperature = draw(st.sampled_from([0.5, 1.0, 2.0]))
+    return titles, logits, targets, alpha, temperature
+
+
+@settings(max_examples=150, deadline=None)
+@given(cases())
+def test_labels_match_reference(ref_labels, case):
+    titles, logits, targets, alpha, temperature = case
+    labels = CollaborativeTokenizer(titles, EOS).soft_labels(logits, torch.tensor(targets), alpha, temperature)
+    expected, allowed = ref_labels(titles, EOS, logits, targets, alpha, temperature, VOCAB)
+    dense = labels.to_dense(VOCAB)
+    assert dense.shape == expected.shape
+    assert (dense - expected).abs().max() <= 1e-6
+    # The support is exactly the children of each position's node.
+    support = torch.zeros_like(allowed)
+    support.view(-1, VOCAB)[labels.position, labels.index] = True
+    assert torch.equal(support, allowed)
+    lengths = torch.tensor([len(titles[t]) + 1 for t in targets])
+    real = torch.arange(dense.shape[1]) < lengths[:, None]
+    assert torch.allclose(dense.sum(-1)[real], torch.ones(int(real.sum()), dtype=torch.float64), atol=1e-12)
+    assert torch.equal(real, labels.nodes >= 0)
+    assert torch.equal(real, labels.targets != -100)
+
+
+def test_targets_and_nodes_follow_the_trie():
+    ct = CollaborativeTokenizer(FIXED_TITLES, EOS)
+    targets = torch.tensor([6, 4, 1])
+    labels = ct.soft_labels(torch.randn(3, len(FIXED_TITLES)), targets)
+    assert labels.targets.tolist() == [[1, 2, 3, 4, 0], [5, 0, -100, -100, -100], [1, 2, 0, -100, -100]]
+    for b, t in enumerate(targets.tolist()):
+        seq = FIXED_TITLES[t] + [EOS]
+        assert labels.nodes[b, : len(seq)].tolist() == [ct.trie.walk(seq[:k]) for k in range(len(seq))]
+        assert (labels.nodes[b, len(seq):] == -1).all()
+
+
+def test_alpha_zero_is_exactly_one_hot():
+    ct = CollaborativeTokenizer(FIXED_TITLES, EOS)
+    labels = ct.soft_labels(torch.randn(4, len(FIXED_TITLES)) * 5, torch.tensor([0, 3, 5, 7]), alpha=0.0)
+    dense = labels.to_dense(VOCAB)
+    onehot = torch.nn.functional.one_hot(labels.targets.clamp(min=0), VOCAB).double() * (labels.targets >= 0)[..., None]
+    assert torch.equal(dense, onehot)
+
+
+def test_duplicate_titles_add_their_mass():
+    ct = CollaborativeTokenizer([[1], [1], [2]], EOS)
+    labels = ct.soft_labels(torch.zeros(1, 3, dtype=torch.float64), torch.tensor([2]), alpha=1.0)
+    assert labels.to_dense(3)[0, 0, 1:].tolist() == pytest.approx([2 / 3, 1 / 3], abs=1e-15)
+
+
+def test_tiny_subtree_keeps_its_relative_precision():
+    # Everything below prefix [1] sits 50 nats under the global max: a global prefix sum of
+    # exp(z - max z) would lose it to cancellation; the split below [1] must stay 1:e^-1.
+    titles = [[2], [1, 3], [1, 4]]
+    logits = torch.tensor([[0.0, -50.0, -51.0]], dtype=torch.float64)
+    labels = CollaborativeTokenizer(titles, EOS).soft_labels(logits, torch.tensor([1]), alpha=1.0)
+    split = labels.to_dense(5)[0, 1, 3:5]
+    assert split.tolist() == pytest.approx([1 / (1 + math.exp(-1)), math.exp(-1) / (1 + math.exp(-1))], rel=1e-12)
+
+
+def test_all_minus_inf_below_a_node_falls_back_to_one_hot():
+    titles = [[1, 2], [1, 3], [4]]
+    logits = torch.tensor([[-math.inf, -math.inf, 0.0], [-math.inf] * 3])
+    labels = CollaborativeTokenizer(titles, EOS).soft_labels(logits, torch.tensor([0, 0]), alpha=0.3)
+    dense = labels.to_dense(5)
+    assert not dense.isnan().any()
+    # Row 0: the root still has mass (item 2), so q puts everything on token 4; below [1] it is one-hot.
+    assert dense[0, 0].tolist() == pytest.approx([0, 0.7, 0, 0, 0.3])
+    assert dense[0, 1].tolist() == [0, 0, 1, 0, 0] and dense[0, 2].tolist() == [1, 0, 0, 0, 0]
+    # Row 1: nothing has mass anywhere: plain one-hot targets.
+    assert torch.equal(dense[1], torch.nn.functional.one_hot(torch.tensor([1, 2, 0]), 5).double())
+
+
+def test_float32_logits_give_the_same_labels_and_to_keeps_every_field():
+    ct = CollaborativeTokenizer(FIXED_TITLES, EOS)
+    logits = torch.randn(3, len(FIXED_TITLES), dtype=torch.float64)
+    a = ct.soft_labels(logits, torch.tensor([0, 1, 2]))
+    b = ct.soft_labels(logits.float(), torch.tensor([0, 1, 2]))
+    assert torch.allclose(a.weight, b.weight, atol=1e-6)
+    moved = b.to("cpu")
+    assert isinstance(moved, SoftLabels) and moved.shape == b.shape
+    assert all(torch.equal(getattr(moved, f), getattr(b, f)) for f in ("targets", "nodes", "position", "index",
+                                                                        "weight"))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(alpha=-0.1), "alpha"), (dict(alpha=1.5), "alpha"), (dict(alpha=math.nan), "alpha"),
+    (dict(temperature=0.0), "temperature"), (dict(temperature=-1.0), "temperature"),
+    (dict(temperature=math.inf), "temperature"),
+])
+def test_bad_options(kwargs, match):
+    ct = CollaborativeTokenizer(FIXED_TITLES, EOS)
+    with pytest.raises(ConfigError, match=match):
+        ct.soft_labels(torch.zeros(1, len(FIXED_TITLES)), torch.tensor([0]), **kwargs)
+
+
+@pytest.mark.parametrize("logits, targets, match", [
+    (torch.zeros(1, 8), torch.tensor([8]), r"targets\[0\] = 8"),
+    (torch.zeros(2, 8), torch.tensor([0, -1]), r"targets\[1\] = -1"),
+    (torch.zeros(1, 7), torch.tensor([0]), "shape"),
+    (torch.zeros(2, 8), torch.tensor([0]), "targets must have shape"),
+    (torch.zeros(1, 8), torch.tensor([0.0]), "integer"),
+    (torch.full((1, 8), math.nan), torch.tensor([0]), "NaN"),
+    (torch.full((1, 8), math.inf), torch.tensor([0]), r"\+inf"),
+])
+def test_bad_inputs(logits, targets, match):
+    with pytest.raises(ConfigError, match=match):
+        CollaborativeTokenizer(FIXED_TITLES, EOS).soft_labels(logits, targets)
+
+
+def test_bad_catalogs():
+    with pytest.raises(ConfigError, match="empty title"):
+        CollaborativeTokenizer([[1, 2], []], EOS)
+    with pytest.raises(ConfigError, match="zero items"):
+        CollaborativeTokenizer([], EOS)
+    with pytest.raises(ConfigError, match="too small"):
+        CollaborativeTokenizer([[7]], EOS).soft_labels(torch.zeros(1, 1), torch.tensor([0])).to_dense(5)
+
+
+def test_save_load_round_trip(tmp_path):
+    ct = CollaborativeTokenizer(FIXED_TITLES, EOS)
+    ct.save(tmp_path / "ct.safetensors")
+    loaded = CollaborativeTokenizer.load(tmp_path / "ct.safetensors")
+    assert loaded.trie.item_token_ids() == FIXED_TITLES and loaded.eos_token_id == EOS
+    logits, targets = torch.randn(3, len(FIXED_TITLES)), torch.tensor([0, 4, 6])
+    a, b = ct.soft_labels(logits, targets), loaded.soft_labels(logits, targets)
+    assert all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("targets", "nodes", "position", "index", "weight"))
+
+
+def test_load_rejects_foreign_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such"):
+        CollaborativeTokenizer.load(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ConfigError, match="unreadable"):
+        CollaborativeTokenizer.load(tmp_path / "junk.safetensors")
+    from tca4rec.io import atomic_save_tensors
+
+    atomic_save_tensors(tmp_path / "other.safetensors", {"x": torch.zeros(1)})
+    with pytest.raises(ConfigError, match="not a tca4rec collaborative tokenizer"):
+        CollaborativeTokenizer.load(tmp_path / "other.safetensors")
+
+
+def test_numpy_scalars_and_plain_sequences_are_accepted():
+    import numpy as np
+
+    ct = CollaborativeTokenizer(FIXED_TITLES, EOS)
+    logits = torch.randn(2, len(FIXED_TITLES))
+    a = ct.soft_labels(logits, torch.tensor([1, 2]), alpha=0.25, temperature=2.0)
+    b = ct.soft_labels(logits, [1, 2], alpha=np.float32(0.25), temperature=np.float64(2.0))
+    assert torch.equal(a.weight, b.weight)
