@@ -1,0 +1,227 @@
+"""Beam search constrained to the title trie, so that every output is a real item.
+
+Hugging Face ``generate`` with a ``prefix_allowed_tokens_fn`` gives the same kind of
+result but spends most of its time on work that cannot change it (DESIGN.md,
+"Measured"): it prefills the prompt once per beam, scores the whole vocabulary for
+every beam, and keeps going until ``num_beams`` hypotheses are finished. Here:
+
+- the prompt is prefilled once per sample; its KV cache rows are then copied to that
+  sample's beams (the cache always holds exactly one row per live beam);
+- every beam carries its trie node, advanced by the chosen child (no prefix re-walk);
+  the candidates of a step are the trie children of the live beams, flattened over
+  beams and samples, so selection is a few sorts over a short vector;
+- a candidate that reaches a leaf (its EOS) is a finished item and enters a per-sample
+  pool of the best ``top_k``. Scores are sums of log-probabilities, which only
+  decrease, so a live beam that does not beat the pool's k-th score never will: it is
+  dropped at once. The search ends when no beam is left, that is as soon as the top-k
+  are final. (With length normalization this bound does not hold; beams then run to
+  their leaves.)
+
+Token scores: unmasked, the log-softmax of the logits over the whole vocabulary (as in
+``generate``); masked (the MSL host), the log-softmax of ``logits / tau`` over the
+trie children only, for which the output layer is evaluated at those tokens alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from tca4rec.align.trie import ROOT, TitleTrie
+from tca4rec.errors import ConfigError
+
+
+@dataclass
+class BeamSearchConfig:
+    num_beams: int = 10
+    top_k: int = 10  # items returned per sample, <= num_beams
+    length_normalize: bool = False  # rank finished titles by mean token log-prob (favors long titles)
+    masked: bool = False  # MSL: softmax over the trie children only, of logits / tau
+    tau: float = 1.0  # used only when masked
+
+    def __post_init__(self) -> None:
+        if self.num_beams < 1:
+            raise ConfigError(f"num_beams must be >= 1, got {self.num_beams}")
+        if not 1 <= self.top_k <= self.num_beams:
+            raise ConfigError(f"top_k must be in [1, num_beams={self.num_beams}], got {self.top_k}")
+        if not self.tau > 0:
+            raise ConfigError(f"tau must be > 0, got {self.tau}")
+
+
+@dataclass
+class BeamSearchResult:
+    items: torch.LongTensor  # [B, top_k] item columns of the trie, best first; -1 where fewer exist
+    scores: torch.FloatTensor  # [B, top_k] sum (or mean) of token log-probs; -inf where items == -1
+    steps: int = 0  # decoding steps run after the prefill (the cost driver, with beam_rows)
+    beam_rows: int = 0  # beam rows run through the model over all steps (dead beams cost none)
+
+
+def segment_topk(segment: torch.Tensor, score: torch.Tensor, num_segments: int, k: int) -> torch.Tensor:
+    """Indices of the k best scores of each segment: [num_segments, k], best first, -1 padded.
+
+    Ties keep the earlier index first.
+    """
+    order = torch.argsort(score, descending=True, stable=True)
+    order = order[torch.argsort(segment[order], stable=True)]  # by segment, then score desc
+    seg_sorted = segment[order]
+    counts = torch.bincount(segment, minlength=num_segments)
+    rank = torch.arange(order.numel()) - (torch.cumsum(counts, 0) - counts)[seg_sorted]
+    keep = rank < k
+    top = torch.full((num_segments, k), -1, dtype=torch.long)
+    top[seg_sorted[keep], rank[keep]] = order[keep]
+    return top
+
+
+def segment_log_softmax(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """log_softmax of ``values`` within each segment (float64; every segment id present is normalized)."""
+    values = values.double()
+    peak = torch.full((num_segments,), -torch.inf, dtype=torch.float64)
+    peak = peak.scatter_reduce(0, segment, values, reduce="amax")
+    shifted = values - peak[segment]
+    total = torch.zeros(num_segments, dtype=torch.float64).index_add_(0, segment, shifted.exp())
+    return shifted - total.log()[segment]
+
+
+class _NextTokenScorer:
+    """Runs the model one step (on the shared cache) and scores candidate next tokens."""
+
+    def __init__(self, model, config: BeamSearchConfig) -> None:
+        self.model = model
+        self.masked = config.masked
+        self.tau = config.tau
+        head = model.get_output_embeddings()
+        if head is None or not hasattr(head, "weight"):
+            raise ConfigError(f"{type(model).__name__} has no output embedding layer (lm_head)")
+        self.vocab_size = int(head.weight.shape[0])
+        if self.masked:
+            # logits = lm_head(last hidden state): evaluated below at the allowed tokens only.
+            self.backbone = model.get_decoder()
+            self.head_weight = head.weight  # [V, D]
+            self.head_bias = getattr(head, "bias", None)
+
+    def forward(self, cache: DynamicCache, **inputs) -> torch.Tensor:
+        """Last position's logits [R, V] (unmasked) or hidden state [R, D] (masked), float32."""
+        if self.masked:
+            return self.backbone(cache=cache, use_cache=True, **inputs).last_hidden_state[:, -1].float()
+        return self.model(cache=cache, use_cache=True, logits_to_keep=1, **inputs).logits[:, -1].float()
+
+    def log_probs(self, out: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Float64 log-prob of ``tokens[c]`` after row ``rows[c]`` of ``out``; rows lists each row's
+        allowed tokens (all of them: the masked softmax normalizes over exactly these)."""
+        if not self.masked:
+            return (out[rows, tokens] - torch.logsumexp(out, dim=-1)[rows]).double()
+        logits = (out[rows] * self.head_weight[tokens].float()).sum(-1)  # [C]
+        if self.head_bias is not None:
+            logits = logits + self.head_bias[tokens].float()
+        return segment_log_softmax(logits / self.tau, rows, out.shape[0])
+
+
+class _FinishedPool:
+    """The best ``k`` finished titles (leaf nodes) of each sample, best first."""
+
+    def __init__(self, num_samples: int, k: int) -> None:
+        self.k = k
+        self.leaves = torch.full((num_samples, k), -1, dtype=torch.long)
+        self.scores = torch.full((num_samples, k), -torch.inf, dtype=torch.float64)
+
+    def add(self, samples: torch.Tensor, leaves: torch.Tensor, scores: torch.Tensor) -> None:
+        if samples.numel() == 0:
+            return
+        held = self.leaves >= 0
+        held_samples = torch.arange(self.leaves.shape[0])[:, None].expand_as(held)[held]
+        all_samples = torch.cat([held_samples, samples])
+        all_leaves = torch.cat([self.leaves[held], leaves])
+        all_scores = torch.cat([self.scores[held], scores])
+        top = segment_topk(all_samples, all_scores, self.leaves.shape[0], self.k)
+        found = top >= 0
+        self.leaves = torch.where(found, all_leaves[top.clamp(min=0)], -1)
+        self.scores = torch.where(found, all_scores[top.clamp(min=0)], -torch.inf)
+
+    def kth_score(self) -> torch.Tensor:
+        """[B] score a live beam must beat to still matter (-inf until k titles are finished)."""
+        return self.scores[:, -1]
+
+    def result(self, trie: TitleTrie, steps: int, beam_rows: int) -> BeamSearchResult:
+        found = self.leaves >= 0
+        # The smallest item column of each leaf: items with equal titles sort stably by column.
+        items = trie.order[trie.range_start[self.leaves.clamp(min=0)]]
+        return BeamSearchResult(items=torch.where(found, items, -1), scores=self.scores.float(),
+                                steps=steps, beam_rows=beam_rows)
+
+
+def _check_inputs(attention_mask, input_ids, inputs_embeds) -> torch.Tensor:
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ConfigError("give exactly one of input_ids and inputs_embeds")
+    prompt = input_ids if input_ids is not None else inputs_embeds
+    if attention_mask.dim() != 2 or tuple(attention_mask.shape) != tuple(prompt.shape[:2]):
+        raise ConfigError(f"attention_mask must be [B, P] = {tuple(prompt.shape[:2])}, "
+                          f"got {tuple(attention_mask.shape)}")
+    mask = attention_mask.long()
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ConfigError("attention_mask must hold only 0 and 1")
+    if not bool((mask[:, 1:] >= mask[:, :-1]).all()) or not bool(mask[:, -1].all()):
+        raise ConfigError("prompts must be left-padded (attention_mask 0...0 1...1, every prompt non-empty)")
+    return mask
+
+
+@torch.inference_mode()
+def constrained_beam_search(model, trie: TitleTrie, attention_mask: torch.LongTensor, *,
+                            input_ids: torch.LongTensor | None = None,
+                            inputs_embeds: torch.FloatTensor | None = None,
+                            config: BeamSearchConfig = BeamSearchConfig()) -> BeamSearchResult:
+    """Top ``config.top_k`` distinct items of each left-padded prompt, by beam search over the trie.
+
+    ``model`` is any Hugging Face causal LM (a peft model too); it is put in eval mode for
+    the search and returned to its previous mode afterwards. Exactly one of ``input_ids``
+    [B, P] and ``inputs_embeds`` [B, P, D] is the prompt.
+    """
+    prompt_mask = _check_inputs(attention_mask, input_ids, inputs_embeds)
+    scorer = _NextTokenScorer(model, config)
+    if trie.vocab_bound > scorer.vocab_size:
+        raise ConfigError(f"the trie holds token ids up to {trie.vocab_bound - 1}, beyond the model's "
+                          f"vocabulary of {scorer.vocab_size}: trie and model use different tokenizers")
+    num_samples = prompt_mask.shape[0]
+    prompt_len = prompt_mask.sum(1)  # [B]
+    was_training = model.training
+    model.eval()
+    try:
+        cache = DynamicCache(config=model.config)
+        prompt = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
+        out = scorer.forward(cache, attention_mask=prompt_mask,
+                             position_ids=(prompt_mask.cumsum(1) - 1).clamp(min=0), **prompt)
+
+        # Live beams, one row each (row r of `out` and of the cache).
+        sample = torch.arange(num_samples)
+        node = torch.full((num_samples,), ROOT, dtype=torch.long)
+        score = torch.zeros(num_samples, dtype=torch.float64)
+        pool = _FinishedPool(num_samples, config.top_k)
+        depth = beam_rows = 0  # tokens generated so far; rows run through the model
+        while True:
+            rows, kids = trie.children(node)  # candidates: (beam row, child node) [C]
+            cand_sample = sample[rows]
+            cand_score = score[rows] + scorer.log_probs(out, rows, trie.token[kids])
+            finished = trie.is_leaf(kids)
+            leaf_score = cand_score[finished]
+            if config.length_normalize:
+                leaf_score = leaf_score / (depth + 1)  # title tokens + EOS
+            pool.add(cand_sample[finished], kids[finished], leaf_score)
+            alive = ~finished
+            if not config.length_normalize:
+                alive &= cand_score > pool.kth_score()[cand_sample]
+            alive = alive.nonzero().squeeze(1)
+            best = segment_topk(cand_sample[alive], cand_score[alive], num_samples, config.num_beams)
+            keep = alive[best[best >= 0]]
+            if keep.numel() == 0:
+                break
+            cache.batch_select_indices(rows[keep])  # copy each parent's cache row to its children
+            sample, node, score = cand_sample[keep], kids[keep], cand_score[keep]
+            depth += 1
+            beam_rows += sample.numel()
+            step_mask = torch.cat([prompt_mask[sample], prompt_mask.new_ones(sample.numel(), depth)], dim=1)
+            out = scorer.forward(cache, input_ids=trie.token[node][:, None], attention_mask=step_mask,
+                                 position_ids=(prompt_len[sample] + depth - 1)[:, None])
+        return pool.result(trie, depth, beam_rows)
+    finally:
+        model.train(was_training)

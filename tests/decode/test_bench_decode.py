@@ -1,0 +1,29 @@
+"""``tca4rec bench decode``: its measurement core on the tiny model, and its option errors."""
+
+from __future__ import annotations
+
+from tca4rec.align.trie import TitleTrie
+from tca4rec.bench.decode import next_tokens_by_prefix, run_bench
+from tca4rec.cli import main
+
+
+def test_dict_trie_lists_allowed_next_tokens():
+    allowed = next_tokens_by_prefix([[5, 6], [5, 7], [5]], eos_token_id=2)
+    assert allowed == {(): [5], (5,): [2, 6, 7], (5, 6): [2], (5, 7): [2]}
+
+
+def test_run_bench_compares_both_decoders(tiny_lm, tokenizer, big_title_ids, prompt_ids):
+    trie = TitleTrie(big_title_ids, tokenizer.eos_token_id)
+    prompts = prompt_ids[1:]
+    result = run_bench(tiny_lm, trie, big_title_ids, prompts, tokenizer.pad_token_id, beams=10, batch=2)
+    assert result["samples"] == len(prompts)
+    assert len(result["hf_items"]) == len(result["ours_items"]) == len(prompts)
+    assert all(len(row) == 10 and min(row) >= 0 for row in result["hf_items"] + result["ours_items"])
+    assert result["ours_at_least_as_good"] == len(prompts)
+    assert result["identical_top_k"] >= 1  # lists differ only where HF's admission rule drops a title
+    assert result["speedup"] > 0 and result["ours_steps_per_batch"] >= 1
+
+
+def test_bad_option_is_a_one_line_error(synth_dir, capsys):
+    assert main(["bench", "decode", "--data", str(synth_dir), "--beams", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
