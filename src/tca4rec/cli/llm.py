@@ -1,0 +1,135 @@
+"""``tca4rec train | evaluate | recommend``: the LLM recommender from the command line."""
+
+from __future__ import annotations
+
+import argparse
+
+from tca4rec.cli import add_command
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tca4rec.llm.config import TrainConfig
+    from tca4rec.llm.train import train
+
+    config = TrainConfig(
+        data=args.data, out=args.out, host=args.host, cf=args.cf, alpha=args.alpha, temperature=args.temperature,
+        form=args.form, tau=args.tau, llm=args.llm, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout, lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        epochs=args.epochs, max_steps=args.max_steps, save_steps=args.save_steps, eval_steps=args.eval_steps,
+        eval_rows=args.eval_rows, eval_beams=args.eval_beams, patience=args.patience,
+        train_limit=args.train_limit, seed=args.seed, logging_steps=args.logging_steps)
+    run_dir = train(config, resume=args.resume, overwrite=args.overwrite)
+    print(f"trained {config.host} (alpha {config.alpha:g}) -> {run_dir}")
+    return 0
+
+
+def _print_metrics(record: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{record['model']} on {record['split']} ({record['rows']} rows, {record['beams']} beams)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    for name, value in record["metrics"].items():
+        low, high = record["ci95"][name]
+        table.add_row(name, f"{value:.4f}", f"[{low:.4f}, {high:.4f}]")
+    Console().print(table)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+    from tca4rec.llm.run import process_state
+
+    record = evaluate_llm_run(args.run, split=args.split, limit=args.limit, beams=args.beams,
+                              batch_size=args.batch_size, data=args.data)
+    if process_state().is_main_process:
+        _print_metrics(record)
+        print(f"wrote metrics_{args.split}.json and predictions_{args.split}.jsonl in {args.run}")
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tca4rec.llm.recommend import recommend
+
+    recs = recommend(args.run, args.history, k=args.k, beams=args.beams)
+    table = Table(title=f"top {args.k} after {len(args.history)} item(s)")
+    for column, justify in (("#", "right"), ("title", "left"), ("item id", "right"), ("score", "right")):
+        table.add_column(column, justify=justify)
+    for rank, rec in enumerate(recs, 1):
+        table.add_row(str(rank), rec.title, str(rec.item_id), f"{rec.score:.3f}")
+    Console().print(table)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def register(sub) -> None:
+    from tca4rec.llm.config import HOSTS, LOSS_FORMS, MSL_DEFAULT_TAU, TrainConfig
+    from tca4rec.llm.model import DEFAULT_LLM
+
+    d = TrainConfig(data="", out="")
+    p = add_command(sub, "train", _train, "LoRA fine-tune an LLM recommender (host + TCA4Rec when --alpha > 0)", (
+        "tca4rec train --data data/synth --host tallrec --cf runs/sasrec --alpha 0.1 --out runs/tca",
+        "tca4rec train --data data/synth --host tallrec --alpha 0 --out runs/tallrec --max-steps 200",
+        "tca4rec train --data data/synth --host llara --cf runs/sasrec --alpha 0.05 --out runs/llara --resume",
+        "torchrun --nproc_per_node 2 -m tca4rec.cli train --data data/synth --host msl --alpha 0 --out runs/msl",
+    ))
+    p.add_argument("--data", required=True, help="dataset folder (release format)")
+    p.add_argument("--host", choices=HOSTS, default=d.host, help="host recommender (default %(default)s)")
+    p.add_argument("--cf", metavar="CF_RUN", help="frozen CF run folder (required for --alpha > 0 and for llara)")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="TCA4Rec weight in [0, 1]; 0 = host alone")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
+    p.add_argument("--llm", default=DEFAULT_LLM, help="local HF model folder (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="CF temperature T (default 1)")
+    p.add_argument("--form", choices=LOSS_FORMS, default=d.form, help="soft loss form (default %(default)s)")
+    p.add_argument("--tau", type=float, default=MSL_DEFAULT_TAU, help="msl masked-softmax temperature (default 4.5)")
+    p.add_argument("--lora-r", type=int, default=d.lora_r)
+    p.add_argument("--lora-alpha", type=int, default=d.lora_alpha)
+    p.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per-device batch size")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="gradient accumulation steps")
+    p.add_argument("--epochs", type=float, default=d.epochs)
+    p.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--save-steps", type=int, default=d.save_steps, help="checkpoint every N optimizer steps")
+    p.add_argument("--eval-steps", type=int, help="valid HR@3 every N steps (default: --save-steps)")
+    p.add_argument("--eval-rows", type=int, default=d.eval_rows, help="valid rows for model selection; 0 = none")
+    p.add_argument("--eval-beams", type=int, default=d.eval_beams)
+    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience (evaluations)")
+    p.add_argument("--logging-steps", type=int, default=d.logging_steps)
+    p.add_argument("--train-limit", type=int, help="use the first N train rows only")
+    p.add_argument("--seed", type=int, default=d.seed)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    mode.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
+
+    p = add_command(sub, "evaluate", _evaluate, "evaluate an LLM run by constrained beam search (HR/NDCG@1,3,5,10)", (
+        "tca4rec evaluate --run runs/tca --split test",
+        "tca4rec evaluate --run runs/tca --split valid --limit 200 --beams 10",
+        "torchrun --nproc_per_node 2 -m tca4rec.cli evaluate --run runs/tca --split test",
+    ))
+    p.add_argument("--run", required=True, help="LLM run folder")
+    p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--limit", type=_positive_int, help="first N rows only")
+    p.add_argument("--beams", type=_positive_int, default=10, help="beam width = ranked list length (default 10)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="prompts decoded together")
+    p.add_argument("--data", help="dataset folder, if it moved since training")
+
+    p = add_command(sub, "recommend", _recommend, "recommend items after a history of catalog titles", (
+        'tca4rec recommend --run runs/tca --history "Lego City Police Car" "Uno Card Game"',
+        'tca4rec recommend --run runs/tca --history "Uno Card Game" --k 5',
+    ))
+    p.add_argument("--run", required=True, help="LLM run folder")
+    p.add_argument("--history", required=True, nargs="+", metavar="TITLE", help="item titles, oldest first")
+    p.add_argument("--k", type=int, default=10, help="number of items (default 10)")
+    p.add_argument("--beams", type=int, help="beam width (default max(k, 10); must be >= k)")
+

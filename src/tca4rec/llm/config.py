@@ -1,0 +1,129 @@
+"""Configuration dataclasses of the LLM side: which host (``HostConfig``) and a whole
+fine-tuning run (``TrainConfig``, saved as the run's ``config.json``).
+
+Kept free of torch / transformers imports so that the command line can read defaults and
+validate options before anything heavy loads. Every invalid option is a ``ConfigError``
+naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from tca4rec.errors import ConfigError
+from tca4rec.llm.model import DEFAULT_LLM
+
+HOSTS = ("tallrec", "llara", "msl")
+MSL_DEFAULT_TAU = 4.5  # the MSL release's temperature
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Which host, and its options. ``tau`` only matters for ``msl`` (masked softmax)."""
+
+    name: str = "tallrec"
+    tau: float = MSL_DEFAULT_TAU
+    projector_hidden: int = 0  # llara: hidden width of the projector MLP; 0 = the LLM's width
+
+    def __post_init__(self) -> None:
+        if self.name not in HOSTS:
+            raise ConfigError(f"--host {self.name}: unknown host (choose from {', '.join(HOSTS)})")
+        if not self.tau > 0:
+            raise ConfigError(f"--tau {self.tau}: must be > 0")
+        if self.projector_hidden < 0:
+            raise ConfigError(f"projector_hidden {self.projector_hidden}: must be >= 0")
+
+    @property
+    def masked(self) -> bool:
+        return self.name == "msl"
+
+    @property
+    def softmax_tau(self) -> float:
+        """Temperature of the LLM softmax in the loss and in decoding (1 unless masked)."""
+        return self.tau if self.masked else 1.0
+
+    @property
+    def uses_cf_embeddings(self) -> bool:
+        return self.name == "llara"
+
+
+RUN_FORMAT = "tca4rec.llm_run/1"
+LOSS_FORMS = ("mixture", "ce")
+# Fields that may change between a run and its --resume (schedule and bookkeeping only).
+RESUMABLE_CHANGES = {"epochs", "max_steps", "save_steps", "eval_steps", "logging_steps", "patience",
+                     "save_total_limit", "data", "cf", "out"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything one fine-tuning run depends on; saved as the run's ``config.json``."""
+
+    data: str
+    out: str
+    host: str = "tallrec"
+    cf: str | None = None  # CF run folder; required for alpha > 0 and for llara
+    alpha: float = 0.0  # 0 = host alone; > 0 = host + TCA4Rec soft labels
+    temperature: float = 1.0  # CF temperature T of the Collaborative Tokenizer
+    form: str = "mixture"  # soft loss: "mixture" (log of expected prob.) or "ce" (soft cross-entropy)
+    tau: float = MSL_DEFAULT_TAU  # msl: masked-softmax temperature (training and decoding)
+    llm: str = DEFAULT_LLM
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lr: float = 1e-4
+    batch_size: int = 4  # per device
+    grad_accum: int = 4
+    epochs: float = 10.0
+    max_steps: int | None = None  # optimizer steps; overrides epochs
+    save_steps: int = 200
+    eval_steps: int | None = None  # None = save_steps
+    eval_rows: int = 100  # valid rows for model selection (0 = no evaluation: keep the last model)
+    eval_beams: int = 10
+    patience: int = 3  # evaluations without a better valid HR@3 before stopping
+    train_limit: int | None = None  # first N train rows only
+    seed: int = 0
+    logging_steps: int = 10
+    save_total_limit: int = 2
+
+    def __post_init__(self) -> None:
+        if self.host not in HOSTS:
+            raise ConfigError(f"--host {self.host}: unknown host (choose from {', '.join(HOSTS)})")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"--alpha {self.alpha}: must be in [0, 1]")
+        if not self.temperature > 0:
+            raise ConfigError(f"--temperature {self.temperature}: must be > 0")
+        if not self.tau > 0:
+            raise ConfigError(f"--tau {self.tau}: must be > 0")
+        if self.form not in LOSS_FORMS:
+            raise ConfigError(f"--form {self.form}: choose from {', '.join(LOSS_FORMS)}")
+        if self.cf is None and (self.alpha > 0 or self.host == "llara"):
+            need = "--host llara" if self.host == "llara" else f"--alpha {self.alpha} > 0"
+            raise ConfigError(f"{need} needs a CF run: pass --cf RUN (train one with `tca4rec cf train`)")
+        positive = {"lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "batch_size": self.batch_size,
+                    "grad_accum": self.grad_accum, "save_steps": self.save_steps, "eval_beams": self.eval_beams,
+                    "patience": self.patience, "logging_steps": self.logging_steps,
+                    "save_total_limit": self.save_total_limit}
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {value}: must be >= 1")
+        for name in ("max_steps", "eval_steps", "train_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {value}: must be >= 1")
+        if self.eval_rows < 0 or not self.epochs > 0 or not self.lr > 0 or not 0 <= self.lora_dropout < 1:
+            raise ConfigError("need --eval-rows >= 0, --epochs > 0, --lr > 0 and 0 <= --lora-dropout < 1")
+        if self.eval_rows and self.save_steps % (self.eval_steps or self.save_steps):
+            raise ConfigError(f"--save-steps {self.save_steps} must be a multiple of --eval-steps {self.eval_steps} "
+                              "(the best checkpoint is chosen among evaluated ones)")
+
+    def host_config(self) -> HostConfig:
+        return HostConfig(name=self.host, tau=self.tau)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+

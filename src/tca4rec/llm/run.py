@@ -1,0 +1,217 @@
+"""LLM run folders: what training and inference share, and loading a finished run safely.
+
+``Signals`` gathers the fixed, non-trained parts of a run: the dataset, the tokenizer, the
+Collaborative Tokenizer (with its title trie) and the frozen CF model. ``build_host`` puts
+a LoRA-wrapped LLM (and the llara projector) on top. ``load_llm_run`` rebuilds both from a
+run folder and loads the trained weights, reading only JSON and safetensors: a pickle file
+dropped into the folder (``*.bin``, ``*.pt``) is never opened.
+
+A run is refused (``RunError``) when the dataset or the tokenizer differs from the ones it
+was trained with: their fingerprints are stored in ``config.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tca4rec.errors import RunError
+from tca4rec.llm.hosts import Host
+
+CT_FILE = "ct.safetensors"
+
+
+def process_state():
+    """accelerate's process state. On a machine without GPU it must be created with
+    ``cpu=True`` before anything else asks for it: only then does a ``torchrun`` launch
+    become a gloo process group instead of N independent single-process runs."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of the vocabulary and EOS id: a run refuses any other tokenizer."""
+    h = hashlib.sha256()
+    for token, index in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
+        h.update(f"{index}\t{token}\n".encode("utf-8"))
+    h.update(f"eos={tokenizer.eos_token_id}".encode())
+    return h.hexdigest()[:16]
+
+
+def fingerprints_of(dataset, tokenizer) -> dict:
+    return {"dataset_fingerprint": dataset.fingerprint(), "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+            "num_items": dataset.num_items}
+
+
+@dataclass
+class Signals:
+    """The fixed parts of a run: dataset, tokenizer, title token ids, CT (and trie), frozen CF model."""
+
+    config: object  # TrainConfig
+    dataset: object  # RecDataset
+    tokenizer: object
+    title_ids: list[list[int]]  # title_ids[i] = item i's title tokens; [0] = [] (padding)
+    ct: object  # CollaborativeTokenizer over item columns 0..N-1 (item id = column + 1)
+    cf: torch.nn.Module | None
+
+    @property
+    def trie(self):
+        return self.ct.trie
+
+    @classmethod
+    def build(cls, config, ct_path: Path | None = None, expected: dict | None = None) -> "Signals":
+        """Load the dataset, tokenizer and CF run of ``config``; the CT from ``ct_path`` or built fresh.
+
+        ``expected``: a run's stored fingerprints; a different dataset or tokenizer is a RunError.
+        """
+        from tca4rec.align import CollaborativeTokenizer
+        from tca4rec.data import load_dataset
+        from tca4rec.llm.model import load_tokenizer
+        from tca4rec.llm.prompts import title_token_ids
+
+        dataset = load_dataset(config.data)
+        tokenizer = load_tokenizer(config.llm)
+        if expected is not None:
+            for key, value in fingerprints_of(dataset, tokenizer).items():
+                if expected.get(key) != value:
+                    what = "tokenizer" if key == "tokenizer_fingerprint" else "dataset"
+                    source = config.llm if what == "tokenizer" else config.data
+                    raise RunError(f"the run was trained on another {what} ({key} {expected.get(key)}, "
+                                   f"{source} has {value})")
+        if ct_path is not None:
+            ct = CollaborativeTokenizer.load(ct_path)
+            if ct.num_items != dataset.num_items:
+                raise RunError(f"{ct_path} covers {ct.num_items} items, the dataset {dataset.num_items}")
+            title_ids = [[]] + ct.trie.item_token_ids()
+        else:
+            title_ids = [[]] + title_token_ids(tokenizer, dataset.titles[1:])
+            ct = CollaborativeTokenizer(title_ids[1:], tokenizer.eos_token_id)
+        cf = None
+        if config.cf is not None:
+            from tca4rec.cf import load_cf_run
+
+            cf = load_cf_run(config.cf, dataset)
+            if cf.num_items != dataset.num_items:
+                raise RunError(f"--cf {config.cf} scores {cf.num_items} items, the dataset has {dataset.num_items}")
+            cf.requires_grad_(False).eval()
+        return cls(config, dataset, tokenizer, title_ids, ct, cf)
+
+    def to(self, device) -> "Signals":
+        if self.cf is not None:
+            self.cf.to(device)
+        return self
+
+    @torch.no_grad()
+    def cf_signals(self, users: torch.Tensor, histories: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(item logits [B, N+1], history item embeddings [B, H, D], user embeddings [B, D]).
+
+        Without a CF model (alpha 0, no embedding host) the logits are zeros, which the
+        CT ignores at alpha 0, and there are no embeddings.
+        """
+        if self.cf is None:
+            return torch.zeros(len(users), self.dataset.num_items + 1, device=users.device), None, None
+        device = next(self.cf.parameters()).device
+        users, histories = users.to(device), histories.to(device)
+        logits = self.cf(users, histories).float()
+        return logits, self.cf.item_embeddings()[histories].float(), self.cf.user_embedding(users, histories).float()
+
+
+def build_host(config, signals: Signals, trainable: bool) -> Host:
+    """A fresh LoRA-wrapped host (random LoRA/projector init under the current seed)."""
+    from peft import LoraConfig, get_peft_model
+
+    from tca4rec.llm.model import load_causal_lm
+
+    llm = load_causal_lm(config.llm)
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=list(config.lora_targets), task_type="CAUSAL_LM",
+                      inference_mode=not trainable)
+    llm = get_peft_model(llm, lora)
+    cf_dim = signals.cf.embedding_dim if signals.cf is not None else None
+    return Host(config.host_config(), llm, signals.tokenizer, signals.title_ids, signals.trie.seqs, cf_dim=cf_dim)
+
+
+@dataclass
+class LLMRun:
+    """A trained run, ready to decode: ``host`` is in eval mode with the adapter loaded."""
+
+    run_dir: Path
+    config: object  # TrainConfig
+    record: dict  # the whole config.json
+    signals: Signals
+    host: Host
+
+    @property
+    def dataset(self):
+        return self.signals.dataset
+
+    @property
+    def tokenizer(self):
+        return self.signals.tokenizer
+
+    @property
+    def trie(self):
+        return self.signals.trie
+
+    @property
+    def cf(self):
+        return self.signals.cf
+
+    @property
+    def name(self) -> str:
+        """e.g. ``tallrec+tca(alpha=0.1)`` or ``msl``."""
+        c = self.config
+        return c.host if c.alpha == 0 else f"{c.host}+tca(alpha={c.alpha:g})"
+
+
+def read_run_record(run_dir: Path) -> dict:
+    from tca4rec.llm.config import RUN_FORMAT
+
+    if not run_dir.is_dir():
+        raise RunError(f"run folder {run_dir} does not exist")
+    path = run_dir / "config.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{run_dir} is not an LLM run folder: config.json is missing") from None
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
+        raise RunError(f"{run_dir} is not an LLM run folder (config.json has no format {RUN_FORMAT!r}; "
+                       "a CF run is used with `tca4rec cf evaluate`)")
+    return record
+
+
+def load_llm_run(run_dir: str | Path, data: str | Path | None = None, merge: bool = True,
+                 device: str | torch.device | None = None) -> LLMRun:
+    """Load a finished run (``data`` overrides the dataset folder stored in its config).
+
+    ``merge`` folds the LoRA weights into the base model (faster decoding, same outputs).
+    """
+    from tca4rec.llm.config import TrainConfig
+    from tca4rec.llm.train import load_weights
+
+    run_dir = Path(run_dir)
+    record = read_run_record(run_dir)
+    if not (run_dir / "adapter").is_dir() or not (run_dir / CT_FILE).is_file():
+        raise RunError(f"{run_dir} is incomplete (no adapter/ or {CT_FILE}): finish it with `tca4rec train --resume`")
+    values = dict(record["config"])
+    if data is not None:
+        values["data"] = str(data)
+    config = TrainConfig.from_dict(values)
+    signals = Signals.build(config, ct_path=run_dir / CT_FILE, expected=record)
+    host = build_host(config, signals, trainable=False)
+    load_weights(host, run_dir)
+    if merge:
+        host.llm = host.llm.merge_and_unload()
+    host.eval()
+    if device is not None:
+        host.to(device)
+        signals.to(device)
+    return LLMRun(run_dir, config, record, signals, host)

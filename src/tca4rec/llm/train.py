@@ -1,0 +1,313 @@
+"""LoRA fine-tuning of a host LLM recommender with TCA4Rec soft labels, on Hugging Face's Trainer.
+
+The Trainer brings mixed precision, gradient accumulation, checkpoints, resuming, DDP
+under ``torchrun`` / ``accelerate launch``, early stopping and the progress bar. We
+override only what is ours:
+
+- ``compute_loss``: the frozen CF model scores every item, the Collaborative Tokenizer
+  turns those logits into sparse soft labels on the target title's trie path, and
+  ``soft_ntp_loss`` compares them with the LLM's next-token distribution. The loss is
+  normalized by the number of target tokens of the whole accumulated (and, under DDP,
+  global) batch, so 1 process x batch 4 and 2 processes x batch 2 take the same step.
+- ``evaluate``: trie-constrained beam search on a few valid rows -> ``eval_HR@3``, the
+  metric that picks the best checkpoint (``load_best_model_at_end``) and drives early
+  stopping.
+- saving/loading: only the LoRA adapter (peft, safetensors) and the llara projector, never
+  the frozen base model.
+
+A run folder holds ``config.json`` (the full ``TrainConfig`` plus dataset / tokenizer
+fingerprints), ``checkpoints/``, ``train_log.jsonl`` and, when done, ``adapter/``,
+``projector.safetensors`` (llara), ``ct.safetensors`` (the Collaborative Tokenizer and its trie) and ``train_state.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+
+from tca4rec.errors import ConfigError, RunError
+from tca4rec.io import atomic_write_json, atomic_write_jsonl
+from tca4rec.llm.config import RESUMABLE_CHANGES, RUN_FORMAT, TrainConfig
+from tca4rec.llm.hosts import Host
+
+
+class RowDataset(Dataset):
+    """Row indices of a split; the collator turns a list of them into model inputs."""
+
+    def __init__(self, num_rows: int) -> None:
+        self.num_rows = num_rows
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __getitem__(self, row: int) -> int:
+        return row
+
+
+class RowCollator:
+    """Rows -> the tensors ``Host.forward`` and ``compute_loss`` need (same prompts as decoding)."""
+
+    def __init__(self, host: Host, split) -> None:
+        self.host = host
+        self.users = torch.tensor(split.users)  # a copy: dataset arrays are read-only
+        self.histories = torch.tensor(split.histories)
+        self.items = torch.tensor(split.targets) - 1  # item columns
+
+    def __call__(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.tensor(rows, dtype=torch.long)
+        prompt = self.host.prompts(self.histories[index])
+        target_tokens = self.host.targets(self.items[index])
+        return {"users": self.users[index], "histories": self.histories[index], "items": self.items[index],
+                "input_ids": prompt.input_ids, "attention_mask": prompt.attention_mask,
+                "slot_positions": prompt.slot_positions, "user_slot": prompt.user_slot,
+                "target_tokens": target_tokens,
+                # Only for the Trainer's count of target tokens across accumulation steps/processes.
+                "labels": target_tokens.masked_fill(target_tokens < 0, -100)}
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Keeps ``train_log.jsonl`` (one record per log call), rewritten atomically by rank 0."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: list[dict] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # On resume, keep what was logged up to the checkpoint; later lines are replayed.
+        if self.path.is_file():
+            lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            self.records = [r for r in lines if r.get("step", 0) <= state.global_step]
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            self.records.append({"step": state.global_step, "epoch": state.epoch, **logs})
+            atomic_write_jsonl(self.path, self.records)
+
+
+class TCA4RecTrainer(Trainer):
+    """Trainer with the TCA4Rec loss, beam-search model selection and adapter-only saving."""
+
+    loss_is_scaled_for_ga = True  # compute_loss divides by the whole accumulated batch's token count
+
+    def __init__(self, *args, tca, eval_split=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.tca = tca  # a tca4rec.llm.run.Signals: frozen CF model, Collaborative Tokenizer, trie
+        self.eval_split = eval_split
+        self.config: TrainConfig = tca.config
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        from tca4rec.align import soft_ntp_loss
+
+        host_config = self.config.host_config()
+        cf_logits, history_cf, user_cf = self.tca.cf_signals(inputs["users"], inputs["histories"])
+        labels = self.tca.ct.soft_labels(cf_logits[:, 1:], inputs["items"], alpha=self.config.alpha,
+                                         temperature=self.config.temperature).to(inputs["input_ids"].device)
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                       slot_positions=inputs["slot_positions"], user_slot=inputs["user_slot"],
+                       target_tokens=inputs["target_tokens"], history_cf=history_cf, user_cf=user_cf)
+        loss = soft_ntp_loss(logits.float(), labels, form=self.config.form, masked=host_config.masked,
+                             tau=host_config.softmax_tau)
+        if num_items_in_batch is not None:
+            # mean over this batch -> sum over it / tokens of the global accumulated batch;
+            # DDP averages gradients over processes, hence the factor world_size.
+            local_tokens = (inputs["labels"] != -100).sum()
+            loss = loss * local_tokens / num_items_in_batch * self.accelerator.num_processes
+        return (loss, logits) if return_outputs else loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        from tca4rec.evaluate.llm_eval import evaluate_rows
+        from tca4rec.evaluate.metrics import hit_ranks, summarize
+
+        host = self.accelerator.unwrap_model(self.model)
+        items, _ = evaluate_rows(host, self.tca, self.eval_split, beams=self.config.eval_beams,
+                                 k=self.config.eval_beams, batch_size=self.args.per_device_eval_batch_size,
+                                 device=self.args.device, desc="valid HR@3")
+        ranks = hit_ranks(items, self.eval_split.targets, self.tca.dataset.title_group)
+        metrics = {f"{metric_key_prefix}_{name}": value for name, value in summarize(ranks).items()
+                   if name in ("HR@3", "NDCG@3", "HR@10")}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        if self.args.should_save:
+            save_weights(self.accelerator.unwrap_model(self.model), Path(output_dir or self.args.output_dir))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        load_weights(self.accelerator.unwrap_model(self.model), Path(resume_from_checkpoint))
+
+    def _load_best_model(self) -> None:
+        load_weights(self.accelerator.unwrap_model(self.model), Path(self.state.best_model_checkpoint))
+
+
+def save_weights(host: Host, folder: Path) -> None:
+    """The trained weights only: LoRA adapter (``adapter/``) and llara projector."""
+    from tca4rec.io import atomic_dir, atomic_save_tensors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "adapter").exists():
+        shutil.rmtree(folder / "adapter")
+    with atomic_dir(folder / "adapter") as tmp:
+        host.llm.save_pretrained(tmp, safe_serialization=True)
+    if host.projector is not None:
+        atomic_save_tensors(folder / "projector.safetensors", host.projector.state_dict())
+
+
+def load_weights(host: Host, folder: Path) -> None:
+    """Load what ``save_weights`` wrote into an already built host (safetensors only)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    adapter = folder / "adapter" / "adapter_model.safetensors"
+    if not adapter.is_file():
+        raise RunError(f"{folder}: no adapter weights (adapter/adapter_model.safetensors)")
+    result = set_peft_model_state_dict(host.llm, load_file(adapter))
+    if getattr(result, "unexpected_keys", None):
+        raise RunError(f"{adapter}: unexpected weights {result.unexpected_keys[:3]} (another LLM or LoRA config?)")
+    if host.projector is not None:
+        projector = folder / "projector.safetensors"
+        if not projector.is_file():
+            raise RunError(f"{folder}: the llara host needs projector.safetensors")
+        host.projector.load_state_dict(load_file(projector))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (trainer_state.json is written last), or None."""
+    folder = run_dir / "checkpoints"
+    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()] if folder.is_dir() else []
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool, fingerprints: dict) -> Path | None:
+    """Check the run folder against --resume / --overwrite; returns the checkpoint to resume from.
+
+    Only the main process deletes or writes; callers synchronize afterwards.
+    """
+    from tca4rec.llm.run import process_state
+
+    run_dir = Path(config.out)
+    state = process_state()
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    state.wait_for_everyone()  # every process looks before the main one deletes or writes
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    if exists and not resume and not overwrite:
+        raise RunError(f"{run_dir} already exists: pass --resume to continue it or --overwrite to start over")
+    if exists and overwrite:
+        if not (run_dir / "config.json").is_file():
+            raise RunError(f"{run_dir} is not a tca4rec run folder (no config.json); refusing to delete it")
+        if state.is_main_process:
+            shutil.rmtree(run_dir)
+        state.wait_for_everyone()
+        exists = False
+    record = {"format": RUN_FORMAT, **fingerprints, "config": dataclasses.asdict(config)}
+    if exists:
+        stored_path = run_dir / "config.json"
+        if not stored_path.is_file():
+            raise RunError(f"{run_dir} is not a tca4rec run folder (no config.json); cannot resume it")
+        stored = json.loads(stored_path.read_text())
+        for key, value in fingerprints.items():
+            if stored.get(key) != value:
+                raise RunError(f"{run_dir} was trained with another {key.replace('_', ' ')}; cannot resume it here")
+        differ = sorted(k for k, v in record["config"].items()
+                        if k not in RESUMABLE_CHANGES and stored["config"].get(k) != v)
+        if differ:
+            raise RunError(f"--resume {run_dir}: options differ from the run's config.json: {', '.join(differ)}")
+    if state.is_main_process:
+        atomic_write_json(run_dir / "config.json", record)
+    state.wait_for_everyone()
+    return latest_checkpoint(run_dir) if exists else None
+
+
+def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
+    evaluate = config.eval_rows > 0
+    on_gpu = torch.cuda.is_available()
+    bf16 = on_gpu and torch.cuda.is_bf16_supported()
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=(config.eval_steps or config.save_steps) if evaluate else None,
+        load_best_model_at_end=evaluate,
+        metric_for_best_model="HR@3" if evaluate else None,
+        greater_is_better=True,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=bf16,
+        fp16=on_gpu and not bf16,
+        use_cpu=not on_gpu,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else "none",
+        disable_tqdm=False,
+    )
+
+
+def build_trainer(config: TrainConfig, *, resume: bool = False, overwrite: bool = False
+                  ) -> tuple[TCA4RecTrainer, Path | None]:
+    """The ready Trainer of a run (folder checked, config.json written) and the checkpoint to resume."""
+    from transformers import set_seed
+
+    from tca4rec.llm.run import Signals, build_host, fingerprints_of, process_state
+
+    process_state()  # first, so that a CPU torchrun launch is distributed
+    run_dir = Path(config.out)
+    set_seed(config.seed)
+    tca = Signals.build(config)
+    checkpoint = prepare_run_dir(config, resume, overwrite, fingerprints_of(tca.dataset, tca.tokenizer))
+    set_seed(config.seed)  # the same LoRA / projector initialization whatever was loaded before
+    host = build_host(config, tca, trainable=True)
+    train_split = tca.dataset.split("train").head(config.train_limit)
+    eval_split = tca.dataset.split("valid").head(config.eval_rows) if config.eval_rows else None
+    callbacks: list[TrainerCallback] = [JsonlLogCallback(run_dir / "train_log.jsonl")]
+    if eval_split is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
+    trainer = TCA4RecTrainer(
+        model=host,
+        args=training_arguments(config, run_dir),
+        train_dataset=RowDataset(len(train_split)),
+        eval_dataset=RowDataset(len(eval_split)) if eval_split is not None else None,
+        data_collator=RowCollator(host, train_split),
+        callbacks=callbacks,
+        tca=tca,
+        eval_split=eval_split,
+    )
+    tca.to(trainer.args.device)
+    return trainer, checkpoint
+
+
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Fine-tune ``config.host`` with LoRA (and TCA4Rec soft labels if alpha > 0); returns the run folder."""
+    from tca4rec.llm.run import CT_FILE, process_state
+
+    run_dir = Path(config.out)
+    trainer, checkpoint = build_trainer(config, resume=resume, overwrite=overwrite)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    state = process_state()
+    if state.is_main_process:
+        save_weights(trainer.accelerator.unwrap_model(trainer.model), run_dir)
+        trainer.tca.ct.save(run_dir / CT_FILE)
+        atomic_write_json(run_dir / "train_state.json", {
+            "global_step": trainer.state.global_step, "epoch": trainer.state.epoch,
+            "best_metric": trainer.state.best_metric,
+            "best_checkpoint": Path(trainer.state.best_model_checkpoint).name
+            if trainer.state.best_model_checkpoint else None})
+    state.wait_for_everyone()
+    return run_dir

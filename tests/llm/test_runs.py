@@ -1,0 +1,159 @@
+"""Run folders: SIGKILL + --resume, determinism, 2-process torchrun, the CLI, and refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tca4rec.errors import RunError
+
+from .conftest import adapter_tensors, cli_train_args
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def _same_adapters(a, b, atol=1e-6) -> None:
+    ta, tb = adapter_tensors(a), adapter_tensors(b)
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        torch.testing.assert_close(ta[k], tb[k], atol=atol, rtol=0, msg=k)
+
+
+@pytest.fixture(scope="module")
+def reference_run(small_config, tmp_path_factory):
+    """An uninterrupted 6-step run (LoRA dropout on, so resuming must restore the RNG too)."""
+    from tca4rec.llm.train import train
+
+    config = small_config(tmp_path_factory.mktemp("ref") / "run", max_steps=6, save_steps=2)
+    return config, train(config)
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(reference_run, tmp_path, capsys):
+    """Kill the CLI after its first checkpoint, resume through the CLI; same adapter, same metrics."""
+    from tca4rec.cli import main
+    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+
+    config, reference = reference_run
+    out = tmp_path / "run"
+    args = cli_train_args(config)
+    args[args.index("--out") + 1] = str(out)
+    proc = subprocess.Popen([sys.executable, "-m", "tca4rec.cli", *args], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "adapter").exists()  # killed before the end
+
+    assert main(args + ["--resume"]) == 0
+    _same_adapters(reference, out)
+    assert evaluate_llm_run(out, limit=2, beams=2)["metrics"] == evaluate_llm_run(reference, limit=2, beams=2)["metrics"]
+
+    # The rest of the CLI on the resumed run.
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(out), "--split", "valid", "--limit", "2", "--beams", "2"]) == 0
+    assert "HR@3" in capsys.readouterr().out and (out / "metrics_valid.json").is_file()
+    from tca4rec.data import load_dataset
+
+    ds = load_dataset(config.data)
+    assert main(["recommend", "--run", str(out), "--history", ds.titles[3], ds.titles[4], "--k", "2"]) == 0
+    printed = capsys.readouterr().out
+    first = json.loads((out / "predictions_valid.jsonl").read_text().splitlines()[0])
+    assert "item id" in printed and any(ds.titles[i][:20] in printed for i in range(1, ds.num_items + 1))
+    assert first["row"] == 0
+
+
+def test_same_seed_same_run(reference_run, small_config, tmp_path):
+    """Determinism, with evaluation-based model selection switched on."""
+    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+    from tca4rec.llm.train import train
+
+    config = small_config(tmp_path / "a", max_steps=2, save_steps=1, eval_rows=2, eval_beams=2)
+    first = train(config)
+    second = train(small_config(tmp_path / "b", max_steps=2, save_steps=1, eval_rows=2, eval_beams=2))
+    _same_adapters(first, second, atol=0)
+    state = json.loads((first / "train_state.json").read_text())
+    assert state["best_checkpoint"] is not None and state == json.loads((second / "train_state.json").read_text())
+    log = [json.loads(line) for line in (first / "train_log.jsonl").read_text().splitlines()]
+    assert any("eval_HR@3" in r for r in log) and any("loss" in r for r in log)
+    assert evaluate_llm_run(first, limit=2, beams=2) ["metrics"] == evaluate_llm_run(second, limit=2, beams=2)["metrics"]
+
+
+def test_two_processes_match_one(small_config, tmp_path):
+    """torchrun (gloo, 2 CPU processes, batch 2 each) == 1 process with batch 4."""
+    from tca4rec.llm.train import train
+
+    one = train(small_config(tmp_path / "one", max_steps=2, save_steps=2, batch_size=4, lora_dropout=0.0))
+    two = small_config(tmp_path / "two", max_steps=2, save_steps=2, batch_size=2, lora_dropout=0.0)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "-m", "tca4rec.cli", *cli_train_args(two)], env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _same_adapters(one, two.out, atol=1e-6)
+
+
+def test_refusals(small_config, cf_run, tmp_path, tmp_path_factory, capsys):
+    from tca4rec.cli import main
+    from tca4rec.data.synth import SynthConfig, write_synthetic_dataset
+    from tca4rec.llm.run import load_llm_run
+    from tca4rec.llm.train import train
+
+    config = small_config(tmp_path / "run")
+    run_dir = train(config)
+
+    def fails(argv, needle):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+
+    train_args = cli_train_args(config)
+    fails(train_args, "--resume")  # the run exists
+    fails([*train_args, "--overwrite", "--alpha", "1.5"], "--alpha 1.5")
+    fails([*train_args, "--overwrite", "--host", "msl", "--tau", "0"], "--tau 0")
+    fails([*train_args, "--overwrite", "--alpha", "0.1"], "--cf")  # alpha > 0 without a CF run
+    fails(["evaluate", "--run", str(tmp_path / "missing")], "does not exist")
+    fails(["recommend", "--run", str(run_dir), "--history", "x", "--k", "3", "--beams", "2"], "--beams 2")
+    fails(["recommend", "--run", str(run_dir), "--history", "x", "--k", "0"], "--k 0")
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--run", str(run_dir), "--beams", "0"])
+
+    other = tmp_path_factory.mktemp("other") / "data"
+    write_synthetic_dataset(other, SynthConfig(num_items=120, num_users=60, seed=1))
+    with pytest.raises(RunError, match="another dataset"):
+        load_llm_run(run_dir, data=other)
+    # A CF run of the synthetic dataset does not fit the other catalog.
+    fails(["train", "--data", str(other), "--out", str(tmp_path / "x"), "--llm", config.llm, "--alpha", "0.1",
+           "--cf", str(cf_run), "--max-steps", "1"], "another dataset")
+
+    # Pickles dropped into the run folder are never unpickled.
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    import pickle
+
+    for path in (run_dir / "adapter" / "adapter_model.bin", run_dir / "projector.pt", run_dir / "model.pt"):
+        path.write_bytes(pickle.dumps(Payload()))
+    run = load_llm_run(run_dir)
+    assert run.config.host == "tallrec"
+    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+
+    evaluate_llm_run(run_dir, limit=1, beams=2)
+    assert not marker.exists()
