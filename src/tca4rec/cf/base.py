@@ -1,0 +1,176 @@
+"""The interface every collaborative-filtering model obeys, and the model registry.
+
+A CF model maps (user, history) to one logit per item. The LLM side of TCA4Rec only needs
+those logits (the Collaborative Tokenizer turns them into next-token distributions) and,
+for the LLaRA/CoLLM hosts, the user and item embeddings whose dot product gives them.
+So a model is a ``CFModel`` with ``user_embedding`` and ``item_embeddings``; the logits and
+the default training loss follow from those two. Adding a model means adding one file
+that defines a ``@register_cf_model`` class (RecBole style).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tca4rec.errors import ConfigError
+
+
+@dataclass
+class CFConfig:
+    """Hyper-parameters shared by every CF model; subclasses add model-specific fields."""
+
+    hidden_size: int = 64
+    max_history: int = 10  # the model sees the most recent max_history items
+    dropout: float = 0.2
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    epochs: int = 200
+    patience: int = 10  # epochs without a better valid NDCG@10 before stopping
+    seed: int = 0
+    # Training softmax: over all items (0), or over the target and this many uniformly drawn
+    # items shared by the batch (sampled softmax: ~N / num_negatives times cheaper on big catalogs).
+    num_negatives: int = 1000
+
+    def __post_init__(self) -> None:
+        positive = ("hidden_size", "max_history", "batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.num_negatives < 0:
+            raise ConfigError(f"num_negatives must be >= 0, got {self.num_negatives}")
+        if self.epochs < 0 or self.patience < 1:
+            raise ConfigError(f"need epochs >= 0 and patience >= 1, got {self.epochs} and {self.patience}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "CFConfig":
+        """Build from keyword values; an unknown field is a ConfigError naming the known ones."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {cls.__name__} "
+                              f"(known: {', '.join(known)})")
+        return cls(**values)
+
+
+def fit_history(histories: torch.Tensor, length: int) -> torch.Tensor:
+    """Left-padded [B, H] -> [B, length]: keep the most recent items, left-pad with 0."""
+    width = histories.shape[1]
+    if width >= length:
+        return histories[:, width - length:]
+    return F.pad(histories, (length - width, 0))
+
+
+def prefix_examples(histories: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every (prefix -> next item) pair inside the sequence history + target of each row.
+
+    A row with history [a, b, c] and target d yields ([a] -> b), ([a, b] -> c), ([a, b, c] -> d).
+    Only the row's own items are used, so this is safe augmentation of train rows.
+    Returns (row index [M], histories [M, H] left-padded, targets [M]).
+    """
+    batch, width = histories.shape
+    sequence = torch.cat([histories, targets[:, None]], dim=1)  # [B, H + 1]
+    padded = F.pad(sequence, (width, 0))  # [B, 2H + 1]
+    # windows[b, j] = the H items before sequence[b, j + 1], left-padded: [B, H, H]
+    windows = padded.unfold(1, width, 1)[:, 1:width + 1]
+    next_items = sequence[:, 1:]  # [B, H]
+    keep = (sequence[:, :-1] > 0) & (next_items > 0)
+    rows = torch.arange(batch, device=histories.device)[:, None].expand(batch, width)
+    return rows[keep], windows[keep], next_items[keep]
+
+
+class CFModel(nn.Module):
+    """Base class: logits = user_embedding @ item_embeddings().T, padding column = -inf.
+
+    Subclasses set ``name`` and ``config_class`` and implement ``user_embedding`` (and
+    ``item_embeddings`` when the output table is not ``self.item_embedding``).
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[CFConfig]] = CFConfig
+    trainable: ClassVar[bool] = True  # False: statistics from train rows (``fit_statistics``) only
+
+    def __init__(self, config: CFConfig, num_items: int, num_users: int) -> None:
+        super().__init__()
+        if num_items < 1 or num_users < 1:
+            raise ConfigError(f"need num_items >= 1 and num_users >= 1, got {num_items} and {num_users}")
+        self.config = config
+        self.num_items = num_items
+        self.num_users = num_users
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.item_embeddings().shape[1])
+
+    def user_embedding(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
+        """[B], [B, H] -> [B, D]."""
+        raise NotImplementedError
+
+    def item_embeddings(self) -> torch.Tensor:
+        """[num_items + 1, D]; row 0 is the padding item."""
+        return self.item_embedding.weight[: self.num_items + 1]
+
+    def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[..., D] -> [..., num_items + 1] with the padding column at -inf."""
+        logits = hidden @ self.item_embeddings().T
+        logits[..., 0] = float("-inf")  # in place is safe: the matmul's backward does not need its output
+        return logits
+
+    def item_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of states [M, D] against item labels [M] (full or sampled softmax)."""
+        num_negatives = self.config.num_negatives
+        if num_negatives == 0 or num_negatives >= self.num_items:
+            return F.cross_entropy(self.item_logits(hidden), labels)
+        table = self.item_embeddings()
+        negatives = torch.randint(1, self.num_items + 1, (num_negatives,), device=labels.device)  # [K]
+        positive = (hidden * table[labels]).sum(-1, keepdim=True)  # [M, 1]
+        negative = (hidden @ table[negatives].T).masked_fill(negatives[None] == labels[:, None], float("-inf"))
+        return F.cross_entropy(torch.cat([positive, negative], dim=1), torch.zeros_like(labels))
+
+    def forward(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
+        """[B], [B, H] -> item logits [B, num_items + 1]."""
+        return self.item_logits(self.user_embedding(users, histories))
+
+    def loss(self, users: torch.Tensor, histories: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Item cross-entropy (``item_loss``) on every prefix of history + target."""
+        rows, prefixes, next_items = prefix_examples(histories, targets)
+        return self.item_loss(self.user_embedding(users[rows], prefixes), next_items)
+
+    def fit_statistics(self, histories: np.ndarray, targets: np.ndarray) -> None:
+        """Hook for models built from train-row counts instead of gradients."""
+
+
+CF_MODELS: dict[str, type[CFModel]] = {}
+
+
+def register_cf_model(cls: type[CFModel]) -> type[CFModel]:
+    """Class decorator: make ``cls`` available by ``cls.name`` to the trainer and the CLI."""
+    if cls.name in CF_MODELS:
+        raise ConfigError(f"CF model name '{cls.name}' registered twice")
+    CF_MODELS[cls.name] = cls
+    return cls
+
+
+def cf_model_class(name: str) -> type[CFModel]:
+    import tca4rec.cf  # noqa: F401  (importing the package registers the zoo)
+
+    if name not in CF_MODELS:
+        raise ConfigError(f"unknown CF model '{name}' (known: {', '.join(sorted(CF_MODELS))})")
+    return CF_MODELS[name]
+
+
+def build_cf_model(name: str, num_items: int, num_users: int, **config_overrides: Any) -> CFModel:
+    """A fresh model ``name`` with its default config updated by ``config_overrides``."""
+    cls = cf_model_class(name)
+    return cls(cls.config_class.from_dict(config_overrides), num_items, num_users)

@@ -1,0 +1,147 @@
+"""Using a trained CF run folder: load it safely, rank items, evaluate a split.
+
+A run folder holds ``config.json`` and ``model.safetensors``. Weights are read only with
+safetensors (never pickle), so a ``model.pt`` or ``model.bin`` someone drops in the folder
+is ignored. ``topk`` is the ranking primitive other stages reuse (full ranking over all
+items; ties go to the smaller item id so results do not depend on the sort kernel).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tca4rec.cf.base import CFModel, cf_model_class
+from tca4rec.data import RecDataset
+from tca4rec.errors import ConfigError, RunError
+from tca4rec.evaluate.metrics import hit_ranks, metrics_record
+from tca4rec.io import atomic_write_json, atomic_write_jsonl
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    """The run's ``config.json``; RunError if the folder or file is missing or unreadable."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"CF run folder {run_dir} does not exist")
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a complete CF run folder: {CONFIG_FILE} is missing")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        _ = config["model"], config["config"], config["dataset"]["num_items"], config["dataset"]["num_users"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise RunError(f"{path} is not a valid CF run config ({type(e).__name__}: {e})") from None
+    return config
+
+
+def check_dataset(config: dict, dataset: RecDataset, run_dir: Path) -> None:
+    """RunError unless ``dataset`` has the catalog the run was trained on."""
+    trained = config["dataset"]
+    if trained["num_items"] != dataset.num_items or trained.get("fingerprint") != dataset.fingerprint():
+        raise RunError(f"the checkpoint in {run_dir} was trained on another dataset "
+                       f"('{trained.get('name')}', {trained['num_items']} items, fingerprint {trained.get('fingerprint')}), "
+                       f"not '{dataset.name}' ({dataset.num_items} items, fingerprint {dataset.fingerprint()})")
+
+
+def load_cf_run(run_dir: str | Path, dataset: RecDataset | None = None) -> CFModel:
+    """The trained model of ``run_dir`` in eval mode, from safetensors only."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    if dataset is not None:
+        check_dataset(config, dataset, run_dir)
+    weights = run_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        raise RunError(f"{run_dir} is not a complete CF run folder: {WEIGHTS_FILE} is missing")
+    try:
+        cls = cf_model_class(config["model"])
+        model = cls(cls.config_class.from_dict(config["config"]), config["dataset"]["num_items"],
+                    config["dataset"]["num_users"])
+        state = load_file(weights)
+        model.load_state_dict(state)
+    except (ConfigError, SafetensorError, RuntimeError) as e:
+        raise RunError(f"cannot load the CF checkpoint in {run_dir}: {str(e).splitlines()[0]}") from None
+    return model.eval()
+
+
+def model_device(model: CFModel) -> torch.device:
+    return next(iter(model.state_dict().values())).device
+
+
+@torch.no_grad()
+def topk(model: CFModel, users, histories, k: int = 10, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` items per row: (item ids int64 [R, k], logits float32 [R, k]), best first.
+
+    ``users`` [R] and ``histories`` [R, H] (left-padded) may be numpy arrays or tensors.
+    The padding item never appears. Ties are broken by the smaller item id.
+    """
+    if not 1 <= k <= model.num_items:
+        raise ConfigError(f"k must be in 1..{model.num_items} (the number of items), got {k}")
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    users = torch.tensor(np.asarray(users), dtype=torch.long)  # a copy: dataset arrays are read-only
+    histories = torch.tensor(np.asarray(histories), dtype=torch.long)
+    ids, scores = [], []
+    for start in range(0, len(users), batch_size):
+        logits = model(users[start:start + batch_size].to(device), histories[start:start + batch_size].to(device))
+        batch_ids, batch_scores = _topk_rows(logits.float(), k)
+        ids.append(batch_ids.cpu())
+        scores.append(batch_scores.cpu())
+    model.train(was_training)
+    if not ids:
+        return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
+    return torch.cat(ids).numpy(), torch.cat(scores).numpy()
+
+
+def _topk_rows(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, N + 1] -> top-k (ids, scores), ordered by score then smaller id.
+
+    ``torch.topk`` is fast but picks arbitrarily among items tied at the k-th score; only
+    rows with such a tie (k-th score == (k+1)-th score) pay for a full stable sort.
+    """
+    candidate_scores, candidate_ids = logits.topk(k + 1, dim=1)  # k <= N, and logits has N + 1 columns
+    top_scores, top_ids = candidate_scores[:, :k], candidate_ids[:, :k]
+    by_id = top_ids.argsort(dim=1)
+    top_ids, top_scores = top_ids.gather(1, by_id), top_scores.gather(1, by_id)
+    by_score = top_scores.argsort(dim=1, descending=True, stable=True)
+    top_ids, top_scores = top_ids.gather(1, by_score), top_scores.gather(1, by_score)
+    tied = candidate_scores[:, k] == candidate_scores[:, k - 1]
+    if tied.any():
+        sorted_scores, sorted_ids = logits[tied].sort(dim=1, descending=True, stable=True)
+        top_scores[tied], top_ids[tied] = sorted_scores[:, :k], sorted_ids[:, :k]
+    return top_ids, top_scores
+
+
+def split_ranks(model: CFModel, dataset: RecDataset, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Full ranking of a split's rows: (hit ranks [R], top-10 ids [R, 10], their logits [R, 10])."""
+    rows = dataset.split(split).head(limit)
+    ids, scores = topk(model, rows.users, rows.histories, k=min(10, model.num_items))
+    return hit_ranks(ids, rows.targets, dataset.title_group), ids, scores
+
+
+def evaluate_cf(run_dir: str | Path, dataset: RecDataset, split: str = "test", limit: int | None = None) -> dict:
+    """Evaluate a run on ``split``; writes ``metrics_<split>.json`` and ``predictions_<split>.jsonl``."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    run_dir = Path(run_dir)
+    model = load_cf_run(run_dir, dataset)
+    config = read_run_config(run_dir)
+    rows = dataset.split(split).head(limit)
+    ranks, ids, scores = split_ranks(model, dataset, split, limit)
+    record = metrics_record(ranks, split=split, model=config["model"],
+                            extra={"dataset": dataset.name, "limit": limit, "run": run_dir.name})
+    atomic_write_json(run_dir / f"metrics_{split}.json", record)
+    atomic_write_jsonl(run_dir / f"predictions_{split}.jsonl", [
+        {"row": r, "user": int(rows.users[r]), "target": int(rows.targets[r]), "rank": int(ranks[r]),
+         "top_items": ids[r].tolist(), "scores": [round(float(s), 5) for s in scores[r]]}
+        for r in range(len(rows))])
+    return record
