@@ -46,7 +46,7 @@ def test_cli_train_then_evaluate_round_trip(sasrec_run, synth_dataset, capsys):
     assert len(predictions) == 50
     test = synth_dataset.split("test")
     assert [p["target"] for p in predictions] == test.targets[:50].tolist()
-    assert all(len(p["top_items"]) == 10 and 0 not in p["top_items"] for p in predictions)
+    assert all(len(p["items"]) == 10 and 0 not in p["items"] for p in predictions)
     assert all(p["scores"] == sorted(p["scores"], reverse=True) for p in predictions)
     # The metrics recorded are exactly the ones recomputed from the written predictions' ranks.
     ranks = np.array([p["rank"] for p in predictions])

@@ -142,6 +142,6 @@ def evaluate_cf(run_dir: str | Path, dataset: RecDataset, split: str = "test", l
     atomic_write_json(run_dir / f"metrics_{split}.json", record)
     atomic_write_jsonl(run_dir / f"predictions_{split}.jsonl", [
         {"row": r, "user": int(rows.users[r]), "target": int(rows.targets[r]), "rank": int(ranks[r]),
-         "top_items": ids[r].tolist(), "scores": [round(float(s), 5) for s in scores[r]]}
+         "items": ids[r].tolist(), "scores": [round(float(s), 5) for s in scores[r]]}
         for r in range(len(rows))])
     return record
