@@ -1,0 +1,77 @@
+"""Studies and the demo: config validation, the grid, and a tiny end-to-end run that resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tca4rec.cli import main
+from tca4rec.errors import ConfigError
+from tca4rec.study import StudyConfig, load_study
+
+
+def config(**overrides):
+    base = dict(name="t", out="out", datasets={"d": "data"}, grid=[{"host": ["tallrec"], "cf": ["sasrec"],
+                                                                    "alpha": [0, 0.1]}])
+    return StudyConfig(**{**base, **overrides})
+
+
+def test_host_alone_is_shared_across_cf_series():
+    cfg = config(grid=[{"host": ["tallrec"], "cf": ["sasrec", "gru4rec"], "alpha": [0, 0.1]},
+                       {"host": ["llara"], "cf": ["sasrec"], "alpha": [0]}], seeds=[0, 1])
+    cells = cfg.llm_cells()
+    alone = [c for c in cells if c.host == "tallrec" and c.alpha == 0]
+    assert len(alone) == 2 and all(c.cf is None for c in alone)  # one per seed, not per CF model
+    assert len([c for c in cells if c.host == "tallrec" and c.alpha > 0]) == 4
+    assert [c.cf for c in cells if c.host == "llara"] == ["sasrec", "sasrec"]  # llara always reads its CF
+    assert {c.model for c in cfg.cf_cells()} == {"sasrec", "gru4rec"}
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(grid=[{"host": ["nope"], "cf": ["sasrec"], "alpha": [0]}]), "unknown host"),
+    (dict(grid=[{"host": ["tallrec"], "cf": ["nope"], "alpha": [0]}]), "unknown CF model"),
+    (dict(grid=[{"host": ["tallrec"], "cf": ["sasrec"], "alpha": [1.5]}]), "not in"),
+    (dict(train={"learning_rate": 1}), "unknown option"),
+    (dict(eval_limit=0), "eval_limit"),
+])
+def test_bad_study_configs_name_the_field(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        config(**bad)
+
+
+def test_study_yaml_errors(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\nout: o\ndatasets: {d: data}\ngrid: [{host: [tallrec]}]\nseedz: [1]\n")
+    with pytest.raises(ConfigError, match="unknown field"):
+        load_study(path)
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_study(path)
+
+
+def test_tiny_demo_end_to_end_then_resume_and_report(tmp_path, tiny_llm_dir, capsys):
+    from tca4rec.demo import DemoConfig, run_demo
+
+    logs: list[str] = []
+    cfg = DemoConfig(out=str(tmp_path / "demo"), llm=str(tiny_llm_dir), train_limit=16, max_steps=2,
+                     test_limit=8, cf_epochs=1)
+    report = run_demo(cfg, log=logs.append)
+    text = (report / "report.md").read_text()
+    for label in ("| SASRec |", "| LLM |", "| LLM + TCA4Rec |"):
+        assert label in text
+    assert "Paired bootstrap" in text and ("not significant" in text or "**significant**" in text)
+    results = json.loads((report / "results.json").read_text())
+    methods = {m["method"]: m for m in results["datasets"]["synthetic"]["methods"]}
+    assert set(methods) == {"SASRec", "LLM", "LLM + TCA4Rec"}
+    assert all(m["rows"] == 8 for m in methods.values())  # the same held-out rows for every method
+    for png in results["datasets"]["synthetic"]["plots"]:
+        assert (report / png).stat().st_size > 1000
+    assert any("fine-tune" in line for line in logs)
+
+    logs.clear()
+    run_demo(cfg, log=logs.append)  # everything is finished: nothing is trained again
+    assert not any("fine-tune" in line or "CF " in line for line in logs)
+
+    assert main(["report", str(tmp_path / "demo")]) == 0
+    assert "report folder" in capsys.readouterr().out
