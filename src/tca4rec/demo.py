@@ -1,4 +1,4 @@
-"""``tca4rec demo``: the main job on the embedded defaults, end to end, in about 15 minutes.
+"""``tca4rec demo``: the main job on the embedded defaults, end to end, in about 15 minutes on 2 CPU cores.
 
 1. a synthetic dataset (or ``--data DIR``); 2. SASRec; 3. the tallrec host fine-tuned
 twice with the same seed, data and budget: alpha = 0 (plain next-token prediction) and
@@ -27,11 +27,11 @@ class DemoConfig:
     data: str | None = None  # None: the embedded synthetic dataset
     out: str = "demo_out"
     llm: str | None = None  # None: the embedded SmolLM2-135M-Instruct
-    train_limit: int = 600  # training rows for the LLM (SASRec uses all train rows)
-    max_steps: int = 120  # optimizer steps per LLM run
+    train_limit: int = 320  # training rows for the LLM (SASRec uses all train rows)
+    max_steps: int = 80  # optimizer steps per LLM run (one pass over train_limit rows)
     batch_size: int = 4
     lr: float = 5e-4
-    test_limit: int = 100  # test rows, the same for every method
+    test_limit: int = 80  # test rows, the same for every method
     cf_epochs: int = 30
     seed: int = 0
 
@@ -39,7 +39,8 @@ class DemoConfig:
         name = "synthetic" if self.data is None else Path(self.data).resolve().name
         dataset = {"synthetic": DEMO_SYNTH} if self.data is None else str(Path(self.data).resolve())
         train = {"train_limit": self.train_limit, "max_steps": self.max_steps, "batch_size": self.batch_size,
-                 "grad_accum": 1, "lr": self.lr, "eval_rows": 0, "save_steps": max(self.max_steps // 2, 1)}
+                 "grad_accum": 1, "lr": self.lr, "eval_rows": 0, "save_steps": max(self.max_steps // 2, 1),
+                 "logging_steps": max(self.max_steps // 20, 1)}
         if self.llm is not None:
             train["llm"] = str(Path(self.llm).resolve())
         return StudyConfig(

@@ -8,6 +8,8 @@ import itertools
 import pytest
 import torch
 
+from tca4rec.llm.prompts import left_pad
+
 TOY_TITLES = [
     "LEGO City Fire Truck",
     "LEGO City Fire Truck 60002",
@@ -71,16 +73,6 @@ def big_title_ids(tokenizer) -> list[list[int]]:
 @pytest.fixture(scope="session")
 def prompt_ids(tokenizer) -> list[list[int]]:
     return [tokenizer(p, add_special_tokens=False).input_ids for p in PROMPTS]
-
-
-def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, prompts))
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for r, p in enumerate(prompts):
-        ids[r, width - len(p):] = torch.tensor(p)
-        mask[r, width - len(p):] = 1
-    return ids, mask
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from tca4rec.align.trie import TitleTrie
 from tca4rec.decode import BeamSearchConfig, constrained_beam_search
 from tca4rec.errors import ConfigError
+from tca4rec.llm.prompts import left_pad
 
 SCORE_TOLERANCE = 1e-5  # relative: float32 sums of ~15 log-probs (totals near -100), different kernels
 
@@ -36,17 +37,6 @@ def next_tokens_by_prefix(item_token_ids: Sequence[Sequence[int]],
         for k in range(len(seq)):
             allowed.setdefault(tuple(seq[:k]), set()).add(seq[k])
     return {prefix: sorted(tokens) for prefix, tokens in allowed.items()}
-
-
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """input_ids and attention_mask [B, P] of prompts left-padded to the longest."""
-    width = max(map(len, prompts))
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor(prompt)
-        mask[row, width - len(prompt):] = 1
-    return ids, mask
 
 
 def hf_constrained_generate(model, ids: torch.Tensor, mask: torch.Tensor, allowed: dict, column: dict,

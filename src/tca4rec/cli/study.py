@@ -42,15 +42,17 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from tca4rec.demo import DemoConfig
+
     p = add_command(sub, "demo", _demo, "the main job: SASRec, LLM and LLM + TCA4Rec on one dataset, with a report",
                     ("tca4rec demo", "tca4rec demo --data ../shared/data/amazon2018/Toys_and_Games --out demo_toys",
                      "tca4rec demo --max-steps 40 --test-limit 50   # a quicker look"))
     p.add_argument("--data", help="dataset folder (default: a synthetic dataset generated on the spot)")
     p.add_argument("--out", help="output folder (default: demo_out); rerun with the same folder to resume")
     p.add_argument("--llm", help="local Hugging Face model folder (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--train-limit", type=int, dest="train_limit", help="LLM training rows (default 600)")
-    p.add_argument("--max-steps", type=int, dest="max_steps", help="optimizer steps per LLM run (default 120)")
-    p.add_argument("--test-limit", type=int, dest="test_limit", help="test rows evaluated (default 100)")
+    p.add_argument("--train-limit", type=int, dest="train_limit", help=f"LLM training rows (default {DemoConfig.train_limit})")
+    p.add_argument("--max-steps", type=int, dest="max_steps", help=f"optimizer steps per LLM run (default {DemoConfig.max_steps})")
+    p.add_argument("--test-limit", type=int, dest="test_limit", help=f"test rows evaluated (default {DemoConfig.test_limit})")
     p.add_argument("--seed", type=int)
 
     p = add_command(sub, "study", _study, "run (or resume) a grid of datasets x hosts x CF models x alpha x seeds",

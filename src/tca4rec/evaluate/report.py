@@ -144,12 +144,14 @@ def print_table(results: list[RunResult], title: str = "") -> None:
     from rich.table import Table
 
     table = Table(title=title or None)
-    table.add_column("method")
+    table.add_column("method", no_wrap=True)
     for m in METRIC_NAMES:
         table.add_column(m, justify="right")
     for r in results:
         table.add_row(r.label, *[f"{r.metrics[m]:.4f}" for m in METRIC_NAMES])
-    Console().print(table)
+    console = Console()
+    # Logs and pipes default to 80 columns, too narrow for 9 columns: widen them.
+    (console if console.is_terminal else Console(width=160)).print(table)
 
 
 def results_json(results: list[RunResult], extra: dict | None = None) -> dict:

@@ -26,7 +26,7 @@ from torch import nn
 
 from tca4rec.errors import ConfigError
 from tca4rec.llm.config import HostConfig
-from tca4rec.llm.prompts import PromptBuilder
+from tca4rec.llm.prompts import PromptBuilder, left_pad
 
 @dataclass
 class PromptBatch:
@@ -92,15 +92,12 @@ class Host(nn.Module):
         histories = histories.cpu()
         built = [self.builder.build([self.title_ids[i] for i in row[row > 0].tolist()]) for row in histories]
         b, h = histories.shape
-        width = max(len(p.ids) for p in built)
-        input_ids = torch.full((b, width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros(b, width, dtype=torch.long)
+        input_ids, attention_mask = left_pad([p.ids for p in built], self.pad_token_id)
+        width = input_ids.shape[1]
         slot_positions = torch.full((b, h), -1, dtype=torch.long)
         user_slot = torch.full((b,), -1, dtype=torch.long)
         for r, p in enumerate(built):
             offset = width - len(p.ids)
-            input_ids[r, offset:] = torch.tensor(p.ids)
-            attention_mask[r, offset:] = 1
             if p.slots:
                 # Slots follow the real history items in order; those sit in the last columns.
                 slot_positions[r, h - len(p.slots):] = torch.tensor(p.slots) + offset

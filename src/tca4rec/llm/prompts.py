@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 # Short on purpose: every prompt token costs compute on every training step and beam.
 INSTRUCTION = "### Instruction:\nGiven the items a user interacted with, in order, recommend the next one.\n### Input:\n"
 RESPONSE = "\n### Response:\n"
@@ -67,3 +69,17 @@ class PromptBuilder:
                 slots.append(len(ids) - 1)  # the placeholder's last token carries the embedding
         ids += self._tail
         return PromptIds(ids=ids, slots=slots, user_slot=user_slot)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and attention_mask [B, P] of prompts left-padded to the longest.
+
+    Left padding puts every prompt's last token in the last column, where generation starts.
+    """
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, width - len(prompt):] = 1
+    return ids, mask
