@@ -31,7 +31,7 @@ class DemoConfig:
     max_steps: int = 60  # optimizer steps per LLM run (one pass over train_limit rows)
     batch_size: int = 4
     lr: float = 5e-4
-    test_limit: int = 50  # test rows, the same for every method
+    test_limit: int = 60  # test rows, the same for every method
     cf_epochs: int = 30
     seed: int = 0
 
