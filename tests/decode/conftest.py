@@ -8,6 +8,7 @@ import itertools
 import pytest
 import torch
 
+from tca4rec.bench.decode import next_tokens_by_prefix
 from tca4rec.llm.prompts import left_pad
 
 TOY_TITLES = [
@@ -78,16 +79,6 @@ def prompt_ids(tokenizer) -> list[list[int]]:
 @pytest.fixture(scope="session")
 def left_padded():
     return left_pad
-
-
-def next_tokens_by_prefix(title_ids: list[list[int]], eos: int) -> dict[tuple[int, ...], list[int]]:
-    """A plain dict trie: token prefix -> sorted allowed next tokens (how BIGRec-style code does it)."""
-    allowed: dict[tuple[int, ...], set[int]] = {}
-    for title in title_ids:
-        seq = list(title) + [eos]
-        for k in range(len(seq)):
-            allowed.setdefault(tuple(seq[:k]), set()).add(seq[k])
-    return {prefix: sorted(tokens) for prefix, tokens in allowed.items()}
 
 
 @pytest.fixture(scope="session")
