@@ -27,11 +27,11 @@ class DemoConfig:
     data: str | None = None  # None: the embedded synthetic dataset
     out: str = "demo_out"
     llm: str | None = None  # None: the embedded SmolLM2-135M-Instruct
-    train_limit: int = 240  # training rows for the LLM (SASRec uses all train rows)
-    max_steps: int = 60  # optimizer steps per LLM run (one pass over train_limit rows)
+    train_limit: int = 200  # training rows for the LLM (SASRec uses all train rows)
+    max_steps: int = 50  # optimizer steps per LLM run (one pass over train_limit rows)
     batch_size: int = 4
     lr: float = 5e-4
-    test_limit: int = 60  # test rows, the same for every method
+    test_limit: int = 50  # test rows, the same for every method
     cf_epochs: int = 30
     seed: int = 0
 
