@@ -32,7 +32,7 @@ def write_study_report(study) -> Path:
     from tca4rec.evaluate.plots import plot_against_alpha, plot_loss_curves, plot_metrics
     from tca4rec.evaluate.report import print_table
     from tca4rec.io import atomic_write_json, atomic_write_text
-    from tca4rec.study import CFCell
+    from tca4rec.study import CFCell, LLMCell, _as_list
 
     cfg, out = study.config, study.out
     split = cfg.split
@@ -101,16 +101,14 @@ def write_study_report(study) -> Path:
 
         ds_dir = report_dir / name
         plots = [plot_metrics(list(results.values()), ds_dir / "metrics.png")]
-        curves = [r for c, r in results.items() if hasattr(c, "host") and r.loss_curve]
+        curves = [r for c, r in results.items() if isinstance(c, LLMCell) and r.loss_curve]
         if curves:
             plots.append(plot_loss_curves(curves, ds_dir / "training_loss.png"))
         acc: dict[str, list] = defaultdict(list)
         cons_series: dict[str, list] = defaultdict(list)
         for block in cfg.grid:
-            hosts = block["host"] if isinstance(block["host"], list) else [block["host"]]
-            cfs = block.get("cf", []) if isinstance(block.get("cf", []), list) else [block["cf"]]
-            for host in hosts:
-                for cf in cfs:
+            for host in _as_list(block["host"]):
+                for cf in _as_list(block.get("cf", [])):
                     series = [c for c in llm_cells if c in results and c.host == host
                               and (c.cf == cf or (c.cf is None and c.alpha == 0))]
                     alphas = sorted({c.alpha for c in series})
