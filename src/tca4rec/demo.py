@@ -1,4 +1,4 @@
-"""``tca4rec demo``: the main job on the embedded defaults, end to end, in about 15 minutes on 2 CPU cores.
+"""``tca4rec demo``: the main job on the embedded defaults, end to end, in about 13 minutes on 2 CPU cores (install included).
 
 1. a synthetic dataset (or ``--data DIR``); 2. SASRec; 3. the tallrec host fine-tuned
 twice with the same seed, data and budget: alpha = 0 (plain next-token prediction) and
@@ -22,7 +22,7 @@ DEMO_SYNTH = {"num_items": 400, "num_users": 600, "seed": 0}
 
 @dataclass
 class DemoConfig:
-    """The demo's sample sizes: chosen so the whole run fits ~15 minutes on a 2-core CPU."""
+    """The demo's sample sizes: chosen so `make demo` fits 20 minutes on a 2-core CPU (13 measured)."""
 
     data: str | None = None  # None: the embedded synthetic dataset
     out: str = "demo_out"

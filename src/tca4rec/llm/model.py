@@ -40,8 +40,10 @@ def _gguf_path() -> Path:
 
 def _convert_default(dest: Path) -> None:
     """Dequantize the GGUF once into a normal HF folder at ``dest`` (atomic)."""
+    import copy
+
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tca4rec.io import atomic_dir
 
@@ -51,7 +53,7 @@ def _convert_default(dest: Path) -> None:
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
     # transformers refuses save_pretrained on a GGUF-loaded model: rebuild a plain model
     # from its config without the quantization entry and copy the weights over.
-    config = AutoConfig.from_pretrained(gguf.parent, **kw)
+    config = copy.deepcopy(loaded.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

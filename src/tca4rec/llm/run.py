@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +133,10 @@ def build_host(config, signals: Signals, trainable: bool) -> Host:
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=list(config.lora_targets), task_type="CAUSAL_LM",
                       inference_mode=not trainable)
-    llm = get_peft_model(llm, lora)
+    with warnings.catch_warnings():
+        # peft probes the deprecated `is_gradient_checkpointing` alias; the notice is theirs to fix.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        llm = get_peft_model(llm, lora)
     cf_dim = signals.cf.embedding_dim if signals.cf is not None else None
     return Host(config.host_config(), llm, signals.tokenizer, signals.title_ids, signals.trie.seqs, cf_dim=cf_dim)
 
