@@ -8,7 +8,7 @@ import pytest
 
 from tca4rec.cli import main
 from tca4rec.errors import ConfigError
-from tca4rec.study import StudyConfig, load_study
+from tca4rec.study import INITIAL_RATES, Stage, Study, StudyConfig, load_study
 
 
 def config(**overrides):
@@ -48,6 +48,18 @@ def test_study_yaml_errors(tmp_path):
     path.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_study(path)
+
+
+def test_time_left_uses_the_rates_measured_on_the_same_dataset():
+    study = Study(config(datasets={"a": "a", "b": "b"}))
+    steps_a, steps_b = (Stage("fine-tune", "llm_step", d, 40, lambda: None) for d in "ab")
+    assert study.estimate(steps_b) == 40 * INITIAL_RATES["llm_step"]  # nothing measured yet: the prior
+    study._measured("llm_step", "a", 200.0, 40)  # 5 s per step on a
+    assert study.estimate(steps_a) == study.estimate(steps_b) == 200.0  # b falls back to a's rate
+    study._measured("llm_step", "b", 320.0, 40)  # 8 s per step on b
+    assert (study.estimate(steps_a), study.estimate(steps_b)) == (200.0, 320.0)
+    rows_a = Stage("evaluate", "eval_row", "a", 50, lambda: None)
+    assert study.estimate(rows_a) == 50 * INITIAL_RATES["eval_row"]  # other kinds keep their own rates
 
 
 def test_tiny_demo_end_to_end_then_resume_and_report(tmp_path, tiny_llm_dir, capsys):

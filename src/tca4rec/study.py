@@ -30,6 +30,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import yaml
@@ -169,6 +170,17 @@ def _as_list(value) -> list:
 
 
 # ---- running -----------------------------------------------------------------------------
+@dataclass
+class Stage:
+    """One step of a study: ``units`` of ``kind`` work (a CF run, LLM steps, test rows) on ``dataset``."""
+
+    what: str
+    kind: str  # a key of INITIAL_RATES
+    dataset: str
+    units: int
+    run: Callable[[], None]
+
+
 class Study:
     """Runs (or resumes) every cell of a ``StudyConfig``, then writes the aggregate report."""
 
@@ -176,7 +188,7 @@ class Study:
         self.config = config
         self.out = config.out_dir
         self.log = log
-        self.rates = dict(INITIAL_RATES)
+        self.rates: dict[str | tuple[str, str], float] = dict(INITIAL_RATES)  # per kind, and per (kind, dataset)
         self._datasets: dict = {}
 
     def dataset_dir(self, name: str) -> Path:
@@ -213,24 +225,34 @@ class Study:
         per_step = int(t.get("batch_size", 4)) * int(t.get("grad_accum", 4))
         return int(np.ceil(rows / per_step) * float(t.get("epochs", 10)))
 
-    def plan(self) -> list[tuple[str, float, object]]:
-        """The remaining stages as (description, estimated seconds, callable)."""
-        stages: list[tuple[str, float, object]] = []
+    def plan(self) -> list[Stage]:
+        """The stages left to run, in order."""
+        stages: list[Stage] = []
         split = self.config.split
         for cell in self.config.cf_cells():
             run = self.out / cell.folder
             if not (run / f"metrics_{split}.json").is_file():
-                stages.append((f"CF {cell.label} on {cell.dataset}", self.rates["cf_run"], lambda c=cell: self.run_cf(c)))
+                stages.append(Stage(f"CF {cell.label} on {cell.dataset}", "cf_run", cell.dataset, 1,
+                                    lambda c=cell: self.run_cf(c)))
         for cell in self.config.llm_cells():
             run = self.out / cell.folder
             if (run / f"metrics_{split}.json").is_file():
                 continue
             if not (run / "adapter").is_dir():
-                est = self._train_steps(cell.dataset) * self.rates["llm_step"]
-                stages.append((f"fine-tune {cell.label} on {cell.dataset}", est, lambda c=cell: self.train_llm(c)))
-            est = self._eval_rows(cell.dataset) * self.rates["eval_row"]
-            stages.append((f"evaluate {cell.label} on {cell.dataset}", est, lambda c=cell: self.evaluate_llm(c)))
+                stages.append(Stage(f"fine-tune {cell.label} on {cell.dataset}", "llm_step", cell.dataset,
+                                    self._train_steps(cell.dataset), lambda c=cell: self.train_llm(c)))
+            stages.append(Stage(f"evaluate {cell.label} on {cell.dataset}", "eval_row", cell.dataset,
+                                self._eval_rows(cell.dataset), lambda c=cell: self.evaluate_llm(c)))
         return stages
+
+    def estimate(self, stage: Stage) -> float:
+        """Seconds ``stage`` should take: its units at the rate measured on the same dataset,
+        else on any dataset (the latest), else a prior for this 2-core CPU."""
+        rate = self.rates.get((stage.kind, stage.dataset), self.rates[stage.kind])
+        return stage.units * rate
+
+    def _measured(self, kind: str, dataset: str, seconds: float, units: int) -> None:
+        self.rates[kind] = self.rates[(kind, dataset)] = seconds / max(units, 1)
 
     def run(self) -> Path:
         from tca4rec.io import atomic_write_text
@@ -241,11 +263,11 @@ class Study:
             self.dataset(name)
         stages = self.plan()
         started = time.time()
-        for n, (what, _, fn) in enumerate(stages, 1):
-            left = sum(est for _, est, _ in stages[n - 1:])
-            self.log(f"[{n}/{len(stages)}] {what}  (about {_fmt(left)} left for the whole run)")
+        for n, stage in enumerate(stages, 1):
+            left = sum(self.estimate(s) for s in stages[n - 1:])  # re-estimated with the rates measured so far
+            self.log(f"[{n}/{len(stages)}] {stage.what}  (about {_fmt(left)} left for the whole run)")
             t0 = time.time()
-            fn()
+            stage.run()
             self.log(f"[{n}/{len(stages)}] done in {_fmt(time.time() - t0)}")
         if stages:
             self.log(f"all stages done in {_fmt(time.time() - started)}")
@@ -262,7 +284,7 @@ class Study:
             epochs = opts.pop("epochs", None)
             train_cf(ds, cell.model, run, config={**opts, "seed": cell.seed}, epochs=epochs, overwrite=True)
         evaluate_cf(run, ds, split=self.config.split, limit=self.config.eval_limit)
-        self.rates["cf_run"] = time.time() - t0
+        self._measured("cf_run", cell.dataset, time.time() - t0, 1)
 
     def train_llm(self, cell: LLMCell) -> None:
         from tca4rec.llm.config import TrainConfig
@@ -275,8 +297,8 @@ class Study:
         resume = run.is_dir() and latest_checkpoint(run) is not None
         t0 = time.time()
         train(config, resume=resume, overwrite=not resume)
-        if not resume:
-            self.rates["llm_step"] = (time.time() - t0) / max(self._train_steps(cell.dataset), 1)
+        if not resume:  # a resumed run does only part of the steps
+            self._measured("llm_step", cell.dataset, time.time() - t0, self._train_steps(cell.dataset))
 
     def evaluate_llm(self, cell: LLMCell) -> None:
         from tca4rec.evaluate.llm_eval import evaluate_llm_run
@@ -284,7 +306,7 @@ class Study:
         t0 = time.time()
         evaluate_llm_run(self.out / cell.folder, split=self.config.split, limit=self.config.eval_limit,
                          beams=self.config.beams)
-        self.rates["eval_row"] = (time.time() - t0) / self._eval_rows(cell.dataset)
+        self._measured("eval_row", cell.dataset, time.time() - t0, self._eval_rows(cell.dataset))
 
     # ---- reporting ---------------------------------------------------------------------
     def report(self) -> Path:
