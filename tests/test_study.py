@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -84,6 +85,13 @@ def test_tiny_demo_end_to_end_then_resume_and_report(tmp_path, tiny_llm_dir, cap
     logs.clear()
     run_demo(cfg, log=logs.append)  # everything is finished: nothing is trained again
     assert not any("fine-tune" in line or "CF " in line for line in logs)
+
+    logs.clear()  # fewer test rows: every cell is evaluated again, nothing is retrained
+    report = run_demo(dataclasses.replace(cfg, test_limit=6), log=logs.append)
+    assert not any("fine-tune" in line for line in logs)
+    assert sum("] CF " in line or "] evaluate " in line for line in logs) == 3  # SASRec and both LLM runs
+    results = json.loads((report / "results.json").read_text())
+    assert all(m["rows"] == 6 for m in results["datasets"]["synthetic"]["methods"])
 
     assert main(["report", str(tmp_path / "demo")]) == 0
     assert "report folder" in capsys.readouterr().out

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,15 +229,13 @@ class Study:
     def plan(self) -> list[Stage]:
         """The stages left to run, in order."""
         stages: list[Stage] = []
-        split = self.config.split
         for cell in self.config.cf_cells():
-            run = self.out / cell.folder
-            if not (run / f"metrics_{split}.json").is_file():
+            if not self.evaluated(self.out / cell.folder, cell.dataset):
                 stages.append(Stage(f"CF {cell.label} on {cell.dataset}", "cf_run", cell.dataset, 1,
                                     lambda c=cell: self.run_cf(c)))
         for cell in self.config.llm_cells():
             run = self.out / cell.folder
-            if (run / f"metrics_{split}.json").is_file():
+            if self.evaluated(run, cell.dataset):
                 continue
             if not (run / "adapter").is_dir():
                 stages.append(Stage(f"fine-tune {cell.label} on {cell.dataset}", "llm_step", cell.dataset,
@@ -244,6 +243,20 @@ class Study:
             stages.append(Stage(f"evaluate {cell.label} on {cell.dataset}", "eval_row", cell.dataset,
                                 self._eval_rows(cell.dataset), lambda c=cell: self.evaluate_llm(c)))
         return stages
+
+    def evaluated(self, run: Path, dataset: str) -> bool:
+        """Whether ``run`` holds metrics for this study's split, rows and beams. Metrics from
+        another ``eval_limit`` or beam width (a study folder re-run with a changed config)
+        would compare methods on different rows: such a cell is evaluated again."""
+        path = run / f"metrics_{self.config.split}.json"
+        if not path.is_file():
+            return False
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False  # unreadable: evaluating again rewrites it atomically
+        same_beams = record.get("beams", self.config.beams) == self.config.beams  # CF records have none
+        return record.get("rows") == self._eval_rows(dataset) and same_beams
 
     def estimate(self, stage: Stage) -> float:
         """Seconds ``stage`` should take: its units at the rate measured on the same dataset,
