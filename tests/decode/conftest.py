@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from tca4rec.bench.decode import next_tokens_by_prefix
-from tca4rec.llm.prompts import left_pad
 
 TOY_TITLES = [
     "LEGO City Fire Truck",
@@ -74,16 +73,6 @@ def big_title_ids(tokenizer) -> list[list[int]]:
 @pytest.fixture(scope="session")
 def prompt_ids(tokenizer) -> list[list[int]]:
     return [tokenizer(p, add_special_tokens=False).input_ids for p in PROMPTS]
-
-
-@pytest.fixture(scope="session")
-def left_padded():
-    return left_pad
-
-
-@pytest.fixture(scope="session")
-def dict_trie():
-    return next_tokens_by_prefix
 
 
 class TeacherForcing:

@@ -8,6 +8,7 @@ import torch
 from tca4rec.align.trie import TitleTrie
 from tca4rec.decode import BeamSearchConfig, constrained_beam_search
 from tca4rec.errors import ConfigError
+from tca4rec.llm.prompts import left_pad
 
 
 def exhaustive_top_k(scores: list[float], title_ids: list[list[int]], k: int, lengths_normalize: bool = False):
@@ -29,12 +30,12 @@ def prompt_embeds_of(model, ids: list[int]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("masked,tau", [(False, 1.0), (True, 1.0), (True, 4.5)])
-def test_exact_when_beams_cover_the_catalog(tiny_lm, tokenizer, toy_title_ids, prompt_ids, left_padded,
+def test_exact_when_beams_cover_the_catalog(tiny_lm, tokenizer, toy_title_ids, prompt_ids,
                                             reference_scores, masked, tau):
     eos = tokenizer.eos_token_id
     trie = TitleTrie(toy_title_ids, eos)
     distinct = len({tuple(t) for t in toy_title_ids})  # 17 of 20
-    ids, mask = left_padded(prompt_ids, tokenizer.pad_token_id)
+    ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id)
     scores = [reference_scores(tiny_lm, prompt_embeds_of(tiny_lm, p), toy_title_ids, eos, masked, tau)
               for p in prompt_ids]
     # top_k < catalog exercises the early stop; top_k = 20 > 17 titles, the -1 padding.
@@ -80,11 +81,11 @@ def test_exact_with_inputs_embeds(tiny_lm, tokenizer, toy_title_ids, prompt_ids,
                                    atol=1e-4, rtol=1e-6)
 
 
-def test_length_normalization_ranks_by_mean_log_prob(tiny_lm, tokenizer, toy_title_ids, prompt_ids, left_padded,
+def test_length_normalization_ranks_by_mean_log_prob(tiny_lm, tokenizer, toy_title_ids, prompt_ids,
                                                       reference_scores):
     eos = tokenizer.eos_token_id
     trie = TitleTrie(toy_title_ids, eos)
-    ids, mask = left_padded(prompt_ids[:2], tokenizer.pad_token_id)
+    ids, mask = left_pad(prompt_ids[:2], tokenizer.pad_token_id)
     config = BeamSearchConfig(num_beams=20, top_k=6, length_normalize=True)
     result = constrained_beam_search(tiny_lm, trie, mask, input_ids=ids, config=config)
     for r, prompt in enumerate(prompt_ids[:2]):
@@ -97,11 +98,11 @@ def test_length_normalization_ranks_by_mean_log_prob(tiny_lm, tokenizer, toy_tit
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_small_beams_give_real_distinct_items_independent_of_padding(tiny_lm, tokenizer, big_title_ids, prompt_ids,
-                                                                     left_padded, reference_scores, masked):
+                                                                     reference_scores, masked):
     eos = tokenizer.eos_token_id
     trie = TitleTrie(big_title_ids, eos)
     config = BeamSearchConfig(num_beams=4, top_k=3, masked=masked, tau=1.5)
-    ids, mask = left_padded(prompt_ids, tokenizer.pad_token_id)
+    ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id)
     batched = constrained_beam_search(tiny_lm, trie, mask, input_ids=ids, config=config)
     assert (batched.items >= 0).all()
     for r, prompt in enumerate(prompt_ids):

@@ -15,18 +15,20 @@ from __future__ import annotations
 import torch
 
 from tca4rec.align.trie import TitleTrie
+from tca4rec.bench.decode import next_tokens_by_prefix
 from tca4rec.decode import BeamSearchConfig, constrained_beam_search
+from tca4rec.llm.prompts import left_pad
 
 
-def test_same_items_as_hf_generate_where_both_are_exact(tiny_lm, tokenizer, big_title_ids, prompt_ids, left_padded,
-                                                         dict_trie, reference_scores):
+def test_same_items_as_hf_generate_where_both_are_exact(tiny_lm, tokenizer, big_title_ids, prompt_ids,
+                                                         reference_scores):
     eos = tokenizer.eos_token_id
     trie = TitleTrie(big_title_ids, eos)
-    allowed = dict_trie(big_title_ids, eos)
+    allowed = next_tokens_by_prefix(big_title_ids, eos)
     column = {}
     for j, title in enumerate(big_title_ids):
         column.setdefault(tuple(title), j)
-    ids, mask = left_padded(prompt_ids, tokenizer.pad_token_id)
+    ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id)
     width = ids.shape[1]
 
     out = tiny_lm.generate(
