@@ -1,4 +1,4 @@
-"""``tca4rec demo``: the main job on the embedded defaults, end to end, in about 13 minutes on 2 CPU cores (install included).
+"""``tca4rec demo``: the main job on the embedded defaults, end to end: about 13 minutes on 2 CPU cores.
 
 1. a synthetic dataset (or ``--data DIR``); 2. SASRec; 3. the tallrec host fine-tuned
 twice with the same seed, data and budget: alpha = 0 (plain next-token prediction) and
