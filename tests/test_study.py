@@ -95,3 +95,48 @@ def test_tiny_demo_end_to_end_then_resume_and_report(tmp_path, tiny_llm_dir, cap
 
     assert main(["report", str(tmp_path / "demo")]) == 0
     assert "report folder" in capsys.readouterr().out
+
+
+def test_overrides_replace_fields_and_only_names_real_cells(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\nout: o\ndatasets: {d: data}\ngrid: [{host: [tallrec], cf: [sasrec], alpha: [0, 0.1]}]\n"
+                    "train: {lr: 0.001}\n")
+    study = load_study(path, ["train.max_minutes=2.5", "eval_limit=null", "beams=12"])
+    assert study.config.train == {"lr": 0.001, "max_minutes": 2.5}
+    assert study.config.eval_limit is None and study.config.beams == 12
+    for bad, message in (("novalue", "KEY=VALUE"), ("name.x=1", "not a mapping"), ("beams=[1", "not valid YAML")):
+        with pytest.raises(ConfigError, match=message):
+            load_study(path, [bad])
+    with pytest.raises(ConfigError, match="not a cell of this study"):
+        study.plan(only=["d/llm/msl-nocf-a0-s0"])
+    with pytest.raises(ConfigError, match="needs every LLM cell"):
+        study.run(jobs=1, finish_within=60)
+
+
+def test_cells_run_in_parallel_processes_with_one_time_budget(tmp_path, tiny_llm_dir):
+    """--jobs runs the CF cell, then both LLM cells as separate `study --only` processes that
+    share one training budget; the report states what each trained."""
+    path = tmp_path / "s.yaml"
+    path.write_text(f"""name: par
+out: out
+datasets: {{synthetic: {{synthetic: {{num_items: 120, num_users: 80, seed: 1}}}}}}
+eval_limit: 6
+cf: {{epochs: 1}}
+train: {{llm: {tiny_llm_dir}, train_limit: 8, max_steps: 2, batch_size: 4, grad_accum: 1, eval_rows: 0,
+        save_steps: 1, logging_steps: 1}}
+grid: [{{host: [tallrec], cf: [sasrec], alpha: [0, 0.1]}}]
+""")
+    logs: list[str] = []
+    study = load_study(path)
+    study.log = logs.append
+    report = study.run(jobs=2, finish_within=900, eval_reserve=10)
+    assert sum(line.startswith("started ") for line in logs) == 2
+    assert any("trains for at most" in line for line in logs)
+    text = (report / "report.md").read_text()
+    assert "Training actually done" in text and "MDE80" in text
+    for cell in study.config.llm_cells():
+        run = study.out / cell.folder
+        stored = json.loads((run / "config.json").read_text())["config"]
+        assert stored["budget_eval_rows"] == 6 and 14 < stored["max_minutes"] < 15
+        assert json.loads((run / "metrics_test.json").read_text())["rows"] == 6
+        assert (study.out / "logs" / (cell.folder.replace("/", "__") + ".log")).is_file()

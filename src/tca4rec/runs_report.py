@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tca4rec.evaluate.report import compare, load_run_result, metrics_table, print_table, results_json
+from tca4rec.evaluate.report import (compare, describe_comparison, load_run_result, metrics_table, print_table,
+                                     results_json)
 
 
 def write_runs_report(runs: list[str], data: str, split: str = "test", out: str = "report") -> Path:
@@ -22,8 +23,7 @@ def write_runs_report(runs: list[str], data: str, split: str = "test", out: str 
     tests = [compare(results[0], r, m) for r in results[1:] for m in ("NDCG@10", "HR@10")]
     lines = [f"# Report ({split}, dataset {ds.name})", "", metrics_table(results), ""]
     for t in tests:
-        lines.append(f"- {t['b']} vs {t['a']}: Δ{t['metric']} = {t['diff']:+.4f} [{t['low']:+.4f}, {t['high']:+.4f}] "
-                     f"over {t['rows']} rows: {'significant' if t['significant'] else 'not significant'}")
+        lines.append(f"- {t['b']} vs {t['a']}: {describe_comparison(t)}")
     plots = [plot_metrics(results, out_dir / "metrics.png")]
     if any(r.loss_curve for r in results):
         plots.append(plot_loss_curves(results, out_dir / "training_loss.png"))

@@ -89,13 +89,16 @@ class StudyConfig:
     eval_limit: int | None = 200
     seeds: list[int] = field(default_factory=lambda: [0])
     beams: int = 10
+    eval_batch_size: int = 8  # test rows decoded per model call (x beams sequences); raise it on a GPU
     cf: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     base: str = "."
     labels: dict[str, str] = field(default_factory=dict)  # optional display names by cell folder
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "StudyConfig":
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "StudyConfig":
+        """Read a study file; ``overrides`` (``key=value`` or ``train.key=value``, values in YAML)
+        replace its fields, e.g. ``train.max_minutes=4`` or ``eval_limit=100``."""
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -105,6 +108,20 @@ class StudyConfig:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a study file is a mapping (name, out, datasets, grid, ...)")
+        for item in overrides or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. train.max_minutes=4)")
+            *parents, leaf = key.split(".")
+            target = raw
+            for part in parents:
+                target = target.setdefault(part, {})
+                if not isinstance(target, dict):
+                    raise ConfigError(f"--set {item!r}: {part} is not a mapping in {path}")
+            try:
+                target[leaf] = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
         known = {f.name for f in dataclasses.fields(cls)} - {"base"}
         unknown = set(raw) - known
         if unknown:
@@ -138,6 +155,8 @@ class StudyConfig:
             raise ConfigError(f"study field 'split': {self.split!r} (valid or test)")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ConfigError("study field 'eval_limit': must be >= 1 (or null for all rows)")
+        if not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1:
+            raise ConfigError("study field 'eval_batch_size': must be an integer >= 1")
         if self.beams < 10:
             raise ConfigError("study field 'beams': must be >= 10 (metrics go up to @10)")
         fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"data", "out", "host", "cf", "alpha", "seed"}
@@ -226,16 +245,24 @@ class Study:
         per_step = int(t.get("batch_size", 4)) * int(t.get("grad_accum", 4))
         return int(np.ceil(rows / per_step) * float(t.get("epochs", 10)))
 
-    def plan(self) -> list[Stage]:
-        """The stages left to run, in order."""
+    def plan(self, only: list[str] | None = None) -> list[Stage]:
+        """The stages left to run, in order (``only``: just the cells with these folders)."""
+        if only is not None:
+            known = {c.folder for c in [*self.config.cf_cells(), *self.config.llm_cells()]}
+            unknown = sorted(set(only) - known)
+            if unknown:
+                raise ConfigError(f"--only {', '.join(unknown)}: not a cell of this study "
+                                  f"(cells: {', '.join(sorted(known))})")
         stages: list[Stage] = []
         for cell in self.config.cf_cells():
+            if only is not None and cell.folder not in only:
+                continue
             if not self.evaluated(self.out / cell.folder, cell.dataset):
                 stages.append(Stage(f"CF {cell.label} on {cell.dataset}", "cf_run", cell.dataset, 1,
                                     lambda c=cell: self.run_cf(c)))
         for cell in self.config.llm_cells():
             run = self.out / cell.folder
-            if self.evaluated(run, cell.dataset):
+            if (only is not None and cell.folder not in only) or self.evaluated(run, cell.dataset):
                 continue
             if not (run / "adapter").is_dir():
                 stages.append(Stage(f"fine-tune {cell.label} on {cell.dataset}", "llm_step", cell.dataset,
@@ -267,14 +294,36 @@ class Study:
     def _measured(self, kind: str, dataset: str, seconds: float, units: int) -> None:
         self.rates[kind] = self.rates[(kind, dataset)] = seconds / max(units, 1)
 
-    def run(self) -> Path:
+    def run(self, jobs: int = 1, only: list[str] | None = None, finish_within: float | None = None,
+            eval_reserve: float = 120.0) -> Path | None:
+        """Run every stage left (``only``: just the cells with these folders, and no report).
+
+        ``jobs > 1`` fine-tunes and evaluates that many LLM cells at once, each in its own
+        ``tca4rec study CONFIG --only CELL`` process (log in ``logs/``), after the CF cells
+        they read. On a GPU too small a model to fill it this multiplies throughput; with
+        several GPUs, job i gets GPU i mod count. Returns the report folder (None with ``only``).
+
+        ``finish_within`` (seconds from now; needs every LLM cell running at once) gives each
+        LLM cell the same budget, ``train.max_minutes``: what is left once the CF cells are done,
+        less ``eval_reserve`` seconds (loading, the report); training also keeps back the time
+        its test rows will take to decode, at the rate its valid evaluations measured.
+        """
         from tca4rec.io import atomic_write_text
 
+        if jobs < 1:
+            raise ConfigError(f"--jobs {jobs}: must be >= 1")
+        deadline = None if finish_within is None else time.time() + finish_within
+        if deadline is not None and jobs < len(self.config.llm_cells()):
+            raise ConfigError(f"--finish-within needs every LLM cell running at once: --jobs {jobs} < "
+                              f"{len(self.config.llm_cells())} cells")
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "study.yaml", yaml.safe_dump(_config_record(self.config), sort_keys=False))
+        if only is None:
+            atomic_write_text(self.out / "study.yaml", yaml.safe_dump(_config_record(self.config), sort_keys=False))
         for name in self.config.datasets:
             self.dataset(name)
-        stages = self.plan()
+        stages = self.plan(only)
+        if jobs > 1:
+            stages = [s for s in stages if s.kind == "cf_run"]
         started = time.time()
         for n, stage in enumerate(stages, 1):
             left = sum(self.estimate(s) for s in stages[n - 1:])  # re-estimated with the rates measured so far
@@ -282,9 +331,68 @@ class Study:
             t0 = time.time()
             stage.run()
             self.log(f"[{n}/{len(stages)}] done in {_fmt(time.time() - t0)}")
-        if stages:
+        if jobs > 1:
+            self._run_llm_cells_in_parallel(jobs, deadline, eval_reserve)
+        if stages or jobs > 1:
             self.log(f"all stages done in {_fmt(time.time() - started)}")
-        return self.report()
+        return None if only is not None else self.report()
+
+    def _run_llm_cells_in_parallel(self, jobs: int, deadline: float | None, eval_reserve: float) -> None:
+        import os
+        import subprocess
+        import sys
+
+        import torch
+
+        todo = [c for c in self.config.llm_cells() if not self.evaluated(self.out / c.folder, c.dataset)]
+        if not todo:
+            return
+        config_path = self.out / "study.yaml"
+        if not config_path.is_file():
+            raise ConfigError(f"{config_path} is missing: run the study without --only first")
+        extra: list[str] = []
+        if deadline is not None:
+            minutes = (deadline - time.time() - eval_reserve) / 60
+            if minutes < 0.5:
+                raise ConfigError(f"--finish-within: only {minutes:.1f} min left for training after the CF cells")
+            rows = max(self._eval_rows(c.dataset) for c in todo)
+            extra = ["--set", f"train.max_minutes={minutes:.2f}", "--set", f"train.budget_eval_rows={rows}"]
+            self.log(f"each LLM cell trains for at most {minutes:.2f} min (train.max_minutes), less the time "
+                     f"its {rows} test rows take at the rate its valid evaluations measure")
+        gpus = torch.cuda.device_count()
+        logs = self.out / "logs"
+        logs.mkdir(exist_ok=True)
+        running: list[tuple[LLMCell, subprocess.Popen, float, object]] = []
+        failed: list[str] = []
+        queue = list(todo)
+        self.log(f"{len(todo)} LLM cells, {jobs} at a time" + (f" on {gpus} GPU(s)" if gpus else ""))
+        slot = 0
+        while queue or running:
+            while queue and len(running) < jobs:
+                cell = queue.pop(0)
+                env = dict(os.environ)
+                if gpus > 1:
+                    env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+                slot += 1
+                log = open(logs / (cell.folder.replace("/", "__") + ".log"), "w")
+                cmd = [sys.executable, "-m", "tca4rec.cli", "study", str(config_path), "--only", cell.folder, *extra]
+                running.append((cell, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
+                                time.time(), log))
+                self.log(f"started {cell.label} on {cell.dataset} (log: {_rel_log(log.name, self.out)})")
+            time.sleep(1.0)
+            for entry in list(running):
+                cell, proc, t0, log = entry
+                if proc.poll() is None:
+                    continue
+                running.remove(entry)
+                log.close()
+                if proc.returncode == 0:
+                    self.log(f"done {cell.label} on {cell.dataset} in {_fmt(time.time() - t0)}")
+                else:
+                    failed.append(f"{cell.folder} (exit {proc.returncode}, log {_rel_log(log.name, self.out)})")
+                    self.log(f"FAILED {cell.label} on {cell.dataset}: see {_rel_log(log.name, self.out)}")
+        if failed:
+            raise TCA4RecError(f"{len(failed)} study cell(s) failed: {'; '.join(failed)}")
 
     def run_cf(self, cell: CFCell) -> None:
         from tca4rec.cf import evaluate_cf, train_cf
@@ -318,7 +426,7 @@ class Study:
 
         t0 = time.time()
         evaluate_llm_run(self.out / cell.folder, split=self.config.split, limit=self.config.eval_limit,
-                         beams=self.config.beams)
+                         beams=self.config.beams, batch_size=self.config.eval_batch_size)
         self._measured("eval_row", cell.dataset, time.time() - t0, self._eval_rows(cell.dataset))
 
     # ---- reporting ---------------------------------------------------------------------
@@ -340,20 +448,25 @@ def _config_record(config: StudyConfig) -> dict:
     return rec
 
 
+def _rel_log(path: str, root: Path) -> str:
+    return str(Path(path).relative_to(root))
+
+
 def _fmt(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def load_study(path: str | Path) -> Study:
-    """A study from its YAML file, or from a study output folder (its saved ``study.yaml``)."""
+def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+    """A study from its YAML file, or from a study output folder (its saved ``study.yaml``);
+    ``overrides``: see ``StudyConfig.from_yaml``."""
     path = Path(path)
     if path.is_dir():
         if not (path / "study.yaml").is_file():
             raise ConfigError(f"{path}: not a study folder (no study.yaml)")
         path = path / "study.yaml"
     try:
-        return Study(StudyConfig.from_yaml(path))
+        return Study(StudyConfig.from_yaml(path, overrides))
     except TCA4RecError:
         raise
     except TypeError as e:

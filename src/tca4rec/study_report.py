@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from tca4rec.errors import RunError
-from tca4rec.evaluate.report import METRIC_NAMES, RunResult, collaborative_consistency, compare, load_run_result
+from tca4rec.evaluate.report import (METRIC_NAMES, RunResult, collaborative_consistency, compare,
+                                     describe_comparison, load_run_result)
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -26,6 +27,22 @@ def _rel(path: Path, root: Path) -> str:
 def _mean_spread(values: list[float]) -> tuple[float, float]:
     a = np.asarray(values, dtype=np.float64)
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def _training_line(label: str, run: Path) -> str | None:
+    """What a cell's fine-tuning did, from its ``train_state.json`` (None if absent)."""
+    import json
+
+    path = run / "train_state.json"
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    text = f"- {label}: {state['global_step']} optimizer steps ({state['epoch']:.2f} epochs)"
+    if state.get("best_checkpoint"):
+        text += f", best {state['best_checkpoint']} (valid HR@3 {state['best_metric']:.4f})"
+    if state.get("stopped_by_time_budget_at_step") is not None:
+        text += f"; stopped by the time budget at step {state['stopped_by_time_budget_at_step']}"
+    return text
 
 
 def write_study_report(study) -> Path:
@@ -99,6 +116,8 @@ def write_study_report(study) -> Path:
                 for metric in ("NDCG@10", "HR@10"):
                     tests.append({"seed": cell.seed, **compare(results[base], results[cell], metric)})
 
+        training = [_training_line(results[c].label, out / c.folder) for c in llm_cells if c in results]
+
         ds_dir = report_dir / name
         plots = [plot_metrics(list(results.values()), ds_dir / "metrics.png")]
         curves = [r for c, r in results.items() if isinstance(c, LLMCell) and r.loss_curve]
@@ -141,12 +160,14 @@ def write_study_report(study) -> Path:
                   f"method; {seeds} seed(s). Brackets: 95% bootstrap CI over {split} rows"
                   f"{'; ± : std over seeds' if seeds > 1 else ''}. Consistency@10: share of the LLM's top-10 "
                   "items also in the CF model's top-10 for the same row.", "", *table, ""]
+        if any(training):
+            lines += ["Training actually done (the best checkpoint on valid HR@3 is the one evaluated):", "",
+                      *[t for t in training if t], ""]
         if tests:
-            lines += ["Paired bootstrap over the same rows (95% CI of the difference, TCA4Rec minus host alone):", ""]
+            lines += ["Paired bootstrap over the same rows (95% CI of the difference, TCA4Rec minus host alone; "
+                      "MDE80: the smallest true difference these rows detect with 80% power at the 5% level):", ""]
             for t in tests:
-                verdict = "significant" if t["significant"] else "not significant"
-                lines.append(f"- {t['b']} vs {t['a']} (seed {t['seed']}): Δ{t['metric']} = {t['diff']:+.4f} "
-                             f"[{t['low']:+.4f}, {t['high']:+.4f}] over {t['rows']} rows: **{verdict}** at this size.")
+                lines.append(f"- {t['b']} vs {t['a']} (seed {t['seed']}): {describe_comparison(t)}.")
             lines.append("")
         lines += [f"![{p.stem}]({_rel(p, report_dir)})" for p in plots] + [""]
         summary["datasets"][name] = {"items": ds.num_items, "methods": rows_out, "significance": tests,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tca4rec.evaluate.metrics import KS, bootstrap_ci, hit_ranks, paired_bootstrap, summarize
+from tca4rec.evaluate.metrics import KS, bootstrap_ci, hit_ranks, paired_bootstrap, per_row_metrics, summarize
 
 
 def reference_metrics(ranked, targets, titles):
@@ -49,3 +49,17 @@ def test_bootstrap_ci_contains_mean_and_paired_test_detects_a_real_gap():
     assert paired_bootstrap(ranks, better, "HR@10")["significant"]
     same = paired_bootstrap(ranks, ranks, "NDCG@10")
     assert same["diff"] == 0 and not same["significant"]
+
+
+def test_paired_bootstrap_states_the_minimum_detectable_effect():
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 11, 4000), rng.integers(0, 11, 4000)
+    out = paired_bootstrap(a, b, "NDCG@10")
+    diff = per_row_metrics(b, (10,))["NDCG@10"] - per_row_metrics(a, (10,))["NDCG@10"]
+    analytic_se = diff.std(ddof=1) / np.sqrt(len(diff))
+    assert out["se"] == pytest.approx(analytic_se, rel=0.1)  # the bootstrap SE of a mean
+    assert out["mde80"] == pytest.approx((1.959964 + 0.841621) * out["se"])
+    assert out["discordant"] == int((diff != 0).sum())
+    # Four times the rows halve the MDE.
+    big = paired_bootstrap(np.tile(a, 4), np.tile(b, 4), "NDCG@10")
+    assert big["mde80"] == pytest.approx(out["mde80"] / 2, rel=0.1)

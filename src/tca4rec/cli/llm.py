@@ -15,7 +15,7 @@ def _train(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, host=args.host, cf=args.cf, alpha=args.alpha, temperature=args.temperature,
         form=args.form, tau=args.tau, llm=args.llm, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout, lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
-        epochs=args.epochs, max_steps=args.max_steps, save_steps=args.save_steps, eval_steps=args.eval_steps,
+        epochs=args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes, save_steps=args.save_steps, eval_steps=args.eval_steps,
         eval_rows=args.eval_rows, eval_beams=args.eval_beams, patience=args.patience,
         train_limit=args.train_limit, seed=args.seed, logging_steps=args.logging_steps)
     run_dir = train(config, resume=args.resume, overwrite=args.overwrite)
@@ -100,6 +100,8 @@ def register(sub) -> None:
     p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="gradient accumulation steps")
     p.add_argument("--epochs", type=float, default=d.epochs)
     p.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--max-minutes", type=float, dest="max_minutes",
+                   help="wall-clock budget: stop once spent (the last step is evaluated and saved; the best is kept)")
     p.add_argument("--save-steps", type=int, default=d.save_steps, help="checkpoint every N optimizer steps")
     p.add_argument("--eval-steps", type=int, help="valid HR@3 every N steps (default: --save-steps)")
     p.add_argument("--eval-rows", type=int, default=d.eval_rows, help="valid rows for model selection; 0 = none")

@@ -20,8 +20,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _study(args: argparse.Namespace) -> int:
     from tca4rec.study import load_study
 
-    report = load_study(args.config).run()
-    print(f"report folder: {report}")
+    report = load_study(args.config, args.set).run(jobs=args.jobs, only=args.only, finish_within=args.finish_within,
+                                                   eval_reserve=args.eval_reserve)
+    if report is not None:
+        print(f"report folder: {report}")
     return 0
 
 
@@ -56,8 +58,20 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int)
 
     p = add_command(sub, "study", _study, "run (or resume) a grid of datasets x hosts x CF models x alpha x seeds",
-                    ("tca4rec study docs/results/amazon.yaml",))
+                    ("tca4rec study docs/results/amazon.yaml",
+                     "tca4rec study docs/results/gpu-office.yaml --jobs 4   # 4 LLM cells at once (one GPU or several)"))
     p.add_argument("config", help="study YAML file (see docs/results/ for examples), or a study output folder")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="LLM cells trained and evaluated at once, one process each (default 1)")
+    p.add_argument("--finish-within", type=float, dest="finish_within", metavar="SECONDS",
+                   help="with --jobs >= the LLM cells: give each the same training budget so that all end by then")
+    p.add_argument("--eval-reserve", type=float, dest="eval_reserve", default=120.0, metavar="SECONDS",
+                   help="with --finish-within: seconds kept for start-up, loading and the report (default 120); "
+                        "test decoding is budgeted from the rate the valid evaluations measure")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a field of the study file (YAML value), e.g. --set train.max_minutes=4; repeatable")
+    p.add_argument("--only", nargs="+", metavar="CELL",
+                   help="run only these cells (folders such as Office_Products/llm/tallrec-nocf-a0-s0); no report")
 
     p = add_command(sub, "report", _report, "rebuild tables and plots from finished runs or a study folder",
                     ("tca4rec report runs/my-study",

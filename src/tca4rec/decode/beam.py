@@ -108,14 +108,19 @@ class _NextTokenScorer:
         return self.model(cache=cache, use_cache=True, logits_to_keep=1, **inputs).logits[:, -1].float()
 
     def log_probs(self, out: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Float64 log-prob of ``tokens[c]`` after row ``rows[c]`` of ``out``; rows lists each row's
-        allowed tokens (all of them: the masked softmax normalizes over exactly these)."""
+        """Float64 log-prob (on the CPU) of ``tokens[c]`` after row ``rows[c]`` of ``out``; rows lists
+        each row's allowed tokens (all of them: the masked softmax normalizes over exactly these).
+
+        ``rows`` and ``tokens`` are CPU tensors (the search's bookkeeping lives there); ``out`` is on
+        the model's device, so only the [C] candidate scores cross over, once per step.
+        """
+        rows_d, tokens_d = rows.to(out.device), tokens.to(out.device)
         if not self.masked:
-            return (out[rows, tokens] - torch.logsumexp(out, dim=-1)[rows]).double()
-        logits = (out[rows] * self.head_weight[tokens].float()).sum(-1)  # [C]
+            return (out[rows_d, tokens_d] - torch.logsumexp(out, dim=-1)[rows_d]).double().cpu()
+        logits = (out[rows_d] * self.head_weight[tokens_d].float()).sum(-1)  # [C]
         if self.head_bias is not None:
-            logits = logits + self.head_bias[tokens].float()
-        return segment_log_softmax(logits / self.tau, rows, out.shape[0])
+            logits = logits + self.head_bias[tokens_d].float()
+        return segment_log_softmax(logits.cpu() / self.tau, rows, out.shape[0])
 
 
 class _FinishedPool:
@@ -178,6 +183,7 @@ def constrained_beam_search(model, trie: TitleTrie, attention_mask: torch.LongTe
     [B, P] and ``inputs_embeds`` [B, P, D] is the prompt.
     """
     prompt_mask = _check_inputs(attention_mask, input_ids, inputs_embeds)
+    device = prompt_mask.device  # the model's; the trie and the search's bookkeeping stay on the CPU
     scorer = _NextTokenScorer(model, config)
     if trie.vocab_bound > scorer.vocab_size:
         raise ConfigError(f"the trie holds token ids up to {trie.vocab_bound - 1}, beyond the model's "
@@ -215,13 +221,14 @@ def constrained_beam_search(model, trie: TitleTrie, attention_mask: torch.LongTe
             keep = alive[best[best >= 0]]
             if keep.numel() == 0:
                 break
-            cache.batch_select_indices(rows[keep])  # copy each parent's cache row to its children
+            cache.batch_select_indices(rows[keep].to(device))  # copy each parent's cache row to its children
             sample, node, score = cand_sample[keep], kids[keep], cand_score[keep]
             depth += 1
             beam_rows += sample.numel()
-            step_mask = torch.cat([prompt_mask[sample], prompt_mask.new_ones(sample.numel(), depth)], dim=1)
-            out = scorer.forward(cache, input_ids=trie.token[node][:, None], attention_mask=step_mask,
-                                 position_ids=(prompt_len[sample] + depth - 1)[:, None])
+            sample_d = sample.to(device)
+            step_mask = torch.cat([prompt_mask[sample_d], prompt_mask.new_ones(sample.numel(), depth)], dim=1)
+            out = scorer.forward(cache, input_ids=trie.token[node][:, None].to(device), attention_mask=step_mask,
+                                 position_ids=(prompt_len[sample_d] + depth - 1)[:, None])
         return pool.result(trie, depth, beam_rows)
     finally:
         model.train(was_training)

@@ -34,7 +34,9 @@ def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, 
     from tca4rec.llm.run import process_state
 
     state = process_state()
-    device = device if device is not None else next(host.parameters()).device
+    device = torch.device(device if device is not None else next(host.parameters()).device)
+    # On a GPU decode in bf16 like training (the Trainer's bf16 autocast); on the CPU in float32.
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     search = BeamSearchConfig(num_beams=beams, top_k=k, masked=host.host_config.masked, tau=host.host_config.softmax_tau)
     users = torch.tensor(split.users)
     histories = torch.tensor(split.histories)
@@ -51,7 +53,7 @@ def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, 
             history_cf = user_cf = None
             if host.host_config.uses_cf_embeddings:
                 _, history_cf, user_cf = signals.cf_signals(users[rows].to(device), histories[rows].to(device))
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 inputs = host.decode_inputs(prompt, history_cf, user_cf)
                 result = constrained_beam_search(host.llm, signals.trie, prompt.attention_mask, config=search,
                                                  **inputs)

@@ -117,6 +117,16 @@ def compare(a: RunResult, b: RunResult, metric: str = "NDCG@10") -> dict:
             **paired_bootstrap(a.ranks[ia], b.ranks[ib], metric=metric)}
 
 
+def describe_comparison(t: dict) -> str:
+    """One sentence of a ``compare`` result: difference, CI, rows, verdict and power."""
+    verdict = "significant" if t["significant"] else "not significant"
+    if not t["significant"]:
+        verdict += ("; no discordant rows, so no power to tell" if t["discordant"] == 0 else
+                    f"; a true Δ of ±{t['mde80']:.4f} would be detected with 80% power")
+    return (f"Δ{t['metric']} = {t['diff']:+.4f} [{t['low']:+.4f}, {t['high']:+.4f}] over {t['rows']} rows "
+            f"({t['discordant']} rows differ; MDE80 {t['mde80']:.4f}): **{verdict}**")
+
+
 def collaborative_consistency(llm: RunResult, cf: RunResult, k: int = 10) -> float:
     """Mean over common rows of |top-k(LLM) ∩ top-k(CF)| / k."""
     ia, ib = _common_rows(llm, cf)

@@ -51,7 +51,7 @@ class HostConfig:
 RUN_FORMAT = "tca4rec.llm_run/1"
 LOSS_FORMS = ("mixture", "ce")
 # Fields that may change between a run and its --resume (schedule and bookkeeping only).
-RESUMABLE_CHANGES = {"epochs", "max_steps", "save_steps", "eval_steps", "logging_steps", "patience",
+RESUMABLE_CHANGES = {"epochs", "max_steps", "max_minutes", "budget_eval_rows", "save_steps", "eval_steps", "logging_steps", "patience",
                      "save_total_limit", "data", "cf", "out"}
 
 
@@ -77,6 +77,8 @@ class TrainConfig:
     grad_accum: int = 4
     epochs: float = 10.0
     max_steps: int | None = None  # optimizer steps; overrides epochs
+    max_minutes: float | None = None  # wall-clock budget: stop (evaluate, save, keep the best) once spent
+    budget_eval_rows: int = 0  # rows whose evaluation after training max_minutes must also cover
     save_steps: int = 200
     eval_steps: int | None = None  # None = save_steps
     eval_rows: int = 100  # valid rows for model selection (0 = no evaluation: keep the last model)
@@ -112,6 +114,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} {value}: must be >= 1")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"--max-minutes {self.max_minutes}: must be > 0")
+        if self.budget_eval_rows < 0:
+            raise ConfigError(f"--budget-eval-rows {self.budget_eval_rows}: must be >= 0")
         if self.eval_rows < 0 or not self.epochs > 0 or not self.lr > 0 or not 0 <= self.lora_dropout < 1:
             raise ConfigError("need --eval-rows >= 0, --epochs > 0, --lr > 0 and 0 <= --lora-dropout < 1")
         if self.eval_rows and self.save_steps % (self.eval_steps or self.save_steps):

@@ -134,7 +134,7 @@ class Host(nn.Module):
     # ---- training forward --------------------------------------------------------------
     def targets(self, items: torch.Tensor) -> torch.Tensor:
         """Title + EOS tokens [B, L] of item columns ``items`` [B], padded with -1 (L = longest)."""
-        seqs = self.target_tokens[items]
+        seqs = self.target_tokens[items.to(self.target_tokens.device)]
         length = int((seqs >= 0).sum(1).max())
         return seqs[:, :length]
 

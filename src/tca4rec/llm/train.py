@@ -26,6 +26,7 @@ import dataclasses
 import importlib.util
 import json
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -63,7 +64,8 @@ class RowCollator:
     def __call__(self, rows: list[int]) -> dict[str, torch.Tensor]:
         index = torch.tensor(rows, dtype=torch.long)
         prompt = self.host.prompts(self.histories[index])
-        target_tokens = self.host.targets(self.items[index])
+        # On the CPU whatever device the host sits on: batches are pinned and moved by the Trainer.
+        target_tokens = self.host.targets(self.items[index]).cpu()
         return {"users": self.users[index], "histories": self.histories[index], "items": self.items[index],
                 "input_ids": prompt.input_ids, "attention_mask": prompt.attention_mask,
                 "slot_positions": prompt.slot_positions, "user_slot": prompt.user_slot,
@@ -89,6 +91,39 @@ class JsonlLogCallback(TrainerCallback):
         if state.is_world_process_zero and logs:
             self.records.append({"step": state.global_step, "epoch": state.epoch, **logs})
             atomic_write_jsonl(self.path, self.records)
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Stops training once ``max_minutes`` of wall-clock time are spent (like Lightning's
+    ``max_time``): the last step is evaluated and saved, so the best checkpoint is still chosen
+    among evaluated ones. Budgeted runs (a lent GPU, a CI slot) end on time instead of being killed.
+
+    ``eval_rows``: the budget also covers decoding that many rows after training (the test
+    split), at the rate measured by the valid evaluations so far (x1.25 for safety), so
+    training stops early enough for them.
+    """
+
+    def __init__(self, max_minutes: float, eval_rows: int = 0) -> None:
+        self.seconds = max_minutes * 60
+        self.eval_rows = eval_rows
+        self.rows_per_s: float | None = None
+        self.started = 0.0
+        self.stopped_at: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.rows_per_s = (metrics or {}).get("eval_rows_per_s", self.rows_per_s)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        reserve = 1.25 * self.eval_rows / self.rows_per_s if self.eval_rows and self.rows_per_s else 0.0
+        if time.monotonic() - self.started + reserve >= self.seconds and not control.should_training_stop:
+            control.should_training_stop = True
+            control.should_save = True
+            control.should_evaluate = args.eval_strategy != "no"
+            self.stopped_at = state.global_step
+        return control
 
 
 class TCA4RecTrainer(Trainer):
@@ -126,12 +161,14 @@ class TCA4RecTrainer(Trainer):
         from tca4rec.evaluate.metrics import hit_ranks, summarize
 
         host = self.accelerator.unwrap_model(self.model)
+        started = time.monotonic()
         items, _ = evaluate_rows(host, self.tca, self.eval_split, beams=self.config.eval_beams,
                                  k=self.config.eval_beams, batch_size=self.args.per_device_eval_batch_size,
                                  device=self.args.device, desc="valid HR@3")
         ranks = hit_ranks(items, self.eval_split.targets, self.tca.dataset.title_group)
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in summarize(ranks).items()
                    if name in ("HR@3", "NDCG@3", "HR@10")}
+        metrics[f"{metric_key_prefix}_rows_per_s"] = len(self.eval_split) / (time.monotonic() - started)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
@@ -279,6 +316,8 @@ def build_trainer(config: TrainConfig, *, resume: bool = False, overwrite: bool 
     callbacks: list[TrainerCallback] = [JsonlLogCallback(run_dir / "train_log.jsonl")]
     if eval_split is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
+    if config.max_minutes is not None:
+        callbacks.append(TimeBudgetCallback(config.max_minutes, config.budget_eval_rows))
     trainer = TCA4RecTrainer(
         model=host,
         args=training_arguments(config, run_dir),
@@ -307,6 +346,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         atomic_write_json(run_dir / "train_state.json", {
             "global_step": trainer.state.global_step, "epoch": trainer.state.epoch,
             "best_metric": trainer.state.best_metric,
+            "stopped_by_time_budget_at_step": next((c.stopped_at for c in trainer.callback_handler.callbacks
+                                                    if isinstance(c, TimeBudgetCallback)), None),
             "best_checkpoint": Path(trainer.state.best_model_checkpoint).name
             if trainer.state.best_model_checkpoint else None})
     state.wait_for_everyone()
