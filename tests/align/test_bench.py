@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ def test_released_baseline_equals_ours_on_a_small_catalog(ref_labels):
     assert (baseline.double() - expected).abs().max() <= 1e-6
 
 
-def test_peak_tensor_bytes_counts_live_allocations():
+def test_peak_tensor_bytes_counts_live_allocations(capfd):
     def work() -> None:
         a = torch.ones(1000)  # 4000 B
         b = torch.ones(2000)  # 8000 B, both alive: peak 12000
@@ -36,6 +37,10 @@ def test_peak_tensor_bytes_counts_live_allocations():
         torch.ones(500)
 
     assert bench_align.peak_tensor_bytes(work) == 12_000
+    out, err = capfd.readouterr()
+    assert "profiler" not in out + err  # the profiler's own log lines are not for the user
+    print("still here", file=sys.stderr)
+    assert "still here" in capfd.readouterr().err  # stderr works again afterwards
 
 
 def test_bench_on_a_real_catalog(office_dir, tokenizer):

@@ -177,3 +177,65 @@ def test_numpy_scalars_and_plain_sequences_are_accepted():
     a = ct.soft_labels(logits, torch.tensor([1, 2]), alpha=0.25, temperature=2.0)
     b = ct.soft_labels(logits, [1, 2], alpha=np.float32(0.25), temperature=np.float64(2.0))
     assert torch.equal(a.weight, b.weight)
+
+
+def random_catalog(num_items: int, seed: int) -> list[list[int]]:
+    """Titles over tokens 1..5 of length 1..6: deep shared prefixes, duplicates, many leaves."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 7, (num_items,), generator=gen).tolist()
+    return [torch.randint(1, VOCAB, (m,), generator=gen).tolist() for m in lengths]
+
+
+@pytest.mark.parametrize("scale", [1.0, 6.0, 40.0])
+def test_float32_fast_path_and_exact_path_match_reference_on_a_larger_catalog(ref_labels, scale):
+    # 400 items: shallow nodes hold most of the mass (fast path: prefix-sum differences),
+    # deep or low-scoring ones a tiny share (exact path); large scales push many to the latter.
+    titles = random_catalog(400, seed=int(scale))
+    gen = torch.Generator().manual_seed(1)
+    logits = (torch.randn(6, len(titles), generator=gen) * scale).float()
+    logits[0, :200] = -math.inf
+    targets = torch.randint(0, len(titles), (6,), generator=gen).tolist()
+    labels = CollaborativeTokenizer(titles, EOS).soft_labels(logits, torch.tensor(targets), alpha=1.0,
+                                                             temperature=0.7)
+    expected, _ = ref_labels(titles, EOS, logits.double(), targets, 1.0, 0.7, VOCAB)
+    assert (labels.to_dense(VOCAB) - expected).abs().max() <= 1e-6
+
+
+def test_row_chunks_give_the_same_labels(monkeypatch):
+    import tca4rec.align.tokenizer as tokenizer_module
+
+    titles = random_catalog(300, seed=3)
+    ct = CollaborativeTokenizer(titles, EOS)
+    logits, targets = torch.randn(5, len(titles)) * 4, torch.tensor([0, 7, 99, 250, 299])
+    whole = ct.soft_labels(logits, targets, alpha=0.5)
+    monkeypatch.setattr(tokenizer_module, "CHUNK_ELEMENTS", 2 * len(titles))  # 2 rows per chunk, 3 chunks
+    chunked = ct.soft_labels(logits, targets, alpha=0.5)
+    assert torch.equal(whole.position, chunked.position)
+    assert torch.equal(whole.weight, chunked.weight)
+
+
+def available_devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", available_devices())
+def test_labels_are_built_on_the_tokenizer_device_and_match_the_cpu(ref_labels, device):
+    titles = random_catalog(200, seed=5)
+    cpu = CollaborativeTokenizer(titles, EOS)
+    moved = cpu.to(device)
+    assert moved.device.type == device and cpu.device.type == "cpu"  # the original stays where it was
+    assert all(t.device.type == device for t in vars(moved.trie).values() if isinstance(t, torch.Tensor))
+    assert (moved is cpu) == (device == "cpu")
+    logits, targets = torch.randn(4, len(titles)) * 5, torch.tensor([3, 50, 150, 199])
+    labels = moved.soft_labels(logits.to(device), targets.to(device), alpha=0.3, temperature=2.0)
+    assert all(getattr(labels, f).device.type == device for f in ("targets", "nodes", "position", "index", "weight"))
+    reference = cpu.soft_labels(logits, targets, alpha=0.3, temperature=2.0)
+    assert torch.equal(labels.position.cpu(), reference.position) and torch.equal(labels.index.cpu(), reference.index)
+    assert (labels.weight.cpu() - reference.weight).abs().max() <= 1e-6
+    expected, _ = ref_labels(titles, EOS, logits.double(), targets.tolist(), 0.3, 2.0, VOCAB)
+    assert (labels.to_dense(VOCAB).cpu() - expected).abs().max() <= 1e-6
+    # The trie's own queries run on its device too.
+    nodes = moved.trie.step(torch.zeros(2, dtype=torch.long, device=device), torch.tensor([1, 2], device=device))
+    assert moved.trie.allowed_mask(nodes, VOCAB).device.type == device
+    assert moved.trie.walk(titles[3]) == cpu.trie.walk(titles[3])
+

@@ -41,3 +41,21 @@ def test_topk_and_hit_ranks_match_reference_with_ties_and_duplicate_titles():
         assert ranks.tolist() == expected_ranks
         ndcg = np.mean([1 / np.log2(q + 1) if 0 < q <= min(k, 10) else 0.0 for q in expected_ranks])
         assert np.isclose(summarize(ranks)["NDCG@10"], ndcg)
+
+
+def test_topk_in_row_chunks_bounded_by_catalog_size_equals_one_pass(monkeypatch):
+    import tca4rec.cf.run as cf_run
+    from tca4rec.cf.base import cf_model_class
+
+    cls = cf_model_class("sasrec")
+    model = cls(cls.config_class(), num_items=500, num_users=30)
+    users = torch.arange(30)
+    histories = torch.randint(0, 501, (30, 10))
+    one_pass = cf_run.topk(model, users, histories, k=10)
+    seen_rows = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda u, h: seen_rows.append(len(u)) or forward(u, h))
+    monkeypatch.setattr(cf_run, "RANKING_CHUNK_ELEMENTS", 4 * 501)  # at most 4 rows of 501 logits per chunk
+    chunked = cf_run.topk(model, users, histories, k=10)
+    assert max(seen_rows) == 4 and sum(seen_rows) == 30
+    assert np.array_equal(one_pass[0], chunked[0]) and np.allclose(one_pass[1], chunked[1])

@@ -17,6 +17,7 @@ that title (duplicates share a leaf).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -112,6 +113,22 @@ class TitleTrie:
         self.item_path = t(item_path)
         self._edge_key = self.parent[1:] * self.vocab_bound + self.token[1:]  # strictly increasing
 
+    # ---- device -----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.order.device
+
+    def to(self, device: torch.device | str) -> "TitleTrie":
+        """This trie with every array on ``device`` (like ``Tensor.to``: self if already there)."""
+        device = torch.device(device)
+        if device.type == self.device.type and (device.index is None or device == self.device):
+            return self
+        moved = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(moved, name, value.to(device))
+        return moved
+
     # ---- sizes -------------------------------------------------------------------------
     @property
     def num_items(self) -> int:
@@ -142,15 +159,15 @@ class TitleTrie:
         ``self.token[child]``.
         """
         counts = self.num_children[nodes]  # [B]
-        rows = torch.repeat_interleave(torch.arange(nodes.numel()), counts)
+        rows = torch.repeat_interleave(torch.arange(nodes.numel(), device=nodes.device), counts)
         seg_start = torch.cumsum(counts, 0) - counts
-        offset = torch.arange(int(counts.sum())) - seg_start[rows]
+        offset = torch.arange(rows.numel(), device=nodes.device) - seg_start[rows]
         return rows, self.first_child[nodes][rows] + offset
 
     def allowed_mask(self, nodes: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """Bool [B, vocab_size]: True at the tokens allowed after each node."""
         rows, kids = self.children(nodes)
-        mask = torch.zeros(nodes.numel(), vocab_size, dtype=torch.bool)
+        mask = torch.zeros(nodes.numel(), vocab_size, dtype=torch.bool, device=nodes.device)
         mask[rows, self.token[kids]] = True
         return mask
 
@@ -166,7 +183,7 @@ class TitleTrie:
         """Node of a token prefix from the root, or -1 if the prefix is not in the trie."""
         node = ROOT
         for tok in tokens:
-            node = int(self.step(torch.tensor([node]), torch.tensor([tok]))[0])
+            node = int(self.step(torch.tensor([node], device=self.device), torch.tensor([tok], device=self.device))[0])
             if node < 0:
                 return -1
         return node

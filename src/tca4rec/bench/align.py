@@ -13,10 +13,13 @@ logits themselves exist before the measurement and are not counted.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import statistics
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -65,10 +68,24 @@ def median_seconds(fns: Sequence[Callable[[], object]], repeats: int) -> list[fl
     return [statistics.median(spent) for spent in times]
 
 
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: the profiler's C++ side logs start/stop lines there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_tensor_bytes(fn: Callable[[], object]) -> int:
     """Peak bytes held by tensors allocated inside ``fn`` (CPU allocator events), net of what existed before."""
     activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
+    with native_stderr_silenced(), torch.profiler.profile(activities=activities, profile_memory=True) as prof:
         fn()
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
                     key=lambda e: e.start_ns())

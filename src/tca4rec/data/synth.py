@@ -13,7 +13,8 @@ something to learn:
 
 Rows are built exactly like the release (one row per interaction after a user's first,
 history = up to ``max_history`` previous items, global time cut train < valid < test).
-Generation is vectorized over users per step, so 20,000 items take a couple of seconds.
+Generation is vectorized (items in bulk, users per step), so a million items take seconds;
+only title formatting is a Python loop.
 """
 
 from __future__ import annotations
@@ -146,7 +147,27 @@ def _line_name(brand: int, line: int) -> str:
     return word if cycle == 0 else f"{word} {cycle + 1}"
 
 
+def _split_into_lines(brand_sizes: np.ndarray, line_length: tuple[int, int], rng: np.random.Generator
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Cut each brand's items into product lines: (first item of each line, its brand), lines in item order.
+
+    Every brand draws enough line lengths in [min, max] to cover it; the last line is cut short.
+    """
+    drawn = -(-brand_sizes // line_length[0])  # ceil: always enough lines
+    brand_of_draw = np.repeat(np.arange(len(brand_sizes)), drawn)
+    lengths = rng.integers(line_length[0], line_length[1] + 1, size=len(brand_of_draw))
+    end_in_brand = np.cumsum(lengths)
+    draw_offset = np.cumsum(drawn) - drawn
+    end_in_brand -= np.concatenate([[0], end_in_brand])[draw_offset][brand_of_draw]
+    start_in_brand = end_in_brand - lengths
+    keep = start_in_brand < brand_sizes[brand_of_draw]
+    brand_first = np.cumsum(brand_sizes) - brand_sizes
+    return brand_first[brand_of_draw[keep]] + start_in_brand[keep], brand_of_draw[keep]
+
+
 def _make_catalog(config: SynthConfig, rng: np.random.Generator) -> _Catalog:
+    """Titles and structure, drawn in bulk per item (a million items take seconds); only the
+    string formatting is a Python loop."""
     n = config.num_items
     num_brands = max(2, n // config.items_per_brand)  # validate() ensures n >= 2 * num_brands
     brand_names = _brand_names(num_brands, rng)
@@ -155,45 +176,45 @@ def _make_catalog(config: SynthConfig, rng: np.random.Generator) -> _Catalog:
     size_weight = 1.0 / np.arange(1, num_brands + 1) ** (config.zipf_exponent / 2)
     extra = rng.choice(num_brands, size=n - 2 * num_brands, p=size_weight / size_weight.sum())
     brand_sizes = 2 + np.bincount(extra, minlength=num_brands)
-    titles, brands, raw_ids = [""], [""], [""]
-    brand_of = np.zeros(n + 1, dtype=np.int64)
-    successor = np.zeros(n + 1, dtype=np.int64)
-    line_position = np.zeros(n + 1, dtype=np.int64)
-    category_names = list(CATEGORIES)
+
+    line_start, line_brand = _split_into_lines(brand_sizes, config.line_length, rng)  # [lines]
+    line_of = np.repeat(np.arange(len(line_start)), np.diff(np.append(line_start, n)))  # [n], items 0-based
+    position = np.arange(n) - line_start[line_of]  # k: place in the line
+    brand_line_first = np.searchsorted(line_brand, np.arange(num_brands))
+    line_number = np.arange(len(line_start)) - brand_line_first[line_brand]  # lines_done of the brand
+    model_base = rng.integers(10, 90, size=len(line_start)) * 100 + line_number * 10
+    # Word choices: a line's items share its words; after the first, each word changes with p = 0.5.
+    word_index: dict[tuple[str, str], np.ndarray] = {}
+    for name, (_, pools) in CATEGORIES.items():
+        for key, pool in pools.items():
+            line_word = rng.integers(len(pool), size=len(line_start))[line_of]
+            redraw = (position > 0) & (rng.random(n) < 0.5)
+            word_index[name, key] = np.where(redraw, rng.integers(len(pool), size=n), line_word)
+    count = rng.integers(5, 100, size=n) * 5
+    size = rng.choice([6, 8, 10, 12, 14, 18], size=n)
     alphabet = np.array(list("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"))
     asins = ["B0" + "".join(chars) for chars in alphabet[rng.integers(len(alphabet), size=(n, 8))].tolist()]
-    item = 1
-    for b in range(num_brands):
-        size = int(brand_sizes[b])
-        template, pools = CATEGORIES[category_names[brand_category[b]]]
-        lines_done = 0
-        while size > 0:
-            length = min(size, int(rng.integers(config.line_length[0], config.line_length[1] + 1)))
-            line_name = _line_name(b, lines_done)
-            model_base = int(rng.integers(10, 90)) * 100 + lines_done * 10
-            words = {key: pool[int(rng.integers(len(pool)))] for key, pool in pools.items()}
-            for k in range(length):
-                fields = {
-                    key: pool[int(rng.integers(len(pool)))] if k and rng.random() < 0.5 else words[key]
-                    for key, pool in pools.items()}
-                title = template.format(brand=brand_names[b], line=f"{line_name} {k + 1}",
-                                        model=model_base + k, count=int(rng.integers(5, 100)) * 5,
-                                        size=int(rng.choice([6, 8, 10, 12, 14, 18])), **fields)
-                titles.append(title[:MAX_TITLE_CHARS].rstrip())
-                brands.append(brand_names[b])
-                raw_ids.append(asins[item - 1])
-                brand_of[item] = b
-                line_position[item] = k
-                successor[item] = item + 1 if k + 1 < length else 0
-                item += 1
-            size -= length
-            lines_done += 1
+
+    category_names = list(CATEGORIES)
+    item_brand = line_brand[line_of]
+    titles = [""]
+    for j, (b, line, k) in enumerate(zip(item_brand.tolist(), line_of.tolist(), position.tolist())):
+        category = category_names[brand_category[b]]
+        template, pools = CATEGORIES[category]
+        fields = {key: pool[word_index[category, key][j]] for key, pool in pools.items()}
+        title = template.format(brand=brand_names[b], line=f"{_line_name(b, int(line_number[line]))} {k + 1}",
+                                model=int(model_base[line]) + k, count=int(count[j]), size=int(size[j]), **fields)
+        titles.append(title[:MAX_TITLE_CHARS].rstrip())
+    brand_of = np.concatenate([[0], item_brand])
+    line_end = np.append(line_start[1:], n)[line_of]
+    successor = np.concatenate([[0], np.where(np.arange(n) + 1 < line_end, np.arange(n) + 2, 0)])
     # Re-listed items: a few repeat the previous item's title (the release keeps such duplicates).
     for i in np.flatnonzero(rng.random(n + 1) < config.duplicate_title_rate):
         if i > 1 and brand_of[i - 1] == brand_of[i]:
             titles[i] = titles[i - 1]
-    popularity = rng.permutation(1.0 / np.arange(1, n + 1) ** config.zipf_exponent) * 0.7 ** line_position[1:]
-    return _Catalog(titles, brands, raw_ids, brand_of, successor, np.concatenate([[0.0], popularity]))
+    popularity = rng.permutation(1.0 / np.arange(1, n + 1) ** config.zipf_exponent) * 0.7 ** position
+    return _Catalog(titles, [""] + [brand_names[b] for b in item_brand.tolist()], [""] + asins, brand_of, successor,
+                    np.concatenate([[0.0], popularity]))
 
 
 def _make_sequences(config: SynthConfig, catalog: _Catalog, rng: np.random.Generator
