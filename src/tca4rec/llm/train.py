@@ -16,7 +16,8 @@ override only what is ours:
   the frozen base model.
 
 A run folder holds ``config.json`` (the full ``TrainConfig`` plus dataset / tokenizer
-fingerprints), ``checkpoints/``, ``train_log.jsonl`` and, when done, ``adapter/``,
+fingerprints), ``llm.json`` (the modules LoRA adapts, trainable parameters, base dtype),
+``checkpoints/``, ``train_log.jsonl`` and, when done, ``adapter/``,
 ``projector.safetensors`` (llara), ``ct.safetensors`` (the Collaborative Tokenizer and its trie) and ``train_state.json``.
 """
 
@@ -265,7 +266,7 @@ def build_trainer(config: TrainConfig, *, resume: bool = False, overwrite: bool 
     """The ready Trainer of a run (folder checked, config.json written) and the checkpoint to resume."""
     from transformers import set_seed
 
-    from tca4rec.llm.run import Signals, build_host, fingerprints_of, process_state
+    from tca4rec.llm.run import Signals, build_host, fingerprints_of, process_state, report_adapters
 
     process_state()  # first, so that a CPU torchrun launch is distributed
     run_dir = Path(config.out)
@@ -274,6 +275,7 @@ def build_trainer(config: TrainConfig, *, resume: bool = False, overwrite: bool 
     checkpoint = prepare_run_dir(config, resume, overwrite, fingerprints_of(tca.dataset, tca.tokenizer))
     set_seed(config.seed)  # the same LoRA / projector initialization whatever was loaded before
     host = build_host(config, tca, trainable=True)
+    report_adapters(host, config, run_dir)
     train_split = tca.dataset.split("train").head(config.train_limit)
     eval_split = tca.dataset.split("valid").head(config.eval_rows) if config.eval_rows else None
     callbacks: list[TrainerCallback] = [JsonlLogCallback(run_dir / "train_log.jsonl")]
