@@ -250,17 +250,30 @@ def test_half_precision_folder_loads_in_float32_on_cpu(zoo, tmp_path):
         assert torch.equal(loaded.state_dict()[name], weight.to(loaded.dtype)), name
 
 
-def _write_tiny_gguf(path, seed: int) -> dict:
-    """A 2-layer llama GGUF with the default LLM's tokenizer metadata; returns its F32 tensors."""
+def _byte_level_bpe(corpus: list[str]):
+    """A small GPT-2 style byte-level BPE trained on ``corpus`` (a GGUF of 49k tokens converts slowly)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    return json.loads(backend.to_str())["model"]
+
+
+def _write_tiny_gguf(path, corpus: list[str], seed: int) -> dict:
+    """A 2-layer llama GGUF (F32) with a byte-level BPE tokenizer; returns its tensors and vocabulary."""
     import gguf
     import numpy as np
 
-    from tca4rec.llm.model import _default_gguf_path
-
-    source = gguf.GGUFReader(_default_gguf_path())
+    bpe = _byte_level_bpe(corpus)
+    tokens = sorted(bpe["vocab"], key=bpe["vocab"].get)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in bpe["merges"]]
     writer = gguf.GGUFWriter(str(path), "llama")
-    width, ffn, layers, vocab = 32, 64, 2, int(source.fields["llama.vocab_size"].contents())
-    writer.add_context_length(512)
+    width, ffn, layers = 32, 64, 2
+    writer.add_context_length(1024)
     writer.add_embedding_length(width)
     writer.add_block_count(layers)
     writer.add_feed_forward_length(ffn)
@@ -268,18 +281,20 @@ def _write_tiny_gguf(path, seed: int) -> dict:
     writer.add_head_count_kv(2)
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_vocab_size(vocab)
-    for name, field in source.fields.items():
-        if name.startswith("tokenizer."):
-            value = field.contents()
-            vtype = field.types[0]
-            sub = field.types[1] if vtype == gguf.GGUFValueType.ARRAY else None
-            writer.add_key_value(name, value, vtype, sub_type=sub)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if t == "<|endoftext|>" else gguf.TokenType.NORMAL
+                            for t in tokens])
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(bpe["vocab"]["<|endoftext|>"])
+    writer.add_eos_token_id(bpe["vocab"]["<|endoftext|>"])
     rng = np.random.default_rng(seed)
-    tensors = {"token_embd.weight": rng.normal(0, 0.02, (vocab, width)), "output_norm.weight": np.ones(width)}
+    tensors = {"token_embd.weight": rng.normal(0, 0.02, (len(tokens), width)), "output_norm.weight": np.ones(width)}
+    shapes = {"attn_q": (width, width), "attn_k": (16, width), "attn_v": (16, width), "attn_output": (width, width),
+              "ffn_gate": (ffn, width), "ffn_up": (ffn, width), "ffn_down": (width, ffn)}
     for i in range(layers):
-        shapes = {"attn_q": (width, width), "attn_k": (16, width), "attn_v": (16, width), "attn_output": (width, width),
-                  "ffn_gate": (ffn, width), "ffn_up": (ffn, width), "ffn_down": (width, ffn)}
         tensors |= {f"blk.{i}.{k}.weight": rng.normal(0, 0.02, s) for k, s in shapes.items()}
         tensors |= {f"blk.{i}.attn_norm.weight": np.ones(width), f"blk.{i}.ffn_norm.weight": np.ones(width)}
     tensors = {k: v.astype(np.float32) for k, v in tensors.items()}
@@ -289,23 +304,26 @@ def _write_tiny_gguf(path, seed: int) -> dict:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return tensors
+    return {"tensors": tensors, "vocab": bpe["vocab"]}
 
 
-def test_gguf_file_is_converted_once_keyed_by_its_hash(small_config, tmp_path, monkeypatch, capsys):
+def test_gguf_file_is_converted_once_keyed_by_its_hash(small_config, synth_dataset, tmp_path, monkeypatch, capsys):
     from tca4rec.cli import main
     from tca4rec.llm import model as model_module
     from tca4rec.llm.model import file_sha256, load_causal_lm, load_tokenizer, resolve_llm
 
     monkeypatch.setenv("TCA4REC_CACHE", str(tmp_path / "cache"))
     gguf_file = tmp_path / "tiny.gguf"
-    tensors = _write_tiny_gguf(gguf_file, seed=0)
+    corpus = list(synth_dataset.titles[1:]) + ["### Instruction: Response: History: User"]
+    written = _write_tiny_gguf(gguf_file, corpus, seed=0)
     folder = resolve_llm(gguf_file)
     assert folder == tmp_path / "cache" / "models" / f"gguf-{file_sha256(gguf_file)[:16]}"
     llm = load_causal_lm(gguf_file)
     assert type(llm).__name__ == "LlamaForCausalLM" and llm.config.num_hidden_layers == 2
-    torch.testing.assert_close(llm.get_input_embeddings().weight, torch.from_numpy(tensors["token_embd.weight"]))
-    assert load_tokenizer(gguf_file).get_vocab() == load_tokenizer().get_vocab()
+    torch.testing.assert_close(llm.get_input_embeddings().weight,
+                               torch.from_numpy(written["tensors"]["token_embd.weight"]))
+    tok = load_tokenizer(gguf_file)
+    assert tok.get_vocab() == written["vocab"] and tok.decode(tok(corpus[0]).input_ids) == corpus[0]
 
     # Converted once: later loads read the cached folder.
     def no_second_conversion(*args):
@@ -323,7 +341,7 @@ def test_gguf_file_is_converted_once_keyed_by_its_hash(small_config, tmp_path, m
     # Other content, other key; a file transformers cannot read is a one-line error naming it.
     monkeypatch.setenv("TCA4REC_CACHE", str(tmp_path / "cache"))
     other = tmp_path / "other.gguf"
-    _write_tiny_gguf(other, seed=1)
+    _write_tiny_gguf(other, corpus, seed=1)
     assert resolve_llm(other) != folder
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"not a gguf file at all")
