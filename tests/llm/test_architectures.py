@@ -49,13 +49,46 @@ def _lora_parameter_count(llm_dir, modules: list[str], r: int) -> int:
 
 
 def _teacher_forced(run, history: list[int], item_id: int) -> float:
-    """Sum of log-probs of the item's title + EOS after the prompt, one full forward, no cache."""
+    """Slow reference of a beam score: one full forward of prompt + title + EOS, no cache. Each
+    token's log-prob is over the whole vocabulary, or (msl) over the trie children of its prefix
+    at temperature tau, the children found by scanning every item's tokens."""
+    targets = [[t for t in row if t >= 0] for row in run.host.target_tokens.tolist()]
     prompt = run.host.prompts(torch.tensor([history])).input_ids[0].tolist()
-    target = [t for t in run.host.target_tokens[item_id - 1].tolist() if t >= 0]
+    target = targets[item_id - 1]
     with torch.no_grad():
         logits = run.host.llm(input_ids=torch.tensor([prompt + target])).logits[0].double()
-    logp = logits.log_softmax(-1)
-    return float(sum(logp[len(prompt) - 1 + k, token] for k, token in enumerate(target)))
+    total = 0.0
+    for k, token in enumerate(target):
+        step = logits[len(prompt) - 1 + k]
+        if run.host.host_config.masked:
+            children = sorted({t[k] for t in targets if t[:k] == target[:k]})
+            scaled = step[children] / run.host.host_config.softmax_tau
+            total += float(scaled.log_softmax(-1)[children.index(token)])
+        else:
+            total += float(step.log_softmax(-1)[token])
+    return total
+
+
+def _check_scores(run_dir, synth_dataset):
+    """Every evaluated item's score equals the slow reference; returns the loaded run."""
+    from tca4rec.llm.run import load_llm_run
+
+    run = load_llm_run(run_dir)
+    test = synth_dataset.split("test")
+    for row, line in enumerate((run_dir / "predictions_test.jsonl").read_text().splitlines()):
+        prediction = json.loads(line)
+        assert len(prediction["items"]) == 2 and all(1 <= i <= synth_dataset.num_items for i in prediction["items"])
+        for item, score in zip(prediction["items"], prediction["scores"]):
+            assert score == pytest.approx(_teacher_forced(run, test.histories[row].tolist(), item), abs=1e-4)
+    return run
+
+
+def _killed_after_first_checkpoint(run_dir, dest):
+    """A copy of a finished 2-step run as it was when killed after checkpoint 1."""
+    finished = {"adapter", "ct.safetensors", "train_state.json"}  # written at the end only
+    shutil.copytree(run_dir, dest, ignore=lambda folder, names: [
+        n for n in names if n == "checkpoint-2" or (folder == str(run_dir) and n in finished)])
+    return dest
 
 
 def _check_tokenizer_quirks(arch: str, llm_dir, synth_dataset) -> None:
@@ -82,7 +115,6 @@ def _check_tokenizer_quirks(arch: str, llm_dir, synth_dataset) -> None:
 def test_architecture_trains_resumes_evaluates_recommends(arch, zoo, small_config, cf_run, synth_dataset, tmp_path):
     from tca4rec.evaluate.llm_eval import evaluate_llm_run
     from tca4rec.llm.recommend import recommend
-    from tca4rec.llm.run import load_llm_run
     from tca4rec.llm.train import train
 
     llm_dir = zoo[arch]
@@ -101,10 +133,7 @@ def test_architecture_trains_resumes_evaluates_recommends(arch, zoo, small_confi
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter_tensors(run_dir).items())
 
     # --resume from the first checkpoint, as after a kill: the same adapter as the uninterrupted run.
-    killed = tmp_path / "killed"
-    finished = {"adapter", "ct.safetensors", "train_state.json"}  # written at the end only
-    shutil.copytree(run_dir, killed, ignore=lambda folder, names: [
-        n for n in names if n == "checkpoint-2" or (folder == str(run_dir) and n in finished)])
+    killed = _killed_after_first_checkpoint(run_dir, tmp_path / "killed")
     train(dataclasses.replace(config, out=str(killed)), resume=True)
     assert json.loads((killed / "train_state.json").read_text())["global_step"] == 2
     resumed, uninterrupted = adapter_tensors(killed), adapter_tensors(run_dir)
@@ -113,13 +142,8 @@ def test_architecture_trains_resumes_evaluates_recommends(arch, zoo, small_confi
         torch.testing.assert_close(value, uninterrupted[key], atol=1e-6, rtol=0)
 
     evaluate_llm_run(run_dir, limit=2, beams=2)
-    run = load_llm_run(run_dir)
+    run = _check_scores(run_dir, synth_dataset)
     test = synth_dataset.split("test")
-    for row, line in enumerate((run_dir / "predictions_test.jsonl").read_text().splitlines()):
-        prediction = json.loads(line)
-        history = test.histories[row].tolist()
-        for item, score in zip(prediction["items"], prediction["scores"]):
-            assert score == pytest.approx(_teacher_forced(run, history, item), abs=1e-4)
     recs = recommend(run_dir, [synth_dataset.titles[i] for i in test.history(0)], k=2, beams=2, run=run)
     assert len(recs) == 2 and recs[0].score >= recs[1].score
     assert all(synth_dataset.titles[r.item_id] == r.title for r in recs)
@@ -127,22 +151,22 @@ def test_architecture_trains_resumes_evaluates_recommends(arch, zoo, small_confi
     # msl + TCA4Rec: the masked softmax in training and in decoding.
     msl_dir = train(small_config(tmp_path / "msl", llm=str(llm_dir), host="msl", alpha=0.1, cf=str(cf_run),
                                  train_limit=4))
-    record = evaluate_llm_run(msl_dir, limit=1, beams=2)
-    items = json.loads((msl_dir / "predictions_test.jsonl").read_text().splitlines()[0])["items"]
-    assert record["rows"] == 1 and len(items) == 2 and all(1 <= i <= synth_dataset.num_items for i in items)
+    assert evaluate_llm_run(msl_dir, limit=1, beams=2)["rows"] == 1
+    _check_scores(msl_dir, synth_dataset)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_llara_on_two_architectures(arch, zoo, small_config, cf_run, synth_dataset, tmp_path):
     """CF embeddings in the prompt (inputs_embeds) on a rotary and an absolute-position model."""
     from tca4rec.evaluate.llm_eval import evaluate_llm_run
+    from tca4rec.llm.run import load_llm_run
     from tca4rec.llm.train import train
 
     run_dir = train(small_config(tmp_path / "run", llm=str(zoo[arch]), host="llara", alpha=0.1, cf=str(cf_run),
                                  train_limit=4))
     report = json.loads((run_dir / "llm.json").read_text())
-    lora = _lora_parameter_count(zoo[arch], report["lora_modules"], 8)
-    assert report["trainable_parameters"] > lora  # the projector trains too
+    projector = sum(p.numel() for p in load_llm_run(run_dir).host.projector.parameters())
+    assert report["trainable_parameters"] == _lora_parameter_count(zoo[arch], report["lora_modules"], 8) + projector
     assert (run_dir / "projector.safetensors").is_file()
     evaluate_llm_run(run_dir, limit=1, beams=2)
     items = json.loads((run_dir / "predictions_test.jsonl").read_text().splitlines()[0])["items"]
@@ -212,6 +236,24 @@ def test_lora_targets_override_and_refusals(zoo, small_config, tmp_path, capsys)
     assert "GPTNeoXForCausalLM (float32): LoRA on 2 modules (query_key_value)" in out
     report = json.loads((tmp_path / "ok" / "llm.json").read_text())
     assert _layer_suffixes(report["lora_modules"]) == {"attention.query_key_value"}
+
+
+def test_run_from_before_per_architecture_targets_resumes(small_config, tmp_path):
+    """Older runs stored the fixed list q/k/v/o_proj; --resume keeps it and loads their checkpoints."""
+    from tca4rec.llm.train import train
+
+    config = small_config(tmp_path / "run", max_steps=2)
+    run_dir = train(config)
+    old = _killed_after_first_checkpoint(run_dir, tmp_path / "old")
+    record = json.loads((old / "config.json").read_text())
+    record["config"]["lora_targets"] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    (old / "config.json").write_text(json.dumps(record))
+    train(dataclasses.replace(config, out=str(old)), resume=True)
+    assert json.loads((old / "llm.json").read_text())["lora_targets"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    resumed, uninterrupted = adapter_tensors(old), adapter_tensors(run_dir)
+    assert resumed.keys() == uninterrupted.keys()
+    for key, value in resumed.items():
+        torch.testing.assert_close(value, uninterrupted[key], atol=1e-6, rtol=0)
 
 
 # ---- what --llm accepts, and what it refuses ------------------------------------------------

@@ -208,12 +208,15 @@ def prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool, fingerpr
             shutil.rmtree(run_dir)
         state.wait_for_everyone()
         exists = False
+    stored_path = run_dir / "config.json"
+    stored = json.loads(stored_path.read_text()) if exists and stored_path.is_file() else None
+    if stored is not None and config.lora_targets is None:
+        # Runs made before LoRA targets were chosen per architecture stored the list itself: keep it.
+        config.lora_targets = stored.get("config", {}).get("lora_targets")
     record = {"format": RUN_FORMAT, **fingerprints, "config": dataclasses.asdict(config)}
     if exists:
-        stored_path = run_dir / "config.json"
-        if not stored_path.is_file():
+        if stored is None:
             raise RunError(f"{run_dir} is not a tca4rec run folder (no config.json); cannot resume it")
-        stored = json.loads(stored_path.read_text())
         for key, value in fingerprints.items():
             if stored.get(key) != value:
                 raise RunError(f"{run_dir} was trained with another {key.replace('_', ' ')}; cannot resume it here")
