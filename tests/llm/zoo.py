@@ -46,7 +46,8 @@ def sentencepiece_style(corpus: list[str], pad: bool, chat: bool):
                                                             show_progress=False))
     backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
                                                            special_tokens=[("<s>", backend.token_to_id("<s>"))])
-    tok = _wrap(backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", **({"pad_token": "<pad>"} if pad else {}))
+    pad_token = {"pad_token": "<pad>"} if pad else {}
+    tok = _wrap(backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", **pad_token)
     tok.chat_template = CHAT_TEMPLATE if chat else None
     return tok
 

@@ -84,7 +84,8 @@ def register(sub) -> None:
         "tca4rec train --data data/synth --host llara --cf runs/sasrec --alpha 0.05 --out runs/llara --resume",
         "torchrun --nproc_per_node 2 -m tca4rec.cli train --data data/synth --host msl --alpha 0 --out runs/msl",
         "tca4rec train --data data/synth --alpha 0 --llm models/Llama-3.2-3B-Q4_K_M.gguf --out runs/llama",
-        "tca4rec train --data data/synth --alpha 0 --llm models/pythia-160m --lora-targets query_key_value --out runs/p",
+        "tca4rec train --data data/synth --alpha 0 --llm models/pythia-160m --lora-targets query_key_value "
+        "--out runs/pythia",
     ))
     p.add_argument("--data", required=True, help="dataset folder (release format)")
     p.add_argument("--host", choices=HOSTS, default=d.host, help="host recommender (default %(default)s)")
