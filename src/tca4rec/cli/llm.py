@@ -14,8 +14,9 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         data=args.data, out=args.out, host=args.host, cf=args.cf, alpha=args.alpha, temperature=args.temperature,
         form=args.form, tau=args.tau, llm=args.llm, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout, lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
-        epochs=args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes, save_steps=args.save_steps, eval_steps=args.eval_steps,
+        lora_dropout=args.lora_dropout, lora_targets=args.lora_targets, lr=args.lr, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, epochs=args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes,
+        save_steps=args.save_steps, eval_steps=args.eval_steps,
         eval_rows=args.eval_rows, eval_beams=args.eval_beams, patience=args.patience,
         train_limit=args.train_limit, seed=args.seed, logging_steps=args.logging_steps)
     run_dir = train(config, resume=args.resume, overwrite=args.overwrite)
@@ -82,19 +83,26 @@ def register(sub) -> None:
         "tca4rec train --data data/synth --host tallrec --alpha 0 --out runs/tallrec --max-steps 200",
         "tca4rec train --data data/synth --host llara --cf runs/sasrec --alpha 0.05 --out runs/llara --resume",
         "torchrun --nproc_per_node 2 -m tca4rec.cli train --data data/synth --host msl --alpha 0 --out runs/msl",
+        "tca4rec train --data data/synth --alpha 0 --llm models/Llama-3.2-3B-Q4_K_M.gguf --out runs/llama",
+        "tca4rec train --data data/synth --alpha 0 --llm models/pythia-160m --lora-targets query_key_value "
+        "--out runs/pythia",
     ))
     p.add_argument("--data", required=True, help="dataset folder (release format)")
     p.add_argument("--host", choices=HOSTS, default=d.host, help="host recommender (default %(default)s)")
     p.add_argument("--cf", metavar="CF_RUN", help="frozen CF run folder (required for --alpha > 0 and for llara)")
     p.add_argument("--alpha", type=float, default=d.alpha, help="TCA4Rec weight in [0, 1]; 0 = host alone")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
-    p.add_argument("--llm", default=DEFAULT_LLM, help="local HF model folder (default: %(default)s)")
+    p.add_argument("--llm", default=DEFAULT_LLM,
+                   help="a local Hugging Face causal-LM folder or a .gguf file (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=d.temperature, help="CF temperature T (default 1)")
     p.add_argument("--form", choices=LOSS_FORMS, default=d.form, help="soft loss form (default %(default)s)")
     p.add_argument("--tau", type=float, default=MSL_DEFAULT_TAU, help="msl masked-softmax temperature (default 4.5)")
     p.add_argument("--lora-r", type=int, default=d.lora_r)
     p.add_argument("--lora-alpha", type=int, default=d.lora_alpha)
     p.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
+    p.add_argument("--lora-targets", nargs="+", metavar="MODULE",
+                   help="module names to adapt (a name or its last parts, e.g. q_proj or attn.c_proj); "
+                        "default: every attention projection (q, k, v, output) of the architecture")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="per-device batch size")
     p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="gradient accumulation steps")

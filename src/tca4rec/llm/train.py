@@ -16,7 +16,8 @@ override only what is ours:
   the frozen base model.
 
 A run folder holds ``config.json`` (the full ``TrainConfig`` plus dataset / tokenizer
-fingerprints), ``checkpoints/``, ``train_log.jsonl`` and, when done, ``adapter/``,
+fingerprints), ``llm.json`` (the modules LoRA adapts, trainable parameters, base dtype),
+``checkpoints/``, ``train_log.jsonl`` and, when done, ``adapter/``,
 ``projector.safetensors`` (llara), ``ct.safetensors`` (the Collaborative Tokenizer and its trie) and ``train_state.json``.
 """
 
@@ -244,12 +245,15 @@ def prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool, fingerpr
             shutil.rmtree(run_dir)
         state.wait_for_everyone()
         exists = False
+    stored_path = run_dir / "config.json"
+    stored = json.loads(stored_path.read_text()) if exists and stored_path.is_file() else None
+    if stored is not None and config.lora_targets is None:
+        # Runs made before LoRA targets were chosen per architecture stored the list itself: keep it.
+        config.lora_targets = stored.get("config", {}).get("lora_targets")
     record = {"format": RUN_FORMAT, **fingerprints, "config": dataclasses.asdict(config)}
     if exists:
-        stored_path = run_dir / "config.json"
-        if not stored_path.is_file():
+        if stored is None:
             raise RunError(f"{run_dir} is not a tca4rec run folder (no config.json); cannot resume it")
-        stored = json.loads(stored_path.read_text())
         for key, value in fingerprints.items():
             if stored.get(key) != value:
                 raise RunError(f"{run_dir} was trained with another {key.replace('_', ' ')}; cannot resume it here")
@@ -302,7 +306,7 @@ def build_trainer(config: TrainConfig, *, resume: bool = False, overwrite: bool 
     """The ready Trainer of a run (folder checked, config.json written) and the checkpoint to resume."""
     from transformers import set_seed
 
-    from tca4rec.llm.run import Signals, build_host, fingerprints_of, process_state
+    from tca4rec.llm.run import Signals, build_host, fingerprints_of, process_state, report_adapters
 
     process_state()  # first, so that a CPU torchrun launch is distributed
     run_dir = Path(config.out)
@@ -311,6 +315,7 @@ def build_trainer(config: TrainConfig, *, resume: bool = False, overwrite: bool 
     checkpoint = prepare_run_dir(config, resume, overwrite, fingerprints_of(tca.dataset, tca.tokenizer))
     set_seed(config.seed)  # the same LoRA / projector initialization whatever was loaded before
     host = build_host(config, tca, trainable=True)
+    report_adapters(host, config, run_dir)
     train_split = tca.dataset.split("train").head(config.train_limit)
     eval_split = tca.dataset.split("valid").head(config.eval_rows) if config.eval_rows else None
     callbacks: list[TrainerCallback] = [JsonlLogCallback(run_dir / "train_log.jsonl")]
