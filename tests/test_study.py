@@ -115,7 +115,8 @@ def test_overrides_replace_fields_and_only_names_real_cells(tmp_path):
 
 def test_cells_run_in_parallel_processes_with_one_time_budget(tmp_path, tiny_llm_dir):
     """--jobs runs the CF cell, then both LLM cells as separate `study --only` processes that
-    share one training budget; the report states what each trained."""
+    share one training budget; --stage splits training from decoding; the report states what
+    each cell trained."""
     path = tmp_path / "s.yaml"
     path.write_text(f"""name: par
 out: out
@@ -129,14 +130,21 @@ grid: [{{host: [tallrec], cf: [sasrec], alpha: [0, 0.1]}}]
     logs: list[str] = []
     study = load_study(path)
     study.log = logs.append
-    report = study.run(jobs=2, finish_within=900, eval_reserve=10)
+    assert study.run(jobs=2, finish_within=900, eval_reserve=10, stage="train") is None
     assert sum(line.startswith("started ") for line in logs) == 2
     assert any("trains for at most" in line for line in logs)
+    cells = study.config.llm_cells()
+    assert all((study.out / c.folder / "adapter").is_dir() for c in cells)
+    assert not any((study.out / c.folder / "metrics_test.json").exists() for c in cells)  # trained, not decoded
+
+    logs.clear()  # the decoding stage, in this process: nothing is trained again
+    report = study.run(stage="evaluate")
+    assert sum("] evaluate " in line for line in logs) == 2 and not any("fine-tune" in line for line in logs)
     text = (report / "report.md").read_text()
     assert "Training actually done" in text and "MDE80" in text
     for cell in study.config.llm_cells():
         run = study.out / cell.folder
         stored = json.loads((run / "config.json").read_text())["config"]
-        assert stored["budget_eval_rows"] == 6 and 14 < stored["max_minutes"] < 15
+        assert stored["budget_eval_rows"] == 0 and 14 < stored["max_minutes"] < 15  # train stage: no decoding
         assert json.loads((run / "metrics_test.json").read_text())["rows"] == 6
         assert (study.out / "logs" / (cell.folder.replace("/", "__") + ".log")).is_file()

@@ -39,6 +39,7 @@ import yaml
 from tca4rec.errors import ConfigError, TCA4RecError
 
 # Rough costs on a 2-core CPU with SmolLM2-135M, refined from measured runs as the study goes.
+STAGES = ("all", "train", "evaluate")
 INITIAL_RATES = {"llm_step": 4.0, "eval_row": 2.0, "cf_run": 60.0}
 CF_LABELS = {"mostpop": "MostPop", "sasrec": "SASRec", "bert4rec": "BERT4Rec", "gru4rec": "GRU4Rec", "caser": "Caser"}
 
@@ -245,8 +246,15 @@ class Study:
         per_step = int(t.get("batch_size", 4)) * int(t.get("grad_accum", 4))
         return int(np.ceil(rows / per_step) * float(t.get("epochs", 10)))
 
-    def plan(self, only: list[str] | None = None) -> list[Stage]:
-        """The stages left to run, in order (``only``: just the cells with these folders)."""
+    def plan(self, only: list[str] | None = None, stage: str = "all") -> list[Stage]:
+        """The stages left to run, in order (``only``: just the cells with these folders).
+
+        ``stage``: ``all``; ``train`` (CF cells and LLM fine-tuning, no LLM decoding) or
+        ``evaluate`` (CF cells and decoding of the fine-tuned LLM cells), e.g. to train and
+        evaluate in separate capped calls or on separate machines.
+        """
+        if stage not in STAGES:
+            raise ConfigError(f"--stage {stage}: choose from {', '.join(STAGES)}")
         if only is not None:
             known = {c.folder for c in [*self.config.cf_cells(), *self.config.llm_cells()]}
             unknown = sorted(set(only) - known)
@@ -264,11 +272,13 @@ class Study:
             run = self.out / cell.folder
             if (only is not None and cell.folder not in only) or self.evaluated(run, cell.dataset):
                 continue
-            if not (run / "adapter").is_dir():
+            trained = (run / "adapter").is_dir()
+            if not trained and stage != "evaluate":
                 stages.append(Stage(f"fine-tune {cell.label} on {cell.dataset}", "llm_step", cell.dataset,
                                     self._train_steps(cell.dataset), lambda c=cell: self.train_llm(c)))
-            stages.append(Stage(f"evaluate {cell.label} on {cell.dataset}", "eval_row", cell.dataset,
-                                self._eval_rows(cell.dataset), lambda c=cell: self.evaluate_llm(c)))
+            if stage == "all" or (stage == "evaluate" and trained):
+                stages.append(Stage(f"evaluate {cell.label} on {cell.dataset}", "eval_row", cell.dataset,
+                                    self._eval_rows(cell.dataset), lambda c=cell: self.evaluate_llm(c)))
         return stages
 
     def evaluated(self, run: Path, dataset: str) -> bool:
@@ -295,13 +305,14 @@ class Study:
         self.rates[kind] = self.rates[(kind, dataset)] = seconds / max(units, 1)
 
     def run(self, jobs: int = 1, only: list[str] | None = None, finish_within: float | None = None,
-            eval_reserve: float = 120.0) -> Path | None:
+            eval_reserve: float = 120.0, stage: str = "all") -> Path | None:
         """Run every stage left (``only``: just the cells with these folders, and no report).
 
         ``jobs > 1`` fine-tunes and evaluates that many LLM cells at once, each in its own
         ``tca4rec study CONFIG --only CELL`` process (log in ``logs/``), after the CF cells
         they read. On a GPU too small a model to fill it this multiplies throughput; with
-        several GPUs, job i gets GPU i mod count. Returns the report folder (None with ``only``).
+        several GPUs, job i gets GPU i mod count. ``stage``: see ``plan``. Returns the report
+        folder (None with ``only`` or ``stage="train"``).
 
         ``finish_within`` (seconds from now; needs every LLM cell running at once) gives each
         LLM cell the same budget, ``train.max_minutes``: what is left once the CF cells are done,
@@ -321,7 +332,7 @@ class Study:
             atomic_write_text(self.out / "study.yaml", yaml.safe_dump(_config_record(self.config), sort_keys=False))
         for name in self.config.datasets:
             self.dataset(name)
-        stages = self.plan(only)
+        stages = self.plan(only, stage)
         if jobs > 1:
             stages = [s for s in stages if s.kind == "cf_run"]
         started = time.time()
@@ -332,30 +343,30 @@ class Study:
             stage.run()
             self.log(f"[{n}/{len(stages)}] done in {_fmt(time.time() - t0)}")
         if jobs > 1:
-            self._run_llm_cells_in_parallel(jobs, deadline, eval_reserve)
+            self._run_llm_cells_in_parallel(jobs, deadline, eval_reserve, stage)
         if stages or jobs > 1:
             self.log(f"all stages done in {_fmt(time.time() - started)}")
-        return None if only is not None else self.report()
+        return None if only is not None or stage == "train" else self.report()
 
-    def _run_llm_cells_in_parallel(self, jobs: int, deadline: float | None, eval_reserve: float) -> None:
+    def _run_llm_cells_in_parallel(self, jobs: int, deadline: float | None, eval_reserve: float, stage: str) -> None:
         import os
         import subprocess
         import sys
 
         import torch
 
-        todo = [c for c in self.config.llm_cells() if not self.evaluated(self.out / c.folder, c.dataset)]
+        todo = [c for c in self.config.llm_cells() if self.plan([c.folder], stage)]
         if not todo:
             return
         config_path = self.out / "study.yaml"
         if not config_path.is_file():
             raise ConfigError(f"{config_path} is missing: run the study without --only first")
         extra: list[str] = []
-        if deadline is not None:
+        if deadline is not None and stage != "evaluate":
             minutes = (deadline - time.time() - eval_reserve) / 60
             if minutes < 0.5:
                 raise ConfigError(f"--finish-within: only {minutes:.1f} min left for training after the CF cells")
-            rows = max(self._eval_rows(c.dataset) for c in todo)
+            rows = 0 if stage == "train" else max(self._eval_rows(c.dataset) for c in todo)
             extra = ["--set", f"train.max_minutes={minutes:.2f}", "--set", f"train.budget_eval_rows={rows}"]
             self.log(f"each LLM cell trains for at most {minutes:.2f} min (train.max_minutes), less the time "
                      f"its {rows} test rows take at the rate its valid evaluations measure")
@@ -375,7 +386,7 @@ class Study:
                     env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
                 slot += 1
                 log = open(logs / (cell.folder.replace("/", "__") + ".log"), "w")
-                cmd = [sys.executable, "-m", "tca4rec.cli", "study", str(config_path), "--only", cell.folder, *extra]
+                cmd = [sys.executable, "-m", "tca4rec.cli", "study", str(config_path), "--only", cell.folder, "--stage", stage, *extra]
                 running.append((cell, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
                                 time.time(), log))
                 self.log(f"started {cell.label} on {cell.dataset} (log: {_rel_log(log.name, self.out)})")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    bench = sub.add_parser("bench", help="benchmarks (align, decode, scale)", description=__doc__)
+    bench = sub.add_parser("bench", help="benchmarks (align, decode, scale, train)", description=__doc__)
     group = bench.add_subparsers(dest="bench_command", metavar="BENCH")
-    from tca4rec.bench import align, decode, scale
+    from tca4rec.bench import align, decode, scale, train
 
     align.register(group)
     decode.register(group)
     scale.register(group)
+    train.register(group)

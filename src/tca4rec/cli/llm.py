@@ -18,7 +18,8 @@ def _train(args: argparse.Namespace) -> int:
         grad_accum=args.grad_accum, epochs=args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes,
         save_steps=args.save_steps, eval_steps=args.eval_steps,
         eval_rows=args.eval_rows, eval_beams=args.eval_beams, patience=args.patience,
-        train_limit=args.train_limit, seed=args.seed, logging_steps=args.logging_steps)
+        train_limit=args.train_limit, seed=args.seed, logging_steps=args.logging_steps,
+        group_by_length=not args.no_group_by_length)
     run_dir = train(config, resume=args.resume, overwrite=args.overwrite)
     print(f"trained {config.host} (alpha {config.alpha:g}) -> {run_dir}")
     return 0
@@ -100,6 +101,8 @@ def register(sub) -> None:
     p.add_argument("--lora-r", type=int, default=d.lora_r)
     p.add_argument("--lora-alpha", type=int, default=d.lora_alpha)
     p.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
+    p.add_argument("--no-group-by-length", action="store_true", dest="no_group_by_length",
+                   help="batch rows in random order instead of grouping rows of similar length (more padding)")
     p.add_argument("--lora-targets", nargs="+", metavar="MODULE",
                    help="module names to adapt (a name or its last parts, e.g. q_proj or attn.c_proj); "
                         "default: every attention projection (q, k, v, output) of the architecture")

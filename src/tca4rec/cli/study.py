@@ -21,7 +21,7 @@ def _study(args: argparse.Namespace) -> int:
     from tca4rec.study import load_study
 
     report = load_study(args.config, args.set).run(jobs=args.jobs, only=args.only, finish_within=args.finish_within,
-                                                   eval_reserve=args.eval_reserve)
+                                                   eval_reserve=args.eval_reserve, stage=args.stage)
     if report is not None:
         print(f"report folder: {report}")
     return 0
@@ -68,6 +68,8 @@ def register(sub) -> None:
     p.add_argument("--eval-reserve", type=float, dest="eval_reserve", default=120.0, metavar="SECONDS",
                    help="with --finish-within: seconds kept for start-up, loading and the report (default 120); "
                         "test decoding is budgeted from the rate the valid evaluations measure")
+    p.add_argument("--stage", choices=["all", "train", "evaluate"], default="all",
+                   help="train: CF cells and LLM fine-tuning only; evaluate: decode the fine-tuned cells only")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a field of the study file (YAML value), e.g. --set train.max_minutes=4; repeatable")
     p.add_argument("--only", nargs="+", metavar="CELL",

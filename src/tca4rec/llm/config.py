@@ -51,7 +51,7 @@ class HostConfig:
 RUN_FORMAT = "tca4rec.llm_run/1"
 LOSS_FORMS = ("mixture", "ce")
 # Fields that may change between a run and its --resume (schedule and bookkeeping only).
-RESUMABLE_CHANGES = {"epochs", "max_steps", "max_minutes", "budget_eval_rows", "save_steps", "eval_steps", "logging_steps", "patience",
+RESUMABLE_CHANGES = {"group_by_length", "epochs", "max_steps", "max_minutes", "budget_eval_rows", "save_steps", "eval_steps", "logging_steps", "patience",
                      "save_total_limit", "data", "cf", "out"}
 
 
@@ -89,6 +89,7 @@ class TrainConfig:
     train_limit: int | None = None  # first N train rows only
     seed: int = 0
     logging_steps: int = 10
+    group_by_length: bool = True  # batch rows of similar prompt + title length: less padding computed
     save_total_limit: int = 2
 
     def __post_init__(self) -> None:

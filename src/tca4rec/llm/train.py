@@ -31,13 +31,42 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.io import atomic_write_json, atomic_write_jsonl
 from tca4rec.llm.config import RESUMABLE_CHANGES, RUN_FORMAT, TrainConfig
 from tca4rec.llm.hosts import Host
+
+
+class LengthGroupedRows(Sampler[int]):
+    """Training row order that batches rows of similar length (prompt + title), so left padding
+    stops costing compute: Hugging Face's length grouping (random mega-batches, sorted by length
+    inside), re-seeded every epoch from the run's seed so that a resumed run sees the same order."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer (through accelerate) each epoch
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+def row_lengths(host: Host, split) -> list[int]:
+    """Tokens a training row feeds the model: its prompt, then its target title + EOS."""
+    title_lengths = (host.target_tokens >= 0).sum(1).tolist()  # per item column
+    return [len(host.builder.build([host.title_ids[i] for i in row[row > 0].tolist()]).ids) + title_lengths[t - 1]
+            for row, t in zip(split.histories, split.targets.tolist())]
 
 
 class RowDataset(Dataset):
@@ -132,18 +161,48 @@ class TCA4RecTrainer(Trainer):
 
     loss_is_scaled_for_ga = True  # compute_loss divides by the whole accumulated batch's token count
 
-    def __init__(self, *args, tca, eval_split=None, **kwargs) -> None:
+    def __init__(self, *args, tca, eval_split=None, row_lengths: list[int] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.row_lengths = row_lengths  # set: batches grouped by length
+        # Tokens fed since the last log: real (attended) ones and all slots of the padded batches.
+        self.tokens = {"real": 0, "slots": 0, "since": time.monotonic(), "step": 0}
         self.tca = tca  # a tca4rec.llm.run.Signals: frozen CF model, Collaborative Tokenizer, trie
+        # Labels are built where the CF logits are (the GPU in training); the decoder's trie stays on the CPU.
+        self.label_ct = tca.ct.to(self.args.device)
         self.eval_split = eval_split
         self.config: TrainConfig = tca.config
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.row_lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        return LengthGroupedRows(self.row_lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                 self.args.seed)
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Training logs gain throughput: real (non-pad) tokens per second and per optimizer step,
+        and the share of computed positions that were real rather than padding."""
+        t = self.tokens
+        steps = self.state.global_step - t["step"]
+        if "loss" in logs and t["slots"] and steps > 0:
+            logs["tokens_per_s"] = round(t["real"] / max(time.monotonic() - t["since"], 1e-9), 1)
+            logs["real_tokens_per_step"] = round(t["real"] / steps, 1)
+            logs["real_token_share"] = round(t["real"] / t["slots"], 4)
+            self.tokens = {"real": 0, "slots": 0, "since": time.monotonic(), "step": self.state.global_step}
+        super().log(logs, *args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         from tca4rec.align import soft_ntp_loss
 
+        if model.training:
+            if not self.tokens["slots"]:  # throughput counts from the first batch after a log
+                self.tokens["since"] = time.monotonic()
+            fed = inputs["target_tokens"][:, :-1]  # the sequence is prompt + title tokens but the last
+            self.tokens["real"] += int(inputs["attention_mask"].sum()) + int((fed >= 0).sum())
+            self.tokens["slots"] += inputs["attention_mask"].numel() + fed.numel()
+
         host_config = self.config.host_config()
         cf_logits, history_cf, user_cf = self.tca.cf_signals(inputs["users"], inputs["histories"])
-        labels = self.tca.ct.soft_labels(cf_logits[:, 1:], inputs["items"], alpha=self.config.alpha,
+        labels = self.label_ct.soft_labels(cf_logits[:, 1:], inputs["items"], alpha=self.config.alpha,
                                          temperature=self.config.temperature).to(inputs["input_ids"].device)
         logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                        slot_positions=inputs["slot_positions"], user_slot=inputs["user_slot"],
@@ -332,6 +391,7 @@ def build_trainer(config: TrainConfig, *, resume: bool = False, overwrite: bool 
         callbacks=callbacks,
         tca=tca,
         eval_split=eval_split,
+        row_lengths=row_lengths(host, train_split) if config.group_by_length else None,
     )
     tca.to(trainer.args.device)
     return trainer, checkpoint
