@@ -336,11 +336,11 @@ class Study:
         if jobs > 1:
             stages = [s for s in stages if s.kind == "cf_run"]
         started = time.time()
-        for n, stage in enumerate(stages, 1):
+        for n, step in enumerate(stages, 1):
             left = sum(self.estimate(s) for s in stages[n - 1:])  # re-estimated with the rates measured so far
-            self.log(f"[{n}/{len(stages)}] {stage.what}  (about {_fmt(left)} left for the whole run)")
+            self.log(f"[{n}/{len(stages)}] {step.what}  (about {_fmt(left)} left for the whole run)")
             t0 = time.time()
-            stage.run()
+            step.run()
             self.log(f"[{n}/{len(stages)}] done in {_fmt(time.time() - t0)}")
         if jobs > 1:
             self._run_llm_cells_in_parallel(jobs, deadline, eval_reserve, stage)
