@@ -37,47 +37,12 @@ import numpy as np
 import yaml
 
 from tca4rec.errors import ConfigError, TCA4RecError
+from tca4rec.study_cells import CFCell, LLMCell
+from tca4rec.study_cells import as_list as _as_list
 
 # Rough costs on a 2-core CPU with SmolLM2-135M, refined from measured runs as the study goes.
 STAGES = ("all", "train", "evaluate")
 INITIAL_RATES = {"llm_step": 4.0, "eval_row": 2.0, "cf_run": 60.0}
-CF_LABELS = {"mostpop": "MostPop", "sasrec": "SASRec", "bert4rec": "BERT4Rec", "gru4rec": "GRU4Rec", "caser": "Caser"}
-
-
-@dataclass(frozen=True)
-class CFCell:
-    dataset: str
-    model: str
-    seed: int
-
-    @property
-    def folder(self) -> str:
-        return f"{self.dataset}/cf/{self.model}-s{self.seed}"
-
-    @property
-    def label(self) -> str:
-        return CF_LABELS.get(self.model, self.model)
-
-
-@dataclass(frozen=True)
-class LLMCell:
-    dataset: str
-    host: str
-    cf: str | None  # None: the host alone, which does not read a CF model
-    alpha: float
-    seed: int
-
-    @property
-    def folder(self) -> str:
-        return f"{self.dataset}/llm/{self.host}-{self.cf or 'nocf'}-a{self.alpha:g}-s{self.seed}"
-
-    @property
-    def label(self) -> str:
-        if self.alpha == 0:
-            return self.host if self.cf is None else f"{self.host}({CF_LABELS.get(self.cf, self.cf)})"
-        return f"{self.host} + TCA4Rec({CF_LABELS.get(self.cf, self.cf)}, α={self.alpha:g})"
-
-
 @dataclass
 class StudyConfig:
     """A study's YAML, validated. Paths are resolved against ``base`` (the YAML's folder)."""
@@ -184,10 +149,6 @@ class StudyConfig:
     def cf_cells(self) -> list[CFCell]:
         models = dict.fromkeys(cf for block in self.grid for cf in _as_list(block.get("cf", [])))
         return [CFCell(d, m, s) for d, m, s in itertools.product(self.datasets, models, self.seeds)]
-
-
-def _as_list(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 # ---- running -----------------------------------------------------------------------------

@@ -49,7 +49,8 @@ def write_study_report(study) -> Path:
     from tca4rec.evaluate.plots import plot_against_alpha, plot_loss_curves, plot_metrics
     from tca4rec.evaluate.report import print_table
     from tca4rec.io import atomic_write_json, atomic_write_text
-    from tca4rec.study import CFCell, LLMCell, _as_list
+    from tca4rec.study_cells import CFCell, LLMCell
+    from tca4rec.study_cells import as_list as _as_list
 
     cfg, out = study.config, study.out
     split = cfg.split

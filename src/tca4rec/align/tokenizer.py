@@ -63,7 +63,7 @@ def segment_logsumexp(values: torch.Tensor, segment: torch.Tensor, num_segments:
     return peak + torch.log(total)
 
 
-def _contiguous_logsumexp(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def contiguous_logsumexp(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """log sum exp of consecutive runs of ``values`` with the given ``lengths`` (no gradient)."""
     peak = torch.segment_reduce(values, "max", lengths=lengths, unsafe=True)
     peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
@@ -272,7 +272,7 @@ class CollaborativeTokenizer:
         values = z[seg_sample[member], trie.order[sorted_pos]].double()
         if temperature != 1:
             values /= temperature
-        seg_mass = _contiguous_logsumexp(values, seg_length)
+        seg_mass = contiguous_logsumexp(values, seg_length)
         num_off = int(off.sum())
         off_mass, leaf_mass = seg_mass[:num_off], seg_mass[num_off:]
 

@@ -1,4 +1,4 @@
-"""``tca4rec train | evaluate | recommend``: the LLM recommender from the command line."""
+"""``tca4rec train | evaluate | recommend | tune-beta``: the LLM recommender from the command line."""
 
 from __future__ import annotations
 
@@ -43,11 +43,39 @@ def _evaluate(args: argparse.Namespace) -> int:
     from tca4rec.evaluate.llm_eval import evaluate_llm_run
     from tca4rec.llm.run import process_state
 
+    from tca4rec.evaluate.llm_eval import decoding_suffix
+
     record = evaluate_llm_run(args.run, split=args.split, limit=args.limit, beams=args.beams,
-                              batch_size=args.batch_size, data=args.data)
+                              batch_size=args.batch_size, data=args.data, beta=args.beta, cf_run=args.cf_run,
+                              length_normalize=args.length_normalize)
     if process_state().is_main_process:
         _print_metrics(record)
-        print(f"wrote metrics_{args.split}.json and predictions_{args.split}.jsonl in {args.run}")
+        suffix = decoding_suffix(record["beta"], args.length_normalize)
+        print(f"wrote metrics_{args.split}{suffix}.json and predictions_{args.split}{suffix}.jsonl in {args.run}")
+    return 0
+
+
+def _tune_beta(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tca4rec.evaluate.tune_beta import tune_beta
+    from tca4rec.llm.decoding import TUNED_BETA_FILE
+    from tca4rec.llm.run import process_state
+
+    record = tune_beta(args.run, split=args.split, rows=args.rows, grid=args.grid, cf_run=args.cf_run,
+                       beams=args.beams, batch_size=args.batch_size, data=args.data)
+    if process_state().is_main_process:
+        table = Table(title=f"CF-guided decoding on {record['split']} ({record['rows']} rows, {record['beams']} beams, "
+                            f"CF run: {record['cf_run']})")
+        for column in ("beta", "HR@1", "HR@5", "HR@10", "NDCG@10"):
+            table.add_column(column, justify="right")
+        for row in record["table"]:
+            mark = " *" if row["beta"] == record["best_beta"] else ""
+            table.add_row(f"{row['beta']:g}{mark}", *(f"{row[m]:.4f}" for m in ("HR@1", "HR@5", "HR@10", "NDCG@10")))
+        Console().print(table)
+        print(f"chosen beta {record['best_beta']:g} (best {record['metric']}); stored in {args.run}/{TUNED_BETA_FILE} "
+              "for --beta auto")
     return 0
 
 
@@ -57,7 +85,8 @@ def _recommend(args: argparse.Namespace) -> int:
 
     from tca4rec.llm.recommend import recommend
 
-    recs = recommend(args.run, args.history, k=args.k, beams=args.beams)
+    recs = recommend(args.run, args.history, k=args.k, beams=args.beams, beta=args.beta, cf_run=args.cf_run,
+                     length_normalize=args.length_normalize)
     table = Table(title=f"top {args.k} after {len(args.history)} item(s)")
     for column, justify in (("#", "right"), ("title", "left"), ("item id", "right"), ("score", "right")):
         table.add_column(column, justify=justify)
@@ -65,6 +94,15 @@ def _recommend(args: argparse.Namespace) -> int:
         table.add_row(str(rank), rec.title, str(rec.item_id), f"{rec.score:.3f}")
     Console().print(table)
     return 0
+
+
+def _add_guidance_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beta", default="0", metavar="BETA|auto",
+                   help="CF-guided decoding: token score + BETA * log q(token | trie node) from the CF model "
+                        "(0 = plain decoding; auto = the value `tca4rec tune-beta` chose on valid rows)")
+    p.add_argument("--cf-run", metavar="CF_RUN", help="CF run whose logits guide decoding (default: the run's teacher)")
+    p.add_argument("--length-normalize", action="store_true",
+                   help="rank titles by mean token score instead of the sum (default: sum, as D3 recommends)")
 
 
 def _positive_int(text: str) -> int:
@@ -75,6 +113,7 @@ def _positive_int(text: str) -> int:
 
 
 def register(sub) -> None:
+    from tca4rec.evaluate.tune_beta import DEFAULT_GRID
     from tca4rec.llm.config import HOSTS, LOSS_FORMS, MSL_DEFAULT_TAU, TrainConfig
     from tca4rec.llm.model import DEFAULT_LLM
 
@@ -128,11 +167,28 @@ def register(sub) -> None:
     p = add_command(sub, "evaluate", _evaluate, "evaluate an LLM run by constrained beam search (HR/NDCG@1,3,5,10)", (
         "tca4rec evaluate --run runs/tca --split test",
         "tca4rec evaluate --run runs/tca --split valid --limit 200 --beams 10",
+        "tca4rec evaluate --run runs/tca --split test --beta auto",
+        "tca4rec evaluate --run runs/tallrec --split test --beta 1 --cf-run runs/sasrec",
         "torchrun --nproc_per_node 2 -m tca4rec.cli evaluate --run runs/tca --split test",
     ))
     p.add_argument("--run", required=True, help="LLM run folder")
     p.add_argument("--split", choices=("valid", "test"), default="test")
     p.add_argument("--limit", type=_positive_int, help="first N rows only")
+    p.add_argument("--beams", type=_positive_int, default=10, help="beam width = ranked list length (default 10)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="prompts decoded together")
+    p.add_argument("--data", help="dataset folder, if it moved since training")
+    _add_guidance_options(p)
+
+    p = add_command(sub, "tune-beta", _tune_beta, "choose the CF weight beta of CF-guided decoding on valid rows", (
+        "tca4rec tune-beta --run runs/tca --rows 100",
+        "tca4rec tune-beta --run runs/tallrec --cf-run runs/sasrec --grid 0 0.5 1 2 --rows 50",
+    ))
+    p.add_argument("--run", required=True, help="LLM run folder (the choice is stored there)")
+    p.add_argument("--split", default="valid", help="split to tune on (default valid; test is refused)")
+    p.add_argument("--rows", type=_positive_int, default=100, help="first N rows of the split (default 100)")
+    p.add_argument("--grid", type=float, nargs="+", default=list(DEFAULT_GRID), metavar="BETA",
+                   help="beta values to try (default %(default)s)")
+    p.add_argument("--cf-run", metavar="CF_RUN", help="CF run whose logits guide decoding (default: the run's teacher)")
     p.add_argument("--beams", type=_positive_int, default=10, help="beam width = ranked list length (default 10)")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="prompts decoded together")
     p.add_argument("--data", help="dataset folder, if it moved since training")
@@ -145,4 +201,5 @@ def register(sub) -> None:
     p.add_argument("--history", required=True, nargs="+", metavar="TITLE", help="item titles, oldest first")
     p.add_argument("--k", type=int, default=10, help="number of items (default 10)")
     p.add_argument("--beams", type=int, help="beam width (default max(k, 10); must be >= k)")
+    _add_guidance_options(p)
 

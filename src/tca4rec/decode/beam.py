@@ -20,15 +20,24 @@ every beam, and keeps going until ``num_beams`` hypotheses are finished. Here:
 Token scores: unmasked, the log-softmax of the logits over the whole vocabulary (as in
 ``generate``); masked (the MSL host), the log-softmax of ``logits / tau`` over the
 trie children only, for which the output layer is evaluated at those tokens alone.
+
+CF-guided decoding (``beta > 0``, DESIGN.md): each token's score gains beta * log q(v | n),
+the Collaborative Tokenizer's next-token probability under the row's CF logits, so
+finished titles rank by log p_LLM(title) + beta * log p_CF(title) (a product of experts).
+The q's telescope along a path, so a beam's CF part is beta * log share(node) from
+``CFGuide`` (precomputed once per call, two gathers per candidate). Both parts are <= 0,
+so the early stop still holds; a candidate whose subtree has no CF mass is dropped.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
+from tca4rec.align.guidance import CFGuide
 from tca4rec.align.trie import ROOT, TitleTrie
 from tca4rec.errors import ConfigError
 
@@ -40,6 +49,7 @@ class BeamSearchConfig:
     length_normalize: bool = False  # rank finished titles by mean token log-prob (favors long titles)
     masked: bool = False  # MSL: softmax over the trie children only, of logits / tau
     tau: float = 1.0  # used only when masked
+    beta: float = 0.0  # CF weight: token score + beta * log q(v | node); 0 = plain decoding, bit for bit
 
     def __post_init__(self) -> None:
         if self.num_beams < 1:
@@ -48,12 +58,14 @@ class BeamSearchConfig:
             raise ConfigError(f"top_k must be in [1, num_beams={self.num_beams}], got {self.top_k}")
         if not self.tau > 0:
             raise ConfigError(f"tau must be > 0, got {self.tau}")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ConfigError(f"beta must be a finite number >= 0, got {self.beta}")
 
 
 @dataclass
 class BeamSearchResult:
     items: torch.LongTensor  # [B, top_k] item columns of the trie, best first; -1 where fewer exist
-    scores: torch.FloatTensor  # [B, top_k] sum (or mean) of token log-probs; -inf where items == -1
+    scores: torch.FloatTensor  # [B, top_k] sum (or mean) of token scores (LLM + beta * CF); -inf where items == -1
     steps: int = 0  # decoding steps run after the prefill (the cost driver, with beam_rows)
     beam_rows: int = 0  # beam rows run through the model over all steps (dead beams cost none)
 
@@ -175,14 +187,23 @@ def _check_inputs(attention_mask, input_ids, inputs_embeds) -> torch.Tensor:
 def constrained_beam_search(model, trie: TitleTrie, attention_mask: torch.LongTensor, *,
                             input_ids: torch.LongTensor | None = None,
                             inputs_embeds: torch.FloatTensor | None = None,
-                            config: BeamSearchConfig = BeamSearchConfig()) -> BeamSearchResult:
+                            config: BeamSearchConfig = BeamSearchConfig(),
+                            cf_logits: torch.Tensor | None = None) -> BeamSearchResult:
     """Top ``config.top_k`` distinct items of each left-padded prompt, by beam search over the trie.
 
     ``model`` is any Hugging Face causal LM (a peft model too); it is put in eval mode for
     the search and returned to its previous mode afterwards. Exactly one of ``input_ids``
-    [B, P] and ``inputs_embeds`` [B, P, D] is the prompt.
+    [B, P] and ``inputs_embeds`` [B, P, D] is the prompt. ``cf_logits`` [B, N] (item columns,
+    -inf rules an item out) guide the search when ``config.beta > 0`` and are ignored at 0.
     """
     prompt_mask = _check_inputs(attention_mask, input_ids, inputs_embeds)
+    guide = None
+    if config.beta > 0:
+        if cf_logits is None:
+            raise ConfigError(f"beta = {config.beta:g} needs the rows' CF logits (cf_logits)")
+        if cf_logits.shape[0] != prompt_mask.shape[0]:
+            raise ConfigError(f"cf_logits has {cf_logits.shape[0]} rows for {prompt_mask.shape[0]} prompts")
+        guide = CFGuide(trie, cf_logits)
     device = prompt_mask.device  # the model's; the trie and the search's bookkeeping stay on the CPU
     scorer = _NextTokenScorer(model, config)
     if trie.vocab_bound > scorer.vocab_size:
@@ -201,13 +222,19 @@ def constrained_beam_search(model, trie: TitleTrie, attention_mask: torch.LongTe
         # Live beams, one row each (row r of `out` and of the cache).
         sample = torch.arange(num_samples)
         node = torch.full((num_samples,), ROOT, dtype=torch.long)
-        score = torch.zeros(num_samples, dtype=torch.float64)
+        llm_score = torch.zeros(num_samples, dtype=torch.float64)  # sum of the LLM's token log-probs
         pool = _FinishedPool(num_samples, config.top_k)
         depth = beam_rows = 0  # tokens generated so far; rows run through the model
         while True:
             rows, kids = trie.children(node)  # candidates: (beam row, child node) [C]
             cand_sample = sample[rows]
-            cand_score = score[rows] + scorer.log_probs(out, rows, trie.token[kids])
+            cand_llm = llm_score[rows] + scorer.log_probs(out, rows, trie.token[kids])
+            cand_score = cand_llm
+            if guide is not None:
+                cf_part = config.beta * guide.log_share(cand_sample, kids)  # beta * sum of log q to the child
+                viable = torch.isfinite(cf_part).nonzero().squeeze(1)  # no CF mass below: never entered
+                rows, kids, cand_sample, cand_llm = rows[viable], kids[viable], cand_sample[viable], cand_llm[viable]
+                cand_score = cand_llm + cf_part[viable]
             finished = trie.is_leaf(kids)
             leaf_score = cand_score[finished]
             if config.length_normalize:
@@ -222,7 +249,7 @@ def constrained_beam_search(model, trie: TitleTrie, attention_mask: torch.LongTe
             if keep.numel() == 0:
                 break
             cache.batch_select_indices(rows[keep].to(device))  # copy each parent's cache row to its children
-            sample, node, score = cand_sample[keep], kids[keep], cand_score[keep]
+            sample, node, llm_score = cand_sample[keep], kids[keep], cand_llm[keep]
             depth += 1
             beam_rows += sample.numel()
             sample_d = sample.to(device)

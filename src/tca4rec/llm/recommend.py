@@ -2,7 +2,7 @@
 
 Titles must match catalog titles exactly (the prompt uses the catalog's tokenization);
 an unknown title is an error that lists the closest catalog titles. The user is unknown,
-so CF-based parts (the llara user slot) see user 0 and the given history.
+so CF-based parts (the llara user slot, CF-guided decoding) see user 0 and the given history.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tca4rec.errors import ConfigError
 class Recommendation:
     title: str
     item_id: int
-    score: float  # sum of the title's token log-probabilities under the run's LLM
+    score: float  # sum of the title's token scores: LLM log-probs (+ beta * CF log-probs when guided)
 
 
 def history_item_ids(titles: Sequence[str], catalog: Sequence[str], max_history: int) -> list[int]:
@@ -40,13 +40,15 @@ def history_item_ids(titles: Sequence[str], catalog: Sequence[str], max_history:
 
 
 def recommend(run_dir: str | Path, history_titles: Sequence[str], k: int = 10, beams: int | None = None,
-              run=None) -> list[Recommendation]:
+              run=None, beta: float | str = 0.0, cf_run: str | Path | None = None,
+              length_normalize: bool = False) -> list[Recommendation]:
     """The ``k`` best items after ``history_titles`` (``beams`` defaults to max(k, 10)).
 
     ``run``: an already loaded ``LLMRun`` to reuse (then ``run_dir`` is only informative).
+    ``beta``, ``cf_run``, ``length_normalize``: CF-guided decoding, as in ``evaluate_llm_run``.
     """
     from tca4rec.data.dataset import Split
-    from tca4rec.evaluate.llm_eval import evaluate_rows
+    from tca4rec.llm.decoding import evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
     from tca4rec.llm.run import load_llm_run
 
     beams = max(k, 10) if beams is None else beams
@@ -56,6 +58,7 @@ def recommend(run_dir: str | Path, history_titles: Sequence[str], k: int = 10, b
         raise ConfigError(f"--beams {beams}: must be >= --k {k}")
     if not history_titles:
         raise ConfigError("--history needs at least one title")
+    beta = read_tuned_beta(Path(run_dir), cf_run) if beta == "auto" else parse_beta(beta)
     run = run if run is not None else load_llm_run(run_dir)
     width = run.dataset.split("train").histories.shape[1]
     ids = history_item_ids(history_titles, run.dataset.titles, width)
@@ -63,6 +66,8 @@ def recommend(run_dir: str | Path, history_titles: Sequence[str], k: int = 10, b
     history[0, width - len(ids):] = ids
     row = Split("recommend", np.zeros(1, dtype=np.int64), history, np.zeros(1, dtype=np.int64),
                 np.zeros(1, dtype=np.int64))
-    items, scores = evaluate_rows(run.host, run.signals, row, beams=beams, k=k, batch_size=1, desc="recommend")
+    items, scores = evaluate_rows(run.host, run.signals, row, beams=beams, k=k, batch_size=1, desc="recommend",
+                                  beta=beta, length_normalize=length_normalize,
+                                  cf_model=guide_cf_model(run, cf_run) if beta > 0 else None)
     return [Recommendation(run.dataset.titles[int(i)], int(i), float(s))
             for i, s in zip(items[0], scores[0]) if i > 0]

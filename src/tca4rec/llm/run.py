@@ -218,7 +218,7 @@ def load_llm_run(run_dir: str | Path, data: str | Path | None = None, merge: boo
     ``merge`` folds the LoRA weights into the base model (faster decoding, same outputs).
     """
     from tca4rec.llm.config import TrainConfig
-    from tca4rec.llm.train import load_weights
+    from tca4rec.llm.weights import load_weights
 
     run_dir = Path(run_dir)
     record = read_run_record(run_dir)

@@ -38,6 +38,7 @@ from tca4rec.errors import ConfigError, RunError
 from tca4rec.io import atomic_write_json, atomic_write_jsonl
 from tca4rec.llm.config import RESUMABLE_CHANGES, RUN_FORMAT, TrainConfig
 from tca4rec.llm.hosts import Host
+from tca4rec.llm.weights import load_weights, save_weights
 
 
 class LengthGroupedRows(Sampler[int]):
@@ -217,7 +218,7 @@ class TCA4RecTrainer(Trainer):
         return (loss, logits) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        from tca4rec.evaluate.llm_eval import evaluate_rows
+        from tca4rec.llm.decoding import evaluate_rows
         from tca4rec.evaluate.metrics import hit_ranks, summarize
 
         host = self.accelerator.unwrap_model(self.model)
@@ -242,37 +243,6 @@ class TCA4RecTrainer(Trainer):
 
     def _load_best_model(self) -> None:
         load_weights(self.accelerator.unwrap_model(self.model), Path(self.state.best_model_checkpoint))
-
-
-def save_weights(host: Host, folder: Path) -> None:
-    """The trained weights only: LoRA adapter (``adapter/``) and llara projector."""
-    from tca4rec.io import atomic_dir, atomic_save_tensors
-
-    folder.mkdir(parents=True, exist_ok=True)
-    if (folder / "adapter").exists():
-        shutil.rmtree(folder / "adapter")
-    with atomic_dir(folder / "adapter") as tmp:
-        host.llm.save_pretrained(tmp, safe_serialization=True)
-    if host.projector is not None:
-        atomic_save_tensors(folder / "projector.safetensors", host.projector.state_dict())
-
-
-def load_weights(host: Host, folder: Path) -> None:
-    """Load what ``save_weights`` wrote into an already built host (safetensors only)."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    adapter = folder / "adapter" / "adapter_model.safetensors"
-    if not adapter.is_file():
-        raise RunError(f"{folder}: no adapter weights (adapter/adapter_model.safetensors)")
-    result = set_peft_model_state_dict(host.llm, load_file(adapter))
-    if getattr(result, "unexpected_keys", None):
-        raise RunError(f"{adapter}: unexpected weights {result.unexpected_keys[:3]} (another LLM or LoRA config?)")
-    if host.projector is not None:
-        projector = folder / "projector.safetensors"
-        if not projector.is_file():
-            raise RunError(f"{folder}: the llara host needs projector.safetensors")
-        host.projector.load_state_dict(load_file(projector))
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -1,0 +1,128 @@
+"""Decode a split's rows with a built host: prompts -> trie-constrained beam search -> top-k item ids.
+
+This is the one place where a host, its ``Signals`` and the beam search meet, so that the
+trainer's model selection, ``evaluate_llm_run``, tune-beta and ``recommend`` all call down
+to it: dependencies run evaluate -> llm.decoding -> llm.run -> llm.weights, never back.
+
+CF-guided decoding (``beta > 0``): the search adds beta * log q(v | node) from the rows'
+CF logits, taken from ``cf_model`` or else the run's own teacher (``signals.cf``). The
+helpers below resolve the CLI/API options shared by evaluate, recommend and tune-beta:
+a beta value or "auto" (the tuned one, ``TUNED_BETA_FILE`` in the run folder), and the CF
+run that guides.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tca4rec.errors import ConfigError, RunError
+
+TUNED_BETA_FILE = "beta_tuning.json"  # written by ``tune_beta``: the grid's table and the chosen beta
+TEACHER = "teacher"  # the CF run a run was trained with (its config's ``cf``)
+
+
+def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, device=None,
+                  desc: str = "beam search", beta: float = 0.0, length_normalize: bool = False,
+                  cf_model: torch.nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` items of every row of ``split`` by constrained beam search.
+
+    Returns (item ids int64 [R, k], 0 where fewer than k items were found; scores float32
+    [R, k], sums of token scores, -inf where empty). Every process of a distributed
+    launch must call this; each decodes its share of the rows and all get the full result.
+    """
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    from tca4rec.decode import BeamSearchConfig, constrained_beam_search
+    from tca4rec.llm.run import process_state
+
+    state = process_state()
+    device = torch.device(device if device is not None else next(host.parameters()).device)
+    # On a GPU decode in bf16 like training (the Trainer's bf16 autocast); on the CPU in float32.
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    search = BeamSearchConfig(num_beams=beams, top_k=k, masked=host.host_config.masked, tau=host.host_config.softmax_tau,
+                              beta=beta, length_normalize=length_normalize)
+    guide_model = (cf_model if cf_model is not None else signals.cf) if search.beta > 0 else None
+    if search.beta > 0 and guide_model is None:
+        raise ConfigError(f"beta {beta:g} needs a CF run: this run has no CF teacher, so name one (--cf-run)")
+    users = torch.tensor(split.users)
+    histories = torch.tensor(split.histories)
+    items = np.zeros((len(split), k), dtype=np.int64)
+    scores = np.full((len(split), k), -np.inf, dtype=np.float32)
+    was_training = host.training
+    host.eval()
+    shard: list[tuple[int, list[int], list[float]]] = []
+    with state.split_between_processes(list(range(len(split)))) as my_rows:
+        batches = range(0, len(my_rows), batch_size)
+        for start in tqdm(batches, desc=desc, unit="batch", disable=not state.is_local_main_process):
+            rows = torch.tensor(my_rows[start:start + batch_size], dtype=torch.long)
+            prompt = host.prompts(histories[rows]).to(device)
+            history_cf = user_cf = None
+            if host.host_config.uses_cf_embeddings:
+                _, history_cf, user_cf = signals.cf_signals(users[rows].to(device), histories[rows].to(device))
+            cf_logits = None
+            if guide_model is not None:
+                cf_logits = item_logits(guide_model, users[rows], histories[rows])
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                inputs = host.decode_inputs(prompt, history_cf, user_cf)
+                result = constrained_beam_search(host.llm, signals.trie, prompt.attention_mask, config=search,
+                                                 cf_logits=cf_logits, **inputs)
+            ids = torch.where(result.items >= 0, result.items + 1, 0).cpu()  # column -> item id
+            shard += [(int(r), i.tolist(), s.tolist()) for r, i, s in zip(rows, ids, result.scores.cpu())]
+    host.train(was_training)
+    gathered = gather_object(shard) if state.num_processes > 1 else shard
+    for row, ids, row_scores in gathered:
+        items[row], scores[row] = ids, row_scores
+    return items, scores
+
+
+@torch.no_grad()
+def item_logits(cf_model: torch.nn.Module, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
+    """A CF model's float32 logits over item columns [B, N] (the padding column 0 dropped), on the CPU."""
+    device = next(cf_model.parameters()).device
+    return cf_model(users.to(device), histories.to(device))[:, 1:].float().cpu()
+
+
+def parse_beta(value: float | str) -> float:
+    """A CF weight from the command line or the API: a finite number >= 0."""
+    try:
+        beta = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--beta {value!r}: must be a number >= 0 or 'auto'") from None
+    if not (math.isfinite(beta) and beta >= 0):
+        raise ConfigError(f"--beta {value!r}: must be a finite number >= 0")
+    return beta
+
+
+def guide_cf_model(run, cf_run: str | Path | None):
+    """The CF model whose logits guide decoding: ``cf_run``'s, or the run's own teacher (or None)."""
+    if cf_run is None or str(cf_run) == TEACHER:
+        return run.cf
+    from tca4rec.cf import load_cf_run
+
+    model = load_cf_run(cf_run, run.dataset)
+    if model.num_items != run.dataset.num_items:
+        raise RunError(f"--cf-run {cf_run} scores {model.num_items} items, the dataset has {run.dataset.num_items}")
+    return model.requires_grad_(False).eval()
+
+
+def read_tuned_beta(run_dir: Path, cf_run: str | Path | None) -> float:
+    """The beta ``tune_beta`` chose for this run (and this CF run)."""
+    path = run_dir / TUNED_BETA_FILE
+    if not path.is_file():
+        raise ConfigError(f"--beta auto: {path} does not exist; choose beta first with "
+                          f"`tca4rec tune-beta --run {run_dir}`")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        best, tuned_with = float(record["best_beta"]), str(record["cf_run"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise RunError(f"{path} is not a tune-beta result ({e})") from None
+    wanted = TEACHER if cf_run is None else str(cf_run)
+    if tuned_with != wanted:
+        raise ConfigError(f"--beta auto: {path} was tuned with --cf-run {tuned_with}, not {wanted}")
+    return best

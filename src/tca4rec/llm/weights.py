@@ -1,0 +1,44 @@
+"""A run's trained weights: the LoRA adapter (``adapter/``) and the llara projector, safetensors only.
+
+Training writes them (checkpoints and the final run folder) and ``load_llm_run`` reads them,
+so they live below both: neither the run loader nor the evaluator depends on the trainer.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tca4rec.errors import RunError
+from tca4rec.llm.hosts import Host
+
+
+def save_weights(host: Host, folder: Path) -> None:
+    """The trained weights only: LoRA adapter (``adapter/``) and llara projector."""
+    from tca4rec.io import atomic_dir, atomic_save_tensors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "adapter").exists():
+        shutil.rmtree(folder / "adapter")
+    with atomic_dir(folder / "adapter") as tmp:
+        host.llm.save_pretrained(tmp, safe_serialization=True)
+    if host.projector is not None:
+        atomic_save_tensors(folder / "projector.safetensors", host.projector.state_dict())
+
+
+def load_weights(host: Host, folder: Path) -> None:
+    """Load what ``save_weights`` wrote into an already built host (safetensors only)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    adapter = folder / "adapter" / "adapter_model.safetensors"
+    if not adapter.is_file():
+        raise RunError(f"{folder}: no adapter weights (adapter/adapter_model.safetensors)")
+    result = set_peft_model_state_dict(host.llm, load_file(adapter))
+    if getattr(result, "unexpected_keys", None):
+        raise RunError(f"{adapter}: unexpected weights {result.unexpected_keys[:3]} (another LLM or LoRA config?)")
+    if host.projector is not None:
+        projector = folder / "projector.safetensors"
+        if not projector.is_file():
+            raise RunError(f"{folder}: the llara host needs projector.safetensors")
+        host.projector.load_state_dict(load_file(projector))

@@ -1,0 +1,90 @@
+"""CF-guided decoding through a run: evaluate / tune-beta / recommend flags, the stored beta, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tca4rec.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def runs(small_config, cf_run, tmp_path_factory):
+    """A TCA4Rec run (its teacher: cf_run) and a host-alone run without any CF run, 1 step each."""
+    from tca4rec.llm.train import train
+
+    root = tmp_path_factory.mktemp("guided")
+    return (train(small_config(root / "tca", cf=str(cf_run), alpha=0.1)),
+            train(small_config(root / "alone", alpha=0.0)))
+
+
+def title_log_probs(cf_model, dataset, split, row: int) -> dict[int, float]:
+    """log p_CF of every item's title for one row, identical titles merged (slow and obvious)."""
+    with torch.no_grad():
+        z = cf_model(torch.tensor(split.users[row:row + 1]), torch.tensor(split.histories[row:row + 1]))[0, 1:]
+    log_p = torch.log_softmax(z.double(), 0).numpy()
+    merged: dict[int, list[float]] = {}
+    for item in range(1, dataset.num_items + 1):
+        merged.setdefault(int(dataset.title_group[item]), []).append(float(log_p[item - 1]))
+    group_log_p = {g: float(np.logaddexp.reduce(v)) for g, v in merged.items()}
+    return {item: group_log_p[int(dataset.title_group[item])] for item in range(1, dataset.num_items + 1)}
+
+
+def test_large_beta_scores_are_the_teachers_title_probabilities(runs, cf_run):
+    """At beta = 1e7 a returned score / beta is log p_CF(title) up to LLM / 1e7 (tiny LLM: ~ -300 / 1e7)."""
+    from tca4rec.cf import load_cf_run
+    from tca4rec.data import load_dataset
+    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+
+    tca, _ = runs
+    record = evaluate_llm_run(tca, split="valid", limit=2, beams=3, beta=1e7)
+    assert record["beta"] == 1e7 and record["guide_cf"] == "teacher" and not (tca / "metrics_valid.json").exists()
+    predictions = [json.loads(line) for line in (tca / "predictions_valid_beta1e+07.jsonl").read_text().splitlines()]
+    dataset = load_dataset(json.loads((tca / "config.json").read_text())["config"]["data"])
+    cf_model = load_cf_run(cf_run, dataset).eval()
+    for p in predictions:
+        expected = title_log_probs(cf_model, dataset, dataset.split("valid"), p["row"])
+        got = np.array(p["scores"]) / 1e7
+        np.testing.assert_allclose(got, [expected[i] for i in p["items"]], atol=1e-4)
+        assert got[0] >= got[-1]
+
+
+def test_tune_beta_then_auto(runs, capsys):
+    from tca4rec.cli import main
+    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+
+    tca, _ = runs
+    assert main(["tune-beta", "--run", str(tca), "--rows", "3", "--grid", "1", "0", "--beams", "2"]) == 0
+    stored = json.loads((tca / "beta_tuning.json").read_text())
+    assert [row["beta"] for row in stored["table"]] == [0.0, 1.0] and stored["best_beta"] in (0.0, 1.0)
+    assert stored["split"] == "valid" and stored["rows"] == 3 and "chosen beta" in capsys.readouterr().out
+    plain = evaluate_llm_run(tca, split="valid", limit=3, beams=2)
+    assert stored["table"][0]["NDCG@10"] == pytest.approx(plain["metrics"]["NDCG@10"])
+    auto = evaluate_llm_run(tca, split="valid", limit=3, beams=2, beta="auto")
+    assert auto["beta"] == stored["best_beta"]
+    assert main(["tune-beta", "--run", str(tca), "--split", "test"]) == 2
+    assert "never on the test rows" in capsys.readouterr().err
+
+
+def test_run_without_teacher_needs_a_cf_run(runs, cf_run, capsys):
+    from tca4rec.cli import main
+    from tca4rec.data import load_dataset
+    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+
+    _, alone = runs
+    with pytest.raises(ConfigError, match="--cf-run"):
+        evaluate_llm_run(alone, split="valid", limit=2, beams=2, beta=1)
+    with pytest.raises(ConfigError, match="tune-beta"):
+        evaluate_llm_run(alone, split="valid", limit=2, beams=2, beta="auto")
+    with pytest.raises(ConfigError, match="must be"):
+        evaluate_llm_run(alone, split="valid", limit=2, beams=2, beta="-1")
+    record = evaluate_llm_run(alone, split="valid", limit=2, beams=2, beta=0.5, cf_run=cf_run, length_normalize=True)
+    assert record["guide_cf"] == str(cf_run) and (alone / "metrics_valid_beta0.5_lennorm.json").is_file()
+    ds = load_dataset(json.loads((alone / "config.json").read_text())["config"]["data"])
+    capsys.readouterr()
+    assert main(["recommend", "--run", str(alone), "--history", ds.titles[3], "--k", "2", "--beta", "1",
+                 "--cf-run", str(cf_run)]) == 0
+    assert "item id" in capsys.readouterr().out
