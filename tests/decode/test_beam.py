@@ -178,3 +178,26 @@ def test_exact_through_a_peft_lora_model(tiny_llm_dir, tokenizer, toy_title_ids,
         assert result.items[0].tolist() == items
         torch.testing.assert_close(result.scores[0].double(), torch.tensor(expected, dtype=torch.float64),
                                    atol=1e-4, rtol=1e-6)
+
+
+def test_masked_search_applies_the_models_logit_soft_capping(tokenizer, toy_title_ids, prompt_ids, reference_scores):
+    """Gemma 2 caps its logits after the output layer; the masked search, which evaluates that
+    layer itself at the allowed tokens, must cap them too to match the model's own logits."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Gemma2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, initializer_range=0.5,
+                          final_logit_softcapping=3.0, pad_token_id=tokenizer.pad_token_id,
+                          eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    model = Gemma2ForCausalLM(config).eval()
+    eos = tokenizer.eos_token_id
+    ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id)
+    result = constrained_beam_search(model, TitleTrie(toy_title_ids, eos), mask, input_ids=ids,
+                                     config=BeamSearchConfig(num_beams=20, top_k=5, masked=True, tau=0.5))
+    for r, p in enumerate(prompt_ids):
+        scores = reference_scores(model, prompt_embeds_of(model, p), toy_title_ids, eos, True, 0.5)
+        items, expected = exhaustive_top_k(scores, toy_title_ids, 5)
+        assert result.items[r].tolist() == items
+        torch.testing.assert_close(result.scores[r].double(), torch.tensor(expected, dtype=torch.float64),
+                                   atol=1e-4, rtol=1e-6)

@@ -112,6 +112,8 @@ class _NextTokenScorer:
             self.backbone = model.get_decoder()
             self.head_weight = head.weight  # [V, D]
             self.head_bias = getattr(head, "bias", None)
+            # Gemma 2/3 squash their logits (cap * tanh(logits / cap)) after the head: so must we.
+            self.softcap = getattr(model.config, "final_logit_softcapping", None)
 
     def forward(self, cache: DynamicCache, **inputs) -> torch.Tensor:
         """Last position's logits [R, V] (unmasked) or hidden state [R, D] (masked), float32."""
@@ -132,6 +134,8 @@ class _NextTokenScorer:
         logits = (out[rows_d] * self.head_weight[tokens_d].float()).sum(-1)  # [C]
         if self.head_bias is not None:
             logits = logits + self.head_bias[tokens_d].float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
         return segment_log_softmax(logits.cpu() / self.tau, rows, out.shape[0])
 
 
