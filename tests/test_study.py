@@ -126,6 +126,8 @@ cf: {{epochs: 1}}
 train: {{llm: {tiny_llm_dir}, train_limit: 8, max_steps: 2, batch_size: 4, grad_accum: 1, eval_rows: 0,
         save_steps: 1, logging_steps: 1}}
 grid: [{{host: [tallrec], cf: [sasrec], alpha: [0, 0.1]}}]
+betas: [0, 1, auto]
+beta_tuning: {{rows: 4, grid: [0, 1]}}
 """)
     logs: list[str] = []
     study = load_study(path)
@@ -139,9 +141,17 @@ grid: [{{host: [tallrec], cf: [sasrec], alpha: [0, 0.1]}}]
 
     logs.clear()  # the decoding stage, in this process: nothing is trained again
     report = study.run(stage="evaluate")
-    assert sum("] evaluate " in line for line in logs) == 2 and not any("fine-tune" in line for line in logs)
+    assert not any("fine-tune" in line for line in logs)
+    # Each cell: plain decoding, CF-guided at beta 1, and at the beta tuned on 4 valid rows.
+    assert sum("] evaluate " in line for line in logs) == 6
+    assert sum(line.startswith("beta for ") for line in logs) == 2
     text = (report / "report.md").read_text()
     assert "Training actually done" in text and "MDE80" in text
+    assert text.count("+ CF-guided decoding (β=1)") >= 2 and "tuned on valid" in text
+    for cell in study.config.llm_cells():  # the teacher of the TCA cell, SASRec for the host alone too
+        assert study.guide_cf_run(cell) == study.out / "synthetic/cf/sasrec-s0"
+        assert json.loads((study.out / cell.folder / "metrics_test_beta1.json").read_text())["rows"] == 6
+    assert load_study(path).plan() == []  # everything, guided decodings included, is done
     for cell in study.config.llm_cells():
         run = study.out / cell.folder
         stored = json.loads((run / "config.json").read_text())["config"]

@@ -56,6 +56,8 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     beams: int = 10
     eval_batch_size: int = 8  # test rows decoded per model call (x beams sequences); raise it on a GPU
+    betas: list = field(default_factory=lambda: [0])  # CF-guided decoding weights per LLM cell; "auto": tuned
+    beta_tuning: dict = field(default_factory=dict)  # for "auto": {rows: 100, grid: [0, 0.25, ...]} on valid rows
     cf: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     base: str = "."
@@ -125,6 +127,11 @@ class StudyConfig:
             raise ConfigError("study field 'eval_batch_size': must be an integer >= 1")
         if self.beams < 10:
             raise ConfigError("study field 'beams': must be >= 10 (metrics go up to @10)")
+        for b in _as_list(self.betas):
+            if b != "auto" and not (isinstance(b, (int, float)) and b >= 0):
+                raise ConfigError(f"study field 'betas': {b!r} is not a number >= 0 or 'auto'")
+        if set(self.beta_tuning) - {"rows", "grid"}:
+            raise ConfigError("study field 'beta_tuning': known keys are rows and grid")
         fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"data", "out", "host", "cf", "alpha", "seed"}
         bad = set(self.train) - fields
         if bad:
@@ -231,22 +238,55 @@ class Study:
                                     lambda c=cell: self.run_cf(c)))
         for cell in self.config.llm_cells():
             run = self.out / cell.folder
-            if (only is not None and cell.folder not in only) or self.evaluated(run, cell.dataset):
+            if only is not None and cell.folder not in only:
                 continue
+            plain_done = self.evaluated(run, cell.dataset)
+            guided_left = [b for b in self.guided_betas() if self.guided_beta_value(cell, b) is None
+                           or not self.evaluated(run, cell.dataset, self.guided_beta_value(cell, b))]
             trained = (run / "adapter").is_dir()
             if not trained and stage != "evaluate":
                 stages.append(Stage(f"fine-tune {cell.label} on {cell.dataset}", "llm_step", cell.dataset,
                                     self._train_steps(cell.dataset), lambda c=cell: self.train_llm(c)))
             if stage == "all" or (stage == "evaluate" and trained):
-                stages.append(Stage(f"evaluate {cell.label} on {cell.dataset}", "eval_row", cell.dataset,
-                                    self._eval_rows(cell.dataset), lambda c=cell: self.evaluate_llm(c)))
+                if not plain_done:
+                    stages.append(Stage(f"evaluate {cell.label} on {cell.dataset}", "eval_row", cell.dataset,
+                                        self._eval_rows(cell.dataset), lambda c=cell: self.evaluate_llm(c)))
+                for b in guided_left:
+                    stages.append(Stage(f"evaluate {cell.label} on {cell.dataset} with CF-guided decoding (β={b})",
+                                        "eval_row", cell.dataset, self._eval_rows(cell.dataset),
+                                        lambda c=cell, b=b: self.evaluate_llm(c, b)))
         return stages
 
-    def evaluated(self, run: Path, dataset: str) -> bool:
-        """Whether ``run`` holds metrics for this study's split, rows and beams. Metrics from
-        another ``eval_limit`` or beam width (a study folder re-run with a changed config)
-        would compare methods on different rows: such a cell is evaluated again."""
-        path = run / f"metrics_{self.config.split}.json"
+    # ---- CF-guided decoding: every LLM cell is also decoded with each beta of ``betas`` ----
+    def guided_betas(self) -> list:
+        return [b for b in _as_list(self.config.betas) if b != 0]
+
+    def guide_cf_run(self, cell: LLMCell) -> Path:
+        """The CF run whose logits guide a cell's decoding: its teacher, or the dataset's first CF model."""
+        model = cell.cf or next((c.model for c in self.config.cf_cells() if c.dataset == cell.dataset), None)
+        if model is None:
+            raise ConfigError(f"study field 'betas': CF-guided decoding of {cell.label} needs a CF model in the grid")
+        return self.out / CFCell(cell.dataset, model, cell.seed).folder
+
+    def guided_beta_value(self, cell: LLMCell, beta) -> float | None:
+        """The number ``beta`` stands for (``auto``: the tuned one; None until tuned with this CF run)."""
+        if beta != "auto":
+            return float(beta)
+        from tca4rec.llm.decoding import read_tuned_beta
+
+        try:
+            return read_tuned_beta(self.out / cell.folder, self.guide_cf_run(cell))
+        except TCA4RecError:
+            return None
+
+    def evaluated(self, run: Path, dataset: str, beta: float = 0.0) -> bool:
+        """Whether ``run`` holds metrics for this study's split, rows and beams (decoded with CF
+        weight ``beta``). Metrics from another ``eval_limit`` or beam width (a study folder
+        re-run with a changed config) would compare methods on different rows: such a cell is
+        evaluated again."""
+        from tca4rec.evaluate.llm_eval import decoding_suffix
+
+        path = run / f"metrics_{self.config.split}{decoding_suffix(beta, False)}.json"
         if not path.is_file():
             return False
         try:
@@ -393,12 +433,22 @@ class Study:
         if not resume:  # a resumed run does only part of the steps
             self._measured("llm_step", cell.dataset, time.time() - t0, self._train_steps(cell.dataset))
 
-    def evaluate_llm(self, cell: LLMCell) -> None:
+    def evaluate_llm(self, cell: LLMCell, beta=0) -> None:
+        """Decode the cell's test rows (with CF weight ``beta``; ``auto`` tunes it on valid rows first)."""
         from tca4rec.evaluate.llm_eval import evaluate_llm_run
 
         t0 = time.time()
-        evaluate_llm_run(self.out / cell.folder, split=self.config.split, limit=self.config.eval_limit,
-                         beams=self.config.beams, batch_size=self.config.eval_batch_size)
+        run, cf_run = self.out / cell.folder, (self.guide_cf_run(cell) if beta != 0 else None)
+        if beta == "auto" and self.guided_beta_value(cell, beta) is None:
+            from tca4rec.evaluate.tune_beta import DEFAULT_GRID, tune_beta
+
+            tuning = self.config.beta_tuning
+            record = tune_beta(run, rows=int(tuning.get("rows", 100)), grid=tuning.get("grid", DEFAULT_GRID),
+                               cf_run=cf_run, beams=self.config.beams, batch_size=self.config.eval_batch_size)
+            self.log(f"beta for {cell.label}: {record['best_beta']:g} (best valid {record['metric']} "
+                     f"over {record['rows']} valid rows)")
+        evaluate_llm_run(run, split=self.config.split, limit=self.config.eval_limit, beams=self.config.beams,
+                         batch_size=self.config.eval_batch_size, beta=beta, cf_run=cf_run)
         self._measured("eval_row", cell.dataset, time.time() - t0, self._eval_rows(cell.dataset))
 
     # ---- reporting ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tca4rec.errors import RunError
+from tca4rec.evaluate.llm_eval import decoding_suffix
 from tca4rec.evaluate.report import (METRIC_NAMES, RunResult, collaborative_consistency, compare,
                                      describe_comparison, load_run_result)
 
@@ -71,15 +72,27 @@ def write_study_report(study) -> Path:
         if not results:
             raise RunError(f"study {cfg.name}: no evaluated run for dataset {name} yet")
         primary_cf = cf_cells[0].model if cf_cells else None
+        # CF-guided decodings of a cell: keyed (cell, beta as configured), beside the cell itself.
+        guided: dict = {}
+        for cell in llm_cells:
+            for b in study.guided_betas():
+                value = study.guided_beta_value(cell, b)
+                suffix = decoding_suffix(value, False) if value is not None else None
+                if cell in results and suffix is not None and (out / cell.folder / f"predictions_{split}{suffix}.jsonl").is_file():
+                    text = f"β={value:g}" + (", tuned on valid" if b == "auto" else "")
+                    guided[(cell, b)] = load_run_result(out / cell.folder, split, ds.title_group, suffix=suffix,
+                                                        label=f"{results[cell].label} + CF-guided decoding ({text})")
+        results.update(guided)
 
         def cf_of(cell) -> str | None:
             return cell.cf or primary_cf
 
         consistency: dict = {}
-        for cell in llm_cells:
+        for key in [*llm_cells, *guided]:
+            cell = key[0] if isinstance(key, tuple) else key
             cf_cell = CFCell(name, cf_of(cell), cell.seed) if cf_of(cell) else None
-            if cell in results and cf_cell in results:
-                consistency[cell] = collaborative_consistency(results[cell], results[cf_cell])
+            if key in results and cf_cell in results:
+                consistency[key] = collaborative_consistency(results[key], results[cf_cell])
 
         # Table rows: one per label, aggregated over seeds.
         by_label: dict[str, list] = defaultdict(list)
@@ -116,6 +129,9 @@ def write_study_report(study) -> Path:
             if base in results:
                 for metric in ("NDCG@10", "HR@10"):
                     tests.append({"seed": cell.seed, **compare(results[base], results[cell], metric)})
+        for (cell, _), res in guided.items():  # CF-guided decoding against the same run decoded plainly
+            for metric in ("NDCG@10", "HR@10"):
+                tests.append({"seed": cell.seed, **compare(results[cell], res, metric)})
 
         training = [_training_line(results[c].label, out / c.folder) for c in llm_cells if c in results]
 
@@ -165,8 +181,9 @@ def write_study_report(study) -> Path:
             lines += ["Training actually done (the best checkpoint on valid HR@3 is the one evaluated):", "",
                       *[t for t in training if t], ""]
         if tests:
-            lines += ["Paired bootstrap over the same rows (95% CI of the difference, TCA4Rec minus host alone; "
-                      "MDE80: the smallest true difference these rows detect with 80% power at the 5% level):", ""]
+            lines += ["Paired bootstrap over the same rows (95% CI of the difference, the second method minus the "
+                      "first: TCA4Rec minus its host alone, CF-guided minus plain decoding of the same run; MDE80: the "
+                      "smallest true difference these rows detect with 80% power at the 5% level):", ""]
             for t in tests:
                 lines.append(f"- {t['b']} vs {t['a']} (seed {t['seed']}): {describe_comparison(t)}.")
             lines.append("")

@@ -75,15 +75,16 @@ def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
 
 
 def load_run_result(run_dir: str | Path, split: str, title_group: np.ndarray, label: str | None = None,
-                    top: int = 10) -> RunResult:
-    """Read a finished, evaluated run. ``title_group`` is the dataset's (identical-title hits)."""
+                    top: int = 10, suffix: str = "") -> RunResult:
+    """Read a finished, evaluated run. ``title_group`` is the dataset's (identical-title hits);
+    ``suffix``: a decoding variant's predictions (``evaluate.llm_eval.decoding_suffix``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder {run_dir} does not exist")
     config = _read_json(run_dir / "config.json")
-    preds = _read_jsonl(run_dir / f"predictions_{split}.jsonl")
+    preds = _read_jsonl(run_dir / f"predictions_{split}{suffix}.jsonl")
     if not preds:
-        raise RunError(f"{run_dir / f'predictions_{split}.jsonl'} has no rows")
+        raise RunError(f"{run_dir / f'predictions_{split}{suffix}.jsonl'} has no rows")
     topk = np.zeros((len(preds), top), dtype=np.int64)
     for i, p in enumerate(preds):
         items = [int(x) for x in p["items"][:top] if int(x) > 0]
