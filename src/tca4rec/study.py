@@ -7,6 +7,7 @@ A study is described by a YAML file (see ``docs/results/*.yaml``)::
     datasets: {Toys_and_Games: ../../../shared/data/amazon2018/Toys_and_Games}
     split: test
     eval_limit: 200                  # test rows (the same rows for every method)
+    eval_sample_seed: 0              # optional: a seeded random sample of the split, not its first rows
     seeds: [0]
     cf: {epochs: 50}                 # CF training options
     train: {train_limit: 1000, max_steps: 200, batch_size: 4, grad_accum: 1}  # TrainConfig fields
@@ -53,6 +54,7 @@ class StudyConfig:
     grid: list[dict]
     split: str = "test"
     eval_limit: int | None = 200
+    eval_sample_seed: int | None = None  # None: the first eval_limit rows; a seed: a random sample of them
     seeds: list[int] = field(default_factory=lambda: [0])
     beams: int = 10
     eval_batch_size: int = 8  # test rows decoded per model call (x beams sequences); raise it on a GPU
@@ -294,7 +296,8 @@ class Study:
         except (OSError, ValueError):
             return False  # unreadable: evaluating again rewrites it atomically
         same_beams = record.get("beams", self.config.beams) == self.config.beams  # CF records have none
-        return record.get("rows") == self._eval_rows(dataset) and same_beams
+        return (record.get("rows") == self._eval_rows(dataset) and same_beams
+                and record.get("sample_seed") == self.config.eval_sample_seed)
 
     def estimate(self, stage: Stage) -> float:
         """Seconds ``stage`` should take: its units at the rate measured on the same dataset,
@@ -416,7 +419,8 @@ class Study:
             opts = dict(self.config.cf)
             epochs = opts.pop("epochs", None)
             train_cf(ds, cell.model, run, config={**opts, "seed": cell.seed}, epochs=epochs, overwrite=True)
-        evaluate_cf(run, ds, split=self.config.split, limit=self.config.eval_limit)
+        evaluate_cf(run, ds, split=self.config.split, limit=self.config.eval_limit,
+                    sample_seed=self.config.eval_sample_seed)
         self._measured("cf_run", cell.dataset, time.time() - t0, 1)
 
     def train_llm(self, cell: LLMCell) -> None:
@@ -448,7 +452,8 @@ class Study:
             self.log(f"beta for {cell.label}: {record['best_beta']:g} (best valid {record['metric']} "
                      f"over {record['rows']} valid rows)")
         evaluate_llm_run(run, split=self.config.split, limit=self.config.eval_limit, beams=self.config.beams,
-                         batch_size=self.config.eval_batch_size, beta=beta, cf_run=cf_run)
+                         batch_size=self.config.eval_batch_size, beta=beta, cf_run=cf_run,
+                         sample_seed=self.config.eval_sample_seed)
         self._measured("eval_row", cell.dataset, time.time() - t0, self._eval_rows(cell.dataset))
 
     # ---- reporting ---------------------------------------------------------------------

@@ -126,27 +126,31 @@ def _topk_rows(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return top_ids, top_scores
 
 
-def split_ranks(model: CFModel, dataset: RecDataset, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_ranks(model: CFModel, dataset: RecDataset, split: str, limit: int | None = None,
+                sample_seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Full ranking of a split's rows: (hit ranks [R], top-10 ids [R, 10], their logits [R, 10])."""
-    rows = dataset.split(split).head(limit)
+    rows = dataset.split(split).select(limit, sample_seed)
     ids, scores = topk(model, rows.users, rows.histories, k=min(10, model.num_items))
     return hit_ranks(ids, rows.targets, dataset.title_group), ids, scores
 
 
-def evaluate_cf(run_dir: str | Path, dataset: RecDataset, split: str = "test", limit: int | None = None) -> dict:
-    """Evaluate a run on ``split``; writes ``metrics_<split>.json`` and ``predictions_<split>.jsonl``."""
+def evaluate_cf(run_dir: str | Path, dataset: RecDataset, split: str = "test", limit: int | None = None,
+                sample_seed: int | None = None) -> dict:
+    """Evaluate a run on ``split``; writes ``metrics_<split>.json`` and ``predictions_<split>.jsonl``.
+    ``limit`` rows: the first ones, or a seeded random sample when ``sample_seed`` is given."""
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     run_dir = Path(run_dir)
     model = load_cf_run(run_dir, dataset)
     config = read_run_config(run_dir)
-    rows = dataset.split(split).head(limit)
-    ranks, ids, scores = split_ranks(model, dataset, split, limit)
+    rows = dataset.split(split).select(limit, sample_seed)
+    ranks, ids, scores = split_ranks(model, dataset, split, limit, sample_seed)
     record = metrics_record(ranks, split=split, model=config["model"],
-                            extra={"dataset": dataset.name, "limit": limit, "run": run_dir.name})
+                            extra={"dataset": dataset.name, "limit": limit, "sample_seed": sample_seed,
+                                   "run": run_dir.name})
     atomic_write_json(run_dir / f"metrics_{split}.json", record)
     atomic_write_jsonl(run_dir / f"predictions_{split}.jsonl", [
-        {"row": r, "user": int(rows.users[r]), "target": int(rows.targets[r]), "rank": int(ranks[r]),
+        {"row": int(rows.row_ids[r]), "user": int(rows.users[r]), "target": int(rows.targets[r]), "rank": int(ranks[r]),
          "items": ids[r].tolist(), "scores": [round(float(s), 5) for s in scores[r]]}
         for r in range(len(rows))])
     return record

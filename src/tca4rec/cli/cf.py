@@ -58,7 +58,8 @@ def cmd_evaluate(args) -> int:
     data = args.data or config["dataset"].get("root")
     if data is None:
         raise RunError(f"{args.run} does not record its dataset folder; pass --data")
-    record = evaluate_cf(args.run, load_dataset(data), split=args.split, limit=args.limit)
+    record = evaluate_cf(args.run, load_dataset(data), split=args.split, limit=args.limit,
+                         sample_seed=args.sample_seed)
     table = Table(title=f"{record['model']} on {record['dataset']} / {args.split} ({record['rows']} rows)")
     table.add_column("K", justify="right")
     table.add_column("HR@K", justify="right")
@@ -122,6 +123,8 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
     p.add_argument("--data", help="dataset folder (default: the one recorded in the run)")
     p.add_argument("--limit", type=int, help="evaluate only the first N rows of the split")
+    p.add_argument("--sample-seed", type=int, dest="sample_seed",
+                   help="evaluate a random sample of --limit rows drawn with this seed instead of the first ones")
 
     add_command(group, "models", cmd_models, "list the CF model zoo", ("tca4rec cf models",))
     cf.set_defaults(func=lambda args: cf.print_help() or 1)

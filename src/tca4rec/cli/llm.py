@@ -47,7 +47,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     record = evaluate_llm_run(args.run, split=args.split, limit=args.limit, beams=args.beams,
                               batch_size=args.batch_size, data=args.data, beta=args.beta, cf_run=args.cf_run,
-                              length_normalize=args.length_normalize)
+                              length_normalize=args.length_normalize, sample_seed=args.sample_seed)
     if process_state().is_main_process:
         _print_metrics(record)
         suffix = decoding_suffix(record["beta"], args.length_normalize)
@@ -173,7 +173,9 @@ def register(sub) -> None:
     ))
     p.add_argument("--run", required=True, help="LLM run folder")
     p.add_argument("--split", choices=("valid", "test"), default="test")
-    p.add_argument("--limit", type=_positive_int, help="first N rows only")
+    p.add_argument("--limit", type=_positive_int, help="first N rows only (with --sample-seed: N random rows)")
+    p.add_argument("--sample-seed", type=int, dest="sample_seed",
+                   help="evaluate a random sample of --limit rows drawn with this seed instead of the first ones")
     p.add_argument("--beams", type=_positive_int, default=10, help="beam width = ranked list length (default 10)")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="prompts decoded together")
     p.add_argument("--data", help="dataset folder, if it moved since training")

@@ -25,6 +25,7 @@ class Split:
     histories: np.ndarray  # int64 [R, H], left-padded with 0, oldest first
     targets: np.ndarray  # int64 [R]
     timestamps: np.ndarray  # int64 [R]
+    index: np.ndarray | None = None  # int64 [R]: row numbers in the whole split (None: 0..R-1)
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -38,11 +39,34 @@ class Split:
         h = self.histories[row]
         return [int(i) for i in h[h > 0]]
 
+    @property
+    def row_ids(self) -> np.ndarray:
+        """Row numbers in the whole split: what predictions files record, and what pairs rows across runs."""
+        return np.arange(len(self), dtype=np.int64) if self.index is None else self.index
+
     def head(self, n: int | None) -> "Split":
         """The first ``n`` rows (all when ``n`` is None): the ``--limit`` of every command."""
         if n is None or n >= len(self):
             return self
-        return Split(self.name, self.users[:n], self.histories[:n], self.targets[:n], self.timestamps[:n])
+        return self._take(np.arange(n))
+
+    def sample(self, n: int | None, seed: int) -> "Split":
+        """``n`` rows drawn without replacement by ``seed``, kept in split order (all when ``n`` is None).
+
+        The first rows of a time-ordered split are the earliest users' last interactions; a seeded
+        sample represents the whole split, and the same seed gives the same rows on any machine.
+        """
+        if n is None or n >= len(self):
+            return self
+        return self._take(np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False)))
+
+    def select(self, n: int | None, sample_seed: int | None = None) -> "Split":
+        """``head(n)``, or ``sample(n, sample_seed)`` when a seed is given."""
+        return self.head(n) if sample_seed is None else self.sample(n, sample_seed)
+
+    def _take(self, rows: np.ndarray) -> "Split":
+        return Split(self.name, self.users[rows], self.histories[rows], self.targets[rows], self.timestamps[rows],
+                     self.row_ids[rows])
 
 
 @dataclass

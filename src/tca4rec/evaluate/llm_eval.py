@@ -30,14 +30,16 @@ def decoding_suffix(beta: float, length_normalize: bool) -> str:
 
 def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None = None, beams: int = 10,
                      batch_size: int = 8, data: str | Path | None = None, beta: float | str = 0.0,
-                     cf_run: str | Path | None = None, length_normalize: bool = False) -> dict:
+                     cf_run: str | Path | None = None, length_normalize: bool = False,
+                     sample_seed: int | None = None) -> dict:
     """Evaluate a finished run on ``split``; writes ``metrics_<split>.json`` and ``predictions_<split>.jsonl``
     (with the suffix of ``decoding_suffix`` for CF-guided or length-normalized decoding).
 
     The ranked list holds the ``beams`` best items, so metrics at K > beams count only
     those (with the default 10 beams every reported K is complete). ``beta``: CF weight of
     CF-guided decoding, or "auto" for the tuned one; ``cf_run``: the CF run whose logits
-    guide (default: the run's own teacher).
+    guide (default: the run's own teacher). ``limit`` rows: the first ones, or a seeded random
+    sample when ``sample_seed`` is given.
     """
     from tca4rec.llm.decoding import TEACHER, evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
     from tca4rec.llm.run import load_llm_run, process_state
@@ -52,7 +54,7 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
     state = process_state()
     run = load_llm_run(run_dir, data=data, device=state.device)
     cf_model = guide_cf_model(run, cf_run) if beta > 0 else None
-    rows = run.dataset.split(split).head(limit)
+    rows = run.dataset.split(split).select(limit, sample_seed)
     items, scores = evaluate_rows(run.host, run.signals, rows, beams=beams, k=beams, batch_size=batch_size,
                                   device=state.device, desc=f"evaluate {split}", beta=beta,
                                   length_normalize=length_normalize, cf_model=cf_model)
@@ -60,7 +62,7 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
     ranks = hit_ranks(ranked, rows.targets, run.dataset.title_group)
     name = run.name + (f"+cfdec(beta={beta:g})" if beta > 0 else "") + ("+lennorm" if length_normalize else "")
     record = metrics_record(ranks, split=split, model=name, extra={
-        "dataset": run.dataset.name, "limit": limit, "run": run.run_dir.name, "beams": beams,
+        "dataset": run.dataset.name, "limit": limit, "sample_seed": sample_seed, "run": run.run_dir.name, "beams": beams,
         "host": run.config.host, "alpha": run.config.alpha, "cf": run.config.cf, "beta": beta,
         "guide_cf": (str(cf_run) if cf_run is not None else TEACHER) if beta > 0 else None,
         "length_normalize": length_normalize})
@@ -68,7 +70,7 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
     if state.is_main_process:
         atomic_write_json(run.run_dir / f"metrics_{split}{suffix}.json", record)
         atomic_write_jsonl(run.run_dir / f"predictions_{split}{suffix}.jsonl", [
-            {"row": r, "user": int(rows.users[r]), "target": int(rows.targets[r]), "rank": int(ranks[r]),
+            {"row": int(rows.row_ids[r]), "user": int(rows.users[r]), "target": int(rows.targets[r]), "rank": int(ranks[r]),
              "items": items[r].tolist(), "scores": [round(float(s), 5) for s in scores[r]]}
             for r in range(len(rows))])
     state.wait_for_everyone()

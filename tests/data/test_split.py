@@ -1,0 +1,30 @@
+"""Row selection for evaluation: the first rows, or a seeded random sample that keeps each row's
+number in the whole split (predictions record it, and runs are paired by it)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tca4rec.cf import evaluate_cf, train_cf
+
+
+def test_seeded_sample_is_reproducible_sorted_and_keeps_row_numbers(synth_dataset):
+    test = synth_dataset.split("test")
+    sample = test.sample(25, seed=7)
+    assert len(sample) == 25 and np.array_equal(sample.row_ids, np.sort(sample.row_ids))
+    assert np.array_equal(sample.row_ids, test.sample(25, seed=7).row_ids)  # the same seed, the same rows
+    assert not np.array_equal(sample.row_ids, test.sample(25, seed=8).row_ids)
+    for r, row in enumerate(sample.row_ids):  # every field comes from the row it names
+        assert sample.targets[r] == test.targets[row] and np.array_equal(sample.histories[r], test.histories[row])
+    assert test.sample(None, seed=7) is test and test.select(5).row_ids.tolist() == [0, 1, 2, 3, 4]
+    assert np.array_equal(sample.head(3).row_ids, sample.row_ids[:3])  # a head of a sample keeps the numbers
+
+
+def test_cf_evaluation_of_a_sample_records_the_sampled_rows(synth_dataset, tmp_path):
+    cf_run = train_cf(synth_dataset, "mostpop", tmp_path / "mostpop", progress=False)
+    record = evaluate_cf(cf_run, synth_dataset, split="test", limit=12, sample_seed=3)
+    assert record["rows"] == 12 and record["sample_seed"] == 3
+    rows = [json.loads(line)["row"] for line in (cf_run / "predictions_test.jsonl").read_text().splitlines()]
+    assert rows == synth_dataset.split("test").sample(12, seed=3).row_ids.tolist()
