@@ -171,10 +171,12 @@ def write_study_report(study) -> Path:
 
         n_train = len(ds.split("train"))
         limit = cfg.train.get("train_limit")
+        row_counts = sorted({len(r.ranks) for r in results.values()})
+        rows_text = (f"{row_counts[0]} {split} rows, the same for every method" if len(row_counts) == 1 else
+                     f"{split} rows differ by method (column 'test rows'; paired tests use the rows both share)")
         lines += [f"## {name}", "",
-                  f"{ds.num_items} items; {min(n_train, limit) if limit else n_train} training rows used "
-                  f"(of {n_train}); {len(next(iter(results.values())).ranks)} {split} rows, the same for every "
-                  f"method; {seeds} seed(s). Brackets: 95% bootstrap CI over {split} rows"
+                  f"{ds.num_items} items; {min(n_train, limit) if limit else n_train} training rows available to "
+                  f"the LLM (of {n_train}); {rows_text}; {seeds} seed(s). Brackets: 95% bootstrap CI over {split} rows"
                   f"{'; ± : std over seeds' if seeds > 1 else ''}. Consistency@10: share of the LLM's top-10 "
                   "items also in the CF model's top-10 for the same row.", "", *table, ""]
         if any(training):
