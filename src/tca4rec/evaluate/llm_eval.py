@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from tca4rec.errors import ConfigError
-from tca4rec.evaluate.metrics import KS, hit_ranks, metrics_record
+from tca4rec.evaluate.metrics import KS, hit_ranks, metrics_record, prediction_records
 from tca4rec.io import atomic_write_json, atomic_write_jsonl
 
 
@@ -93,9 +93,7 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
         "host": run.config.host, "alpha": run.config.alpha, "cf": run.config.cf})
     if state.is_main_process:
         atomic_write_json(run.run_dir / f"metrics_{split}.json", record)
-        atomic_write_jsonl(run.run_dir / f"predictions_{split}.jsonl", [
-            {"row": r, "user": int(rows.users[r]), "target": int(rows.targets[r]), "rank": int(ranks[r]),
-             "items": items[r].tolist(), "scores": [round(float(s), 5) for s in scores[r]]}
-            for r in range(len(rows))])
+        atomic_write_jsonl(run.run_dir / f"predictions_{split}.jsonl", prediction_records(
+            run.dataset.titles, rows.users, rows.targets, ranks, items, scores))
     state.wait_for_everyone()
     return record
