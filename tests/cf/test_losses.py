@@ -59,3 +59,21 @@ def test_item_loss_is_full_or_sampled_softmax_over_the_item_table(name, num_nega
             candidates = [scores[int(labels[m])]] + [scores[j] if j != labels[m] else float("-inf") for j in negatives]
             expected.append(reference_cross_entropy(candidates, 0))
     assert got == pytest.approx(sum(expected) / rows, abs=1e-10)
+
+
+def test_bert4rec_cloze_mask_policy():
+    torch.manual_seed(0)
+    sequence = torch.randint(1, 30, (4000, 6))
+    sequence[:, :2] = 0  # left padding is never masked
+    sequence[0, 2:5] = 0  # a row with only its target
+    model = build_cf_model("bert4rec", 30, 4, hidden_size=8, max_history=5, mask_prob=0.3, last_only_prob=0.25)
+    masked = model.cloze_mask(sequence)
+    assert not masked[:, :2].any() and masked[0].tolist() == [False] * 5 + [True]
+    assert masked.any(dim=1).all()  # every row teaches something
+    only_last = masked[:, -1] & ~masked[:, :-1].any(dim=1)
+    # P(only the target) = last_only + (1 - last_only) * P(no history item drawn) = 0.25 + 0.75 * 0.7^3
+    assert float(only_last.double().mean()) == pytest.approx(0.25 + 0.75 * 0.7 ** 3, abs=0.03)
+    # Outside last-only rows an item is masked with probability mask_prob.
+    assert float(masked[~only_last, 2:5].double().mean()) == pytest.approx(0.3 / (1 - 0.7 ** 3), abs=0.03)
+    everything = build_cf_model("bert4rec", 30, 4, hidden_size=8, max_history=5, mask_prob=1.0).cloze_mask(sequence)
+    assert torch.equal(everything, sequence > 0)
