@@ -2,12 +2,10 @@
 
 The last L item embeddings form an L x d "image". Horizontal filters of every height
 1..L (max-pooled over time) catch union-level patterns, vertical filters weight the
-positions; a dense layer merges them, the user's own embedding is appended, and a second
-dense layer maps both to the user state, scored against the same item embeddings that
-form the image (as RecBole does; the paper's separate output table learns only items
-seen as targets, which on sparse catalogs leaves most of it untrained). Users are embedded
-from zero so that a user with no train rows is scored by the sequence alone. Trained with
-item cross-entropy on every prefix of history + target (the paper's sliding windows).
+positions; a dense layer merges them and the user's own embedding is appended. Users are
+embedded from zero so that a user with no train rows is scored by the sequence alone.
+Trained with item cross-entropy on every prefix of history + target (the paper's
+sliding windows).
 """
 
 from __future__ import annotations
@@ -41,8 +39,10 @@ class Caser(CFModel):
         self.horizontal = nn.ModuleList(nn.Conv2d(1, config.horizontal_filters, (h, d)) for h in range(1, length + 1))
         self.merge = nn.Linear(config.vertical_filters * d + config.horizontal_filters * length, d)
         self.dropout = nn.Dropout(config.dropout)
-        self.output = nn.Linear(2 * d, d)
+        # Output table [item vector for (z, user) | item bias]; the user side appends a constant 1.
+        self.output_table = nn.Embedding(num_items + 1, 2 * d + 1)
         nn.init.normal_(self.item_embedding.weight, std=d ** -0.5)
+        nn.init.normal_(self.output_table.weight, std=(2 * d) ** -0.5)
         nn.init.zeros_(self.user_table.weight)
 
     def user_embedding(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
@@ -50,4 +50,7 @@ class Caser(CFModel):
         vertical = self.vertical(image).flatten(1)  # [B, n_v * d]
         horizontal = [F.relu(conv(image)).squeeze(3).amax(dim=2) for conv in self.horizontal]  # L x [B, n_h]
         z = F.relu(self.merge(self.dropout(torch.cat([vertical, *horizontal], dim=1))))  # [B, d]
-        return self.output(torch.cat([z, self.user_table(users)], dim=1))  # [B, d]
+        return torch.cat([z, self.user_table(users), torch.ones_like(z[:, :1])], dim=1)  # [B, 2d + 1]
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.output_table.weight
