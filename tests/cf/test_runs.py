@@ -47,6 +47,8 @@ def test_cli_train_then_evaluate_round_trip(sasrec_run, synth_dataset, capsys):
     test = synth_dataset.split("test")
     assert [p["target"] for p in predictions] == test.targets[:50].tolist()
     assert all(len(p["items"]) == 10 and 0 not in p["items"] for p in predictions)
+    assert all(p["titles"] == [synth_dataset.titles[i] for i in p["items"]] for p in predictions)
+    assert all(p["target_title"] == synth_dataset.titles[p["target"]] for p in predictions)
     assert all(p["scores"] == sorted(p["scores"], reverse=True) for p in predictions)
     # The metrics recorded are exactly the ones recomputed from the written predictions' ranks.
     ranks = np.array([p["rank"] for p in predictions])

@@ -40,6 +40,8 @@ def test_train_evaluate_recommend(host, alpha, small_config, cf_run, synth_datas
     for r, pred in enumerate(predictions):
         assert pred["target"] == int(test.targets[r]) and len(pred["items"]) == 2
         assert all(1 <= i <= synth_dataset.num_items for i in pred["items"])
+        assert pred["titles"] == [synth_dataset.titles[i] for i in pred["items"]]
+        assert pred["target_title"] == synth_dataset.titles[pred["target"]]
         assert pred["scores"] == sorted(pred["scores"], reverse=True) and all(s <= 0 for s in pred["scores"])
 
     history = [synth_dataset.titles[i] for i in test.history(0)]

@@ -90,6 +90,19 @@ def prefix_examples(histories: torch.Tensor, targets: torch.Tensor) -> tuple[tor
     return rows[keep], windows[keep], next_items[keep]
 
 
+def sampled_softmax_loss(hidden: torch.Tensor, table: torch.Tensor, labels: torch.Tensor,
+                         negatives: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each state [M, D] over its label and negatives [K] shared by the batch.
+
+    The negatives are drawn uniformly, so the logQ correction of sampled softmax is one
+    constant for every candidate and cancels. A negative equal to a row's label is dropped
+    from that row (-inf), so the label is never counted as its own negative.
+    """
+    positive = (hidden * table[labels]).sum(-1, keepdim=True)  # [M, 1]
+    negative = (hidden @ table[negatives].T).masked_fill(negatives[None] == labels[:, None], float("-inf"))
+    return F.cross_entropy(torch.cat([positive, negative], dim=1), torch.zeros_like(labels))
+
+
 class CFModel(nn.Module):
     """Base class: logits = user_embedding @ item_embeddings().T, padding column = -inf.
 
@@ -132,11 +145,8 @@ class CFModel(nn.Module):
         num_negatives = self.config.num_negatives
         if num_negatives == 0 or num_negatives >= self.num_items:
             return F.cross_entropy(self.item_logits(hidden), labels)
-        table = self.item_embeddings()
         negatives = torch.randint(1, self.num_items + 1, (num_negatives,), device=labels.device)  # [K]
-        positive = (hidden * table[labels]).sum(-1, keepdim=True)  # [M, 1]
-        negative = (hidden @ table[negatives].T).masked_fill(negatives[None] == labels[:, None], float("-inf"))
-        return F.cross_entropy(torch.cat([positive, negative], dim=1), torch.zeros_like(labels))
+        return sampled_softmax_loss(hidden, self.item_embeddings(), labels, negatives)
 
     def forward(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
         """[B], [B, H] -> item logits [B, num_items + 1]."""

@@ -2,7 +2,8 @@
 
 Training masks random items of history + target (a row where none was drawn gets its
 last item, the target, masked, so every row teaches the prediction task used at test
-time) and predicts them from both sides. At prediction time a mask token is appended
+time) and predicts them from both sides; a ``last_only_prob`` fraction of rows masks only
+the target. At prediction time a mask token is appended
 after the history and its output is the user state.
 """
 
@@ -23,11 +24,16 @@ class BERT4RecConfig(CFConfig):
     num_layers: int = 2
     num_heads: int = 2
     mask_prob: float = 0.3
+    # Fraction of training rows whose only masked item is the last one (the target): the
+    # next-item task asked at prediction time (RecBole's ft_ratio).
+    last_only_prob: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 < self.mask_prob <= 1.0:
             raise ConfigError(f"mask_prob must be in (0, 1], got {self.mask_prob}")
+        if not 0.0 <= self.last_only_prob <= 1.0:
+            raise ConfigError(f"last_only_prob must be in [0, 1], got {self.last_only_prob}")
 
 
 @register_cf_model
@@ -65,10 +71,16 @@ class BERT4Rec(CFModel):
         mask_column = torch.full_like(history[:, :1], self.mask_id)
         return self.encode(torch.cat([history, mask_column], dim=1))[:, -1]
 
+    def cloze_mask(self, sequence: torch.Tensor) -> torch.Tensor:
+        """Left-padded [B, L] sequences ending in their target -> bool [B, L], the items to predict."""
+        masked = (torch.rand(sequence.shape, device=sequence.device) < self.config.mask_prob) & (sequence > 0)
+        last_only = torch.rand(sequence.shape[0], device=sequence.device) < self.config.last_only_prob  # [B]
+        masked[last_only] = False
+        masked[:, -1] |= ~masked.any(dim=1)
+        return masked
+
     def loss(self, users: torch.Tensor, histories: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         sequence = torch.cat([fit_history(histories, self.config.max_history), targets[:, None]], dim=1)  # [B, L]
-        real = sequence > 0
-        masked = (torch.rand(sequence.shape, device=sequence.device) < self.config.mask_prob) & real
-        masked[:, -1] |= ~masked.any(dim=1)
+        masked = self.cloze_mask(sequence)
         hidden = self.encode(sequence.masked_fill(masked, self.mask_id))
         return self.item_loss(hidden[masked], sequence[masked])

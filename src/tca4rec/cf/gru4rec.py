@@ -17,6 +17,10 @@ from tca4rec.cf.base import CFConfig, CFModel, fit_history, register_cf_model
 @dataclass
 class GRU4RecConfig(CFConfig):
     num_layers: int = 1
+    # Chosen on Toys_and_Games' valid split: at 1e-3 valid NDCG@10 sits at MostPop level for
+    # 7 epochs (a patience of 3 stops it there) and still climbs at epoch 40; at 1e-2 it
+    # peaks at epoch 7 (0.0258 against 0.0295 at epoch 40 of 1e-3, in a sixth of the epochs).
+    lr: float = 1e-2
 
 
 @register_cf_model

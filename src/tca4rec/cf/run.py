@@ -17,7 +17,7 @@ import torch
 from tca4rec.cf.base import CFModel, cf_model_class
 from tca4rec.data import RecDataset
 from tca4rec.errors import ConfigError, RunError
-from tca4rec.evaluate.metrics import hit_ranks, metrics_record
+from tca4rec.evaluate.metrics import hit_ranks, metrics_record, prediction_records
 from tca4rec.io import atomic_write_json, atomic_write_jsonl
 
 CONFIG_FILE = "config.json"
@@ -149,8 +149,6 @@ def evaluate_cf(run_dir: str | Path, dataset: RecDataset, split: str = "test", l
                             extra={"dataset": dataset.name, "limit": limit, "sample_seed": sample_seed,
                                    "run": run_dir.name})
     atomic_write_json(run_dir / f"metrics_{split}.json", record)
-    atomic_write_jsonl(run_dir / f"predictions_{split}.jsonl", [
-        {"row": int(rows.row_ids[r]), "user": int(rows.users[r]), "target": int(rows.targets[r]), "rank": int(ranks[r]),
-         "items": ids[r].tolist(), "scores": [round(float(s), 5) for s in scores[r]]}
-        for r in range(len(rows))])
+    atomic_write_jsonl(run_dir / f"predictions_{split}.jsonl",
+                       prediction_records(dataset.titles, rows.row_ids, rows.users, rows.targets, ranks, ids, scores))
     return record

@@ -11,8 +11,11 @@ from tca4rec.cli import add_command
 from tca4rec.errors import ConfigError, RunError
 
 
-def _parse_set(model_name: str, pairs: list[str]) -> dict:
-    """``--set num_layers=3`` -> {"num_layers": 3}, typed by the model's config field."""
+def _parse_set(model_name: str, pairs: list[str], many: bool = False) -> dict:
+    """``--set num_layers=3`` -> {"num_layers": 3}, typed by the model's config field.
+
+    With ``many``, ``--set mask_prob=0.2,0.4`` -> {"mask_prob": [0.2, 0.4]} (a sweep grid).
+    """
     from tca4rec.cf.base import cf_model_class
 
     config_class = cf_model_class(model_name).config_class
@@ -24,10 +27,13 @@ def _parse_set(model_name: str, pairs: list[str]) -> dict:
         key = key.strip().replace("-", "_")
         if not sep or key not in fields:
             raise ConfigError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+        if key in values:
+            raise ConfigError(f"--set {pair!r}: {key} is set twice")
         try:
-            values[key] = types[key](raw)
+            typed = [types[key](part.strip()) for part in (raw.split(",") if many else [raw])]
         except ValueError:
             raise ConfigError(f"--set {pair!r}: {key} needs a {types[key].__name__}") from None
+        values[key] = typed if many else typed[0]
     return values
 
 
@@ -43,6 +49,33 @@ def cmd_train(args) -> int:
     out = train_cf(dataset, args.model, args.out, config=overrides, epochs=args.epochs, limit=args.limit,
                    overwrite=args.overwrite, progress=not args.quiet)
     print(f"trained {args.model} on {dataset.name} -> {out}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tca4rec.cf.sweep import sweep_cf
+    from tca4rec.data import load_dataset
+
+    values = _parse_set(args.model, args.set or [], many=True)
+    grid = {key: v for key, v in values.items() if len(v) > 1}
+    base = {key: v[0] for key, v in values.items() if len(v) == 1}
+    if args.epochs is not None:
+        base["epochs"] = args.epochs
+    dataset = load_dataset(args.data)
+    out = args.out or f"runs/sweep/{dataset.name}/{args.model}"
+    rows = sweep_cf(dataset, args.model, out, grid, base=base, limit=args.limit, progress=not args.quiet)
+    fixed = ", ".join(f"{k}={v}" for k, v in base.items()) or "defaults"
+    table = Table(title=f"{args.model} on {dataset.name}: valid split ({fixed})")
+    for column in ("setting", "valid NDCG@10", "valid HR@10", "best epoch", "epochs", "train s"):
+        table.add_column(column, justify="left" if column == "setting" else "right")
+    for row in rows:
+        table.add_row(row["run"], f"{row['valid_NDCG@10']:.4f}", f"{row['valid_HR@10']:.4f}", str(row["best_epoch"]),
+                      str(row["epochs_run"]), f"{row['train_seconds']:.0f}")
+    Console().print(table)
+    print(f"wrote {Path(out) / 'sweep.json'}")
     return 0
 
 
@@ -114,6 +147,19 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config field, e.g. num_layers=3")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add_command(group, "sweep", cmd_sweep, "train a grid of settings and compare valid NDCG@10 (tune on your data)", (
+        "tca4rec cf sweep --data data/toys --model bert4rec --set mask_prob=0.2,0.4,0.6 --set dropout=0.1,0.3",
+        "tca4rec cf sweep --data data/toys --model sasrec --set num_negatives=0,1000 --set patience=5 --epochs 50",
+    ))
+    p.add_argument("--data", required=True, help="dataset folder (release format)")
+    p.add_argument("--model", required=True, help="model name (see 'tca4rec cf models')")
+    p.add_argument("--set", action="append", metavar="KEY=V1,V2",
+                   help="config field and its values; one value fixes it for every setting")
+    p.add_argument("--out", help="sweep folder, one run folder per setting (default runs/sweep/DATASET/MODEL)")
+    p.add_argument("--epochs", type=int, help="maximum epochs of every setting (early stopping on valid NDCG@10)")
+    p.add_argument("--limit", type=int, help="use only the first N train rows (and N valid rows)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = add_command(group, "evaluate", cmd_evaluate, "full-ranking HR/NDCG of a CF run on a split", (
         "tca4rec cf evaluate --run runs/sasrec --split test",

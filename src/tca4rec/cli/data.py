@@ -80,12 +80,13 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from tca4rec.data import save_dataset
-    from tca4rec.data.importer import ImportColumns, import_csv
+    from tca4rec.data.importer import ImportColumns, import_csv, import_recbole
 
     _refuse_existing(args.out)
     columns = ImportColumns(user=args.user_col, item=args.item_col, time=args.time_col, title=args.title_col,
                             brand=args.brand_col, items_item=args.items_item_col)
-    ds = import_csv(args.interactions, args.items, columns, _prepare_config(args))
+    recbole = args.format == "recbole" or (args.format is None and Path(args.interactions).suffix == ".inter")
+    ds = (import_recbole if recbole else import_csv)(args.interactions, args.items, columns, _prepare_config(args))
     _report(ds, save_dataset(ds, args.out))
     return 0
 
@@ -127,14 +128,19 @@ def register(sub) -> None:
     p.add_argument("--meta", required=True, help="meta_<Category>.json.gz (asin, title, brand)")
     _add_pipeline_options(p)
 
-    p = add_command(group, "import", _import, "build a dataset from generic CSV files (MovieLens-style)",
+    p = add_command(group, "import", _import, "build a dataset from CSV files (MovieLens-style) or RecBole atomic files",
                     ("tca4rec data import --interactions ratings.csv --items movies.csv --out data/ml "
-                     "--user-col userId --item-col movieId --time-col timestamp --title-col title",))
-    p.add_argument("--interactions", required=True, help="CSV with one row per user-item event")
-    p.add_argument("--items", required=True, help="CSV with one row per item (key, title, optional brand)")
+                     "--user-col userId --item-col movieId --time-col timestamp --title-col title",
+                     "tca4rec data import --interactions ml-1m.inter --items ml-1m.item --out data/ml1m "
+                     "--title-col movie_title"))
+    p.add_argument("--interactions", required=True, help="CSV, or RecBole .inter, with one row per user-item event")
+    p.add_argument("--items", required=True, help="CSV, or RecBole .item, with one row per item (key, title, brand)")
+    p.add_argument("--format", choices=("csv", "recbole"), default=None,
+                   help="file format (default: recbole when --interactions ends in .inter, else csv)")
     p.add_argument("--user-col", default="user_id", help="user column of --interactions (default user_id)")
     p.add_argument("--item-col", default="item_id", help="item column of --interactions (default item_id)")
-    p.add_argument("--time-col", default="timestamp", help="integer time column (default timestamp)")
+    p.add_argument("--time-col", default="timestamp",
+                   help="time column: integer (CSV) or seconds, floored (RecBole) (default timestamp)")
     p.add_argument("--title-col", default="title", help="title column of --items (default title)")
     p.add_argument("--brand-col", default=None, help="optional brand/category column of --items")
     p.add_argument("--items-item-col", default=None, help="item column of --items (default: --item-col)")

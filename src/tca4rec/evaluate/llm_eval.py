@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tca4rec.errors import ConfigError
-from tca4rec.evaluate.metrics import KS, hit_ranks, metrics_record
+from tca4rec.evaluate.metrics import KS, hit_ranks, metrics_record, prediction_records
 from tca4rec.io import atomic_write_json, atomic_write_jsonl
 
 
@@ -69,9 +69,7 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
     suffix = decoding_suffix(beta, length_normalize)
     if state.is_main_process:
         atomic_write_json(run.run_dir / f"metrics_{split}{suffix}.json", record)
-        atomic_write_jsonl(run.run_dir / f"predictions_{split}{suffix}.jsonl", [
-            {"row": int(rows.row_ids[r]), "user": int(rows.users[r]), "target": int(rows.targets[r]), "rank": int(ranks[r]),
-             "items": items[r].tolist(), "scores": [round(float(s), 5) for s in scores[r]]}
-            for r in range(len(rows))])
+        atomic_write_jsonl(run.run_dir / f"predictions_{split}{suffix}.jsonl", prediction_records(
+            run.dataset.titles, rows.row_ids, rows.users, rows.targets, ranks, items, scores))
     state.wait_for_everyone()
     return record

@@ -92,3 +92,17 @@ def metrics_record(ranks: np.ndarray, *, split: str, model: str, extra: dict | N
         "ci95": {k: list(v) for k, v in ci.items()},
         **(extra or {}),
     }
+
+
+def prediction_records(titles: list[str], row_ids: np.ndarray, users: np.ndarray, targets: np.ndarray,
+                       ranks: np.ndarray, items: np.ndarray, scores: np.ndarray) -> list[dict]:
+    """One ``predictions_<split>.jsonl`` record per row, with titles beside the ids so a person can read it.
+
+    ``titles[i]`` is item i's title (index 0, an empty slot of the ranked list, gets ``None``);
+    ``row_ids[r]``: the row's number in the whole split (what pairs rows across runs).
+    """
+    return [{"row": int(row_ids[r]), "user": int(users[r]), "target": int(targets[r]), "target_title": titles[int(targets[r])],
+             "rank": int(ranks[r]), "items": [int(i) for i in items[r]],
+             "titles": [titles[int(i)] if i > 0 else None for i in items[r]],
+             "scores": [round(float(s), 5) for s in scores[r]]}
+            for r in range(len(targets))]
