@@ -116,15 +116,20 @@ def _read_stat(path: Path) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def read_csv_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    """All cells as strings (no NA guessing: a product may be titled "None")."""
+def read_utf8_text(path: Path) -> str:
+    """A data file's text; a missing file or non-UTF-8 bytes are a DatasetError naming file and row."""
     if not path.is_file():
         raise DatasetError("missing file", file=path)
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DatasetError(f"not UTF-8 text (byte {e.start})", file=path, row=data[:e.start].count(b"\n")) from None
+
+
+def read_csv_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """All cells as strings (no NA guessing: a product may be titled "None")."""
+    text = read_utf8_text(path)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, na_filter=False, engine="c")
     except pd.errors.EmptyDataError:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tca4rec.data.dataset import RecDataset
-from tca4rec.data.formats import int_column, read_csv_table
+from tca4rec.data.formats import int_column, read_csv_table, read_utf8_text
 from tca4rec.data.prepare import PrepareConfig, build_dataset
 from tca4rec.errors import DatasetError
 
@@ -64,14 +64,7 @@ def import_recbole(interactions: str | Path, items: str | Path, columns: ImportC
 
 def read_atomic_file(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     """A RecBole atomic file as string columns named without their ``:type`` suffix."""
-    if not path.is_file():
-        raise DatasetError("missing file", file=path)
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"not UTF-8 text (byte {e.start})", file=path, row=data[:e.start].count(b"\n")) from None
-    lines = text.splitlines()
+    lines = read_utf8_text(path).splitlines()
     if not lines or not lines[0].strip():
         raise DatasetError("empty file (expected a header like user_id:token<TAB>item_id:token)", file=path)
     header = lines[0].split("\t")
