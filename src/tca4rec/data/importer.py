@@ -64,7 +64,8 @@ def import_recbole(interactions: str | Path, items: str | Path, columns: ImportC
 
 def read_atomic_file(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     """A RecBole atomic file as string columns named without their ``:type`` suffix."""
-    lines = read_utf8_text(path).splitlines()
+    text = read_utf8_text(path)
+    lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise DatasetError("empty file (expected a header like user_id:token<TAB>item_id:token)", file=path)
     header = lines[0].split("\t")
