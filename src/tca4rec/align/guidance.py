@@ -20,12 +20,10 @@ have logit -inf has share 0 (log share -inf): the search never enters it.
 
 from __future__ import annotations
 
-import math
-import numbers
 
 import torch
 
-from tca4rec.align.tokenizer import CANCELLATION_TOLERANCE, contiguous_logsumexp
+from tca4rec.align.tokenizer import CANCELLATION_TOLERANCE, check_cf_logits, contiguous_logsumexp
 from tca4rec.align.trie import TitleTrie
 from tca4rec.errors import ConfigError
 
@@ -37,13 +35,7 @@ class CFGuide:
     """
 
     def __init__(self, trie: TitleTrie, cf_logits: torch.Tensor, temperature: float = 1.0) -> None:
-        if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature > 0):
-            raise ConfigError(f"CF temperature must be a positive finite number, got {temperature}")
-        if cf_logits.ndim != 2 or cf_logits.shape[1] != trie.num_items:
-            raise ConfigError(f"cf_logits must have shape [B, {trie.num_items}] (one column per item), "
-                              f"got {list(cf_logits.shape)}")
-        if not cf_logits.is_floating_point():
-            raise ConfigError(f"cf_logits must be a float tensor, got {cf_logits.dtype}")
+        check_cf_logits(cf_logits, trie.num_items, temperature)
         z = cf_logits.detach().to("cpu", torch.float64) / float(temperature)
         if bool(torch.isnan(z).any()) or bool(torch.isposinf(z).any()):
             raise ConfigError("cf_logits contain NaN or +inf (use -inf to rule an item out)")

@@ -104,6 +104,17 @@ class SoftLabels:
         return dense.view(b, length, vocab_size)
 
 
+def check_cf_logits(cf_logits: torch.Tensor, num_items: int, temperature: float) -> None:
+    """CF logits [B, num_items] of a float dtype and a positive finite temperature, or a ConfigError."""
+    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"temperature must be a positive finite number, got {temperature}")
+    if cf_logits.ndim != 2 or cf_logits.shape[1] != num_items:
+        raise ConfigError(f"cf_logits must have shape [B, {num_items}] (one column per item), "
+                          f"got {list(cf_logits.shape)}")
+    if not cf_logits.is_floating_point():
+        raise ConfigError(f"cf_logits must be a float tensor, got {cf_logits.dtype}")
+
+
 class CollaborativeTokenizer:
     """Maps CF item logits to token-level soft labels over a fixed catalog (built once).
 
@@ -124,13 +135,7 @@ class CollaborativeTokenizer:
     def _check(self, cf_logits: torch.Tensor, targets: torch.Tensor, alpha: float, temperature: float) -> None:
         if not (isinstance(alpha, numbers.Real) and 0.0 <= alpha <= 1.0):
             raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
-        if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature > 0):
-            raise ConfigError(f"temperature must be a positive finite number, got {temperature}")
-        if cf_logits.ndim != 2 or cf_logits.shape[1] != self.num_items:
-            raise ConfigError(f"cf_logits must have shape [B, {self.num_items}] (one column per item), "
-                              f"got {list(cf_logits.shape)}")
-        if not cf_logits.is_floating_point():
-            raise ConfigError(f"cf_logits must be a float tensor, got {cf_logits.dtype}")
+        check_cf_logits(cf_logits, self.num_items, temperature)
         if targets.ndim != 1 or targets.shape[0] != cf_logits.shape[0]:
             raise ConfigError(f"targets must have shape [{cf_logits.shape[0]}], got {list(targets.shape)}")
         if targets.is_floating_point() or targets.dtype == torch.bool:
