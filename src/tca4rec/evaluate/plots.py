@@ -45,7 +45,9 @@ def plot_metrics(results: Sequence[RunResult], path: str | Path) -> Path:
         ax.set_xticks(x, [f"@{k}" for k in KS])
         ax.set_title(family)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    # Below the panels: with many methods a legend inside would cover the bars.
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(len(results), 3), fontsize=8, frameon=False)
     fig.suptitle("Test metrics (95% bootstrap CI)")
     return _save(fig, path)
 
