@@ -96,6 +96,19 @@ def test_tiny_demo_end_to_end_then_resume_and_report(tmp_path, tiny_llm_dir, cap
     assert main(["report", str(tmp_path / "demo")]) == 0
     assert "report folder" in capsys.readouterr().out
 
+    logs.clear()  # --guided adds CF-guided decodings of both runs, beta tuned on valid rows, no retraining
+    report = run_demo(dataclasses.replace(cfg, test_limit=6, guided=True, beta_rows=4), log=logs.append)
+    assert not any("fine-tune" in line for line in logs)
+    assert sum(line.startswith("beta for ") for line in logs) == 2
+    results = json.loads((report / "results.json").read_text())
+    methods = [m["method"] for m in results["datasets"]["synthetic"]["methods"]]
+    guided = [m for m in methods if "CF-guided decoding" in m and "tuned on valid" in m]
+    assert len(methods) == 5 and len(guided) == 2
+    assert {m.split(" + CF-guided")[0] for m in guided} == {"LLM", "LLM + TCA4Rec"}
+    for run in ("tallrec-nocf-a0-s0", "tallrec-sasrec-a0.1-s0"):
+        tuning = json.loads((tmp_path / "demo" / "synthetic" / "llm" / run / "beta_tuning.json").read_text())
+        assert tuning["rows"] == 4 and tuning["best_beta"] in (0, 0.5, 1, 2)
+
 
 def test_overrides_replace_fields_and_only_names_real_cells(tmp_path):
     path = tmp_path / "s.yaml"
