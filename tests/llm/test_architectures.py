@@ -107,6 +107,7 @@ def _check_tokenizer_quirks(arch: str, llm_dir, synth_dataset) -> None:
     titles = list(synth_dataset.titles[1:21])
     ids = title_token_ids(tok, titles)
     assert [tok.decode(t) for t in ids] == titles  # the trie's tokens spell the titles exactly
+    assert ids == [tok(t, add_special_tokens=False).input_ids for t in titles]  # as the tokenizer, one by one
     if ARCHITECTURES[arch][0].startswith("sp"):
         assert all(tok.convert_ids_to_tokens(t[0]).startswith("▁") for t in ids)
 
