@@ -24,6 +24,15 @@ class BERT4RecConfig(CFConfig):
     num_layers: int = 2
     num_heads: int = 2
     mask_prob: float = 0.3
+    # Chosen on Toys_and_Games valid rows (README, "CF model zoo"): the cloze task sits at the
+    # popularity plateau for ~20 epochs before it learns item transitions, so it needs more
+    # patience than the shared default; smaller batches and less dropout shorten the plateau.
+    # Valid NDCG@10 gains 13% from epoch 40 to 60 and nothing after; 60 epochs keep Toys
+    # within 5 minutes on a 2-core CPU.
+    batch_size: int = 128
+    dropout: float = 0.1
+    epochs: int = 60
+    patience: int = 20
     # Fraction of training rows whose only masked item is the last one (the target): the
     # next-item task asked at prediction time (RecBole's ft_ratio).
     last_only_prob: float = 0.0
@@ -52,7 +61,11 @@ class BERT4Rec(CFModel):
         self.blocks = nn.ModuleList(TransformerBlock(d, config.num_heads, config.dropout)
                                     for _ in range(config.num_layers))
         self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d))
+        # Items and positions start on the same scale: with nn.Embedding's default N(0, 1)
+        # positions the summed input is ~99% position, the item identity is lost in the
+        # LayerNorm, and training sits at the popularity plateau (loss ~ln K) for many epochs.
         nn.init.normal_(self.item_embedding.weight, std=d ** -0.5)
+        nn.init.normal_(self.position_embedding.weight, std=d ** -0.5)
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Left-padded [B, L] (items and [MASK]) -> output states [B, L, D]."""
