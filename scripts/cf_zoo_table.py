@@ -14,6 +14,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from tca4rec.cf.run import read_run_config
+
 ORDER = ["mostpop", "sasrec", "bert4rec", "gru4rec", "caser"]
 
 
@@ -22,7 +24,7 @@ def main(zoo: Path) -> None:
     for metrics_path in sorted(zoo.glob("*/*-s*/metrics_test.json")):
         run = metrics_path.parent
         model, seed = run.name.rsplit("-s", 1)
-        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        config = read_run_config(run)
         runs[run.parent.name, model][int(seed)] = (config, json.loads(metrics_path.read_text(encoding="utf-8")))
     if not runs:
         sys.exit(f"no finished runs (DATASET/MODEL-sSEED/metrics_test.json) under {zoo}")

@@ -66,7 +66,6 @@ def test_seeded_build_is_deterministic_and_loss_decreases(name, synth_dataset):
     assert losses[-1] < 0.85 * losses[0]
 
 
-
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_sequence_models_learn_a_deterministic_transition(name):
     """Every item is followed by f(item): a sequential model must learn it from a few hundred rows.
@@ -93,6 +92,7 @@ def test_sequence_models_learn_a_deterministic_transition(name):
     with torch.no_grad():
         accuracy = (model.eval()(users, histories).argmax(dim=1) == targets).float().mean()
     assert accuracy > 0.95
+
 
 def test_fit_history_keeps_most_recent():
     h = torch.tensor([[0, 0, 1, 2, 3], [4, 5, 6, 7, 8]])
