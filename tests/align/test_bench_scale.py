@@ -30,7 +30,8 @@ def test_command_measures_every_stage_on_small_catalogs(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert [r["items"] for r in result["sizes"]] == [60, 120]
     for r in result["sizes"]:
-        assert r["trie_nodes"] > r["items"] and r["labels_s"] > 0 and r["beam_steps"] >= 1
+        assert r["trie_nodes"] > r["items"] and r["labels_s"] > 0 and r["labels_item_order_s"] > 0
+        assert r["beam_steps"] >= 1
         assert r["labels_peak_bytes"] > 0 and r["ranking_peak_bytes"] > 0
     assert "s_per_item" in result["labels_fit"]
     printed = capsys.readouterr()

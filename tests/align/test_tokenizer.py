@@ -36,8 +36,12 @@ def cases(draw):
 @given(cases())
 def test_labels_match_reference(ref_labels, case):
     titles, logits, targets, alpha, temperature = case
-    labels = CollaborativeTokenizer(titles, EOS).soft_labels(logits, torch.tensor(targets), alpha, temperature)
+    ct = CollaborativeTokenizer(titles, EOS)
+    labels = ct.soft_labels(logits, torch.tensor(targets), alpha, temperature)
     expected, allowed = ref_labels(titles, EOS, logits, targets, alpha, temperature, VOCAB)
+    # Logits handed over in trie order give the same labels, bit for bit.
+    permuted = ct.soft_labels(logits[:, ct.trie.order], torch.tensor(targets), alpha, temperature, trie_order=True)
+    assert torch.equal(permuted.position, labels.position) and torch.equal(permuted.weight, labels.weight)
     dense = labels.to_dense(VOCAB)
     assert dense.shape == expected.shape
     assert (dense - expected).abs().max() <= 1e-6
@@ -195,10 +199,13 @@ def test_float32_fast_path_and_exact_path_match_reference_on_a_larger_catalog(re
     logits = (torch.randn(6, len(titles), generator=gen) * scale).float()
     logits[0, :200] = -math.inf
     targets = torch.randint(0, len(titles), (6,), generator=gen).tolist()
-    labels = CollaborativeTokenizer(titles, EOS).soft_labels(logits, torch.tensor(targets), alpha=1.0,
-                                                             temperature=0.7)
+    ct = CollaborativeTokenizer(titles, EOS)
+    labels = ct.soft_labels(logits, torch.tensor(targets), alpha=1.0, temperature=0.7)
     expected, _ = ref_labels(titles, EOS, logits.double(), targets, 1.0, 0.7, VOCAB)
     assert (labels.to_dense(VOCAB) - expected).abs().max() <= 1e-6
+    permuted = ct.soft_labels(logits[:, ct.trie.order], torch.tensor(targets), alpha=1.0, temperature=0.7,
+                              trie_order=True)
+    assert torch.equal(permuted.weight, labels.weight)
 
 
 def test_row_chunks_give_the_same_labels(monkeypatch):

@@ -46,8 +46,8 @@ def test_extreme_cf_logits_give_finite_loss_and_grads(small_config, cf_run, tmp_
     signals = trainer.tca
     real_signals = signals.cf_signals
 
-    def extreme(users, histories):
-        logits, history_cf, user_cf = real_signals(users, histories)
+    def extreme(users, histories, trie_order=False):
+        logits, history_cf, user_cf = real_signals(users, histories, trie_order)
         wild = torch.full_like(logits, -1e4)
         wild[:, 1::3] = 1e4
         wild[:, 2::5] = float("-inf")
@@ -62,3 +62,22 @@ def test_extreme_cf_logits_give_finite_loss_and_grads(small_config, cf_run, tmp_
     grads = [p.grad for p in trainer.model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_trie_order_logits_are_the_item_logits_permuted(small_config, cf_run, tmp_path):
+    """The trainer asks for logits in trie order (permuted item table); they must be the item-order
+    logits with their columns permuted, and the embeddings must not change."""
+    from tca4rec.llm.train import build_trainer
+
+    trainer, _ = build_trainer(small_config(tmp_path / "run", alpha=0.5, cf=str(cf_run)))
+    signals = trainer.tca
+    batch, _ = _batch(trainer, [0, 1, 2, 3])
+    plain, history_cf, user_cf = signals.cf_signals(batch["users"], batch["histories"])
+    permuted, history_cf2, user_cf2 = signals.cf_signals(batch["users"], batch["histories"], trie_order=True)
+    assert permuted.shape == (4, signals.dataset.num_items)
+    assert torch.allclose(permuted, plain[:, 1:][:, signals.trie.order], rtol=1e-5, atol=1e-5)
+    assert torch.equal(history_cf, history_cf2) and torch.equal(user_cf, user_cf2)
+    labels = signals.ct.soft_labels(permuted, batch["items"], alpha=0.5, trie_order=True)
+    reference = signals.ct.soft_labels(plain[:, 1:], batch["items"], alpha=0.5)
+    assert torch.equal(labels.index, reference.index)
+    assert (labels.weight - reference.weight).abs().max() <= 1e-5

@@ -17,7 +17,9 @@ How masses are computed, for the whole batch at once, on the logits' device (CPU
   gather, one exp and one cumsum per logit, rows in chunks so memory stays bounded. The
   exp runs in the logits' dtype (float32 for CF models): each term is exact to its dtype's
   precision and only sums of positive terms are formed, so the result matches float64
-  to well under 1e-6.
+  to well under 1e-6. On a large catalog the costliest step is the gather into trie
+  order (a random read per logit): logits that already come in trie order
+  (``trie_order=True``; the CF item table permuted once, ``Signals.cf_signals``) skip it.
 - exact path: the subtraction cancels where a node holds a tiny share of its row's total
   (a subtree 1e4 nats below the maximum, or all -inf). From the first such position of a
   sample on, masses are computed in log space: in trie order, the off-path children of
@@ -144,8 +146,6 @@ class CollaborativeTokenizer:
         if bool(bad.any()):
             row = int(bad.nonzero()[0, 0])
             raise ConfigError(f"targets[{row}] = {int(targets[row])} is not an item column (0..{self.num_items - 1})")
-        if cf_logits.numel() and not bool((cf_logits.amax(1) < math.inf).all()):  # NaN and +inf propagate to the max
-            raise ConfigError("cf_logits contain NaN or +inf (use -inf to rule an item out)")
 
     @property
     def device(self) -> torch.device:
@@ -163,13 +163,14 @@ class CollaborativeTokenizer:
 
     @torch.no_grad()
     def soft_labels(self, cf_logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.1,
-                    temperature: float = 1.0) -> SoftLabels:
+                    temperature: float = 1.0, trie_order: bool = False) -> SoftLabels:
         """Soft labels y_k for each target's title + EOS, computed and returned on ``self.device``.
 
         cf_logits: [B, N] item logits (moved to ``self.device`` if elsewhere: CPU by default,
         so put the tokenizer where the logits live with ``.to``); targets: [B] item columns.
-        Where every item below a position's node has logit -inf, q is undefined there and
-        the label falls back to the one-hot target.
+        ``trie_order``: column p of cf_logits is item ``trie.order[p]`` instead of item p
+        (the same labels, without a gather). Where every item below a position's node has
+        logit -inf, q is undefined there and the label falls back to the one-hot target.
         """
         cf_logits, targets = torch.as_tensor(cf_logits), torch.as_tensor(targets)
         self._check(cf_logits, targets, alpha, temperature)
@@ -178,6 +179,10 @@ class CollaborativeTokenizer:
         z = z if z.dtype == torch.float64 else z.float()
         targets = targets.detach().to(device, torch.long)
         b, n = z.shape
+        peak = z.amax(1)  # [B]
+        if b and not bool((peak < math.inf).all()):  # NaN and +inf propagate to the max
+            raise ConfigError("cf_logits contain NaN or +inf (use -inf to rule an item out)")
+        columns = None if trie_order else trie.order  # logit column of each trie position
 
         lengths = trie.lengths[targets]  # [B], title + EOS
         length = int(lengths.max())
@@ -191,7 +196,6 @@ class CollaborativeTokenizer:
         position = real_positions[rows]
         sample, step = position // length, position % length
         on_path = kids == path[:, 1:].reshape(-1)[position]  # the child the target goes through
-        parent = path[:, :length].reshape(-1)[position]
 
         # Fast path: in trie order a node's children tile its range, so with C the prefix sums
         # of exp((z - row max) / T), mass(child i) = C[start(child i + 1)] - C[start(child i)]
@@ -207,7 +211,7 @@ class CollaborativeTokenizer:
         boundary_row = torch.empty_like(boundary)
         boundary_row[start_at] = sample
         boundary_row[end_at] = real_positions // length
-        prefix, total = self._prefix_sums(z, temperature, boundary_row, boundary)
+        prefix, total = self._prefix_sums(z, peak, columns, temperature, boundary_row, boundary)
         child_sum = prefix.index_select(0, start_at + 1) - prefix.index_select(0, start_at)
         parent_sum = (prefix.index_select(0, end_at) - prefix.index_select(0, end_at - counts)).index_select(0, rows)
         cancellation_bound = 4 * n * torch.finfo(torch.float64).eps / CANCELLATION_TOLERANCE
@@ -218,29 +222,31 @@ class CollaborativeTokenizer:
         exact = step >= exact_from[sample]
         q = child_sum / parent_sum
         if bool(exact.any()):
-            q = torch.where(exact, self._exact_q(z, temperature, path, lengths, exact_from, position, kids,
-                                                 on_path, length), q)
+            q = torch.where(exact, self._exact_q(z, columns, temperature, path, lengths, exact_from, position,
+                                                 kids, on_path, length), q)
         weight = float(alpha) * q + (1.0 - float(alpha)) * on_path.double()
         return SoftLabels(targets=target_tokens, nodes=nodes, position=position, index=trie.token[kids],
                           weight=weight)
 
-    def _prefix_sums(self, z: torch.Tensor, temperature: float, query_row: torch.Tensor,
-                     query_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(C[query_row, query_pos], C[:, N]) in float64, where C[row, pos] sums exp((z - row max) / T)
-        over the first ``pos`` items in trie order.
+    def _prefix_sums(self, z: torch.Tensor, peak: torch.Tensor, columns: torch.Tensor | None, temperature: float,
+                     query_row: torch.Tensor, query_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C[query_row, query_pos], C[:, N]) in float64, where C[row, pos] sums exp((z - peak) / T)
+        over the first ``pos`` items in trie order (z's ``columns`` in that order; None: z's own).
 
         Rows go in chunks of about CHUNK_ELEMENTS logits, so the extra memory is bounded
         whatever the catalog size. A row of -inf has max 0 and C = 0 everywhere.
         """
         b, n = z.shape
-        peak = z.amax(1)
         peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
         found = torch.zeros(query_row.shape, dtype=torch.float64, device=z.device)
         total = torch.empty(b, dtype=torch.float64, device=z.device)
         rows_per_chunk = max(1, CHUNK_ELEMENTS // n)
         for lo in range(0, b, rows_per_chunk):
             hi = min(b, lo + rows_per_chunk)
-            terms = z[lo:hi].index_select(1, self.trie.order).sub_(peak[lo:hi, None])
+            if columns is None:
+                terms = z[lo:hi] - peak[lo:hi, None]  # a new tensor: the caller's logits stay as they are
+            else:
+                terms = z[lo:hi].index_select(1, columns).sub_(peak[lo:hi, None])
             if temperature != 1:
                 terms /= temperature
             cumulative = torch.cumsum(terms.exp_(), 1, dtype=torch.float64)  # [rows, n]: C[., pos + 1]
@@ -250,9 +256,9 @@ class CollaborativeTokenizer:
             found = torch.where(wanted, cumulative.view(-1).index_select(0, flat), found)
         return found, total
 
-    def _exact_q(self, z: torch.Tensor, temperature: float, path: torch.Tensor, lengths: torch.Tensor,
-                 exact_from: torch.Tensor, position: torch.Tensor, kids: torch.Tensor, on_path: torch.Tensor,
-                 length: int) -> torch.Tensor:
+    def _exact_q(self, z: torch.Tensor, columns: torch.Tensor | None, temperature: float, path: torch.Tensor,
+                 lengths: torch.Tensor, exact_from: torch.Tensor, position: torch.Tensor, kids: torch.Tensor,
+                 on_path: torch.Tensor, length: int) -> torch.Tensor:
         """q for every label entry, exact (log space, float64) at steps >= ``exact_from[sample]``.
 
         In trie order, the off-path children of n_k .. n_{m-1} plus the target's leaf tile
@@ -274,7 +280,7 @@ class CollaborativeTokenizer:
         member = torch.repeat_interleave(torch.arange(seg_node.numel(), device=device), seg_length)
         first = torch.cumsum(seg_length, 0) - seg_length
         sorted_pos = seg_start[member] + torch.arange(member.numel(), device=device) - first[member]
-        values = z[seg_sample[member], trie.order[sorted_pos]].double()
+        values = z[seg_sample[member], sorted_pos if columns is None else columns[sorted_pos]].double()
         if temperature != 1:
             values /= temperature
         seg_mass = contiguous_logsumexp(values, seg_length)

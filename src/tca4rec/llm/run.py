@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -60,6 +60,7 @@ class Signals:
     title_ids: list[list[int]]  # title_ids[i] = item i's title tokens; [0] = [] (padding)
     ct: object  # CollaborativeTokenizer over item columns 0..N-1 (item id = column + 1)
     cf: torch.nn.Module | None
+    _trie_tables: dict = field(default_factory=dict, repr=False)  # device -> CF item table in trie order
 
     @property
     def trie(self):
@@ -109,19 +110,35 @@ class Signals:
         return self
 
     @torch.no_grad()
-    def cf_signals(self, users: torch.Tensor, histories: torch.Tensor
+    def cf_signals(self, users: torch.Tensor, histories: torch.Tensor, trie_order: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(item logits [B, N+1], history item embeddings [B, H, D], user embeddings [B, D]).
 
+        ``trie_order``: the logits are [B, N] instead, column p for item column ``trie.order[p]``
+        (no padding column), the order ``soft_labels(..., trie_order=True)`` reads without a
+        gather. The frozen CF model's item table is permuted once (kept per device), so each
+        batch costs the same matmul as item order, not a random read per logit.
         Without a CF model (alpha 0, no embedding host) the logits are zeros, which the
         CT ignores at alpha 0, and there are no embeddings.
         """
         if self.cf is None:
-            return torch.zeros(len(users), self.dataset.num_items + 1, device=users.device), None, None
+            width = self.dataset.num_items + (0 if trie_order else 1)
+            return torch.zeros(len(users), width, device=users.device), None, None
         device = next(self.cf.parameters()).device
         users, histories = users.to(device), histories.to(device)
-        logits = self.cf(users, histories).float()
-        return logits, self.cf.item_embeddings()[histories].float(), self.cf.user_embedding(users, histories).float()
+        hidden = self.cf.user_embedding(users, histories)  # [B, D]
+        if trie_order:
+            logits = hidden @ self._trie_order_items(device).T
+        else:
+            logits = self.cf.item_logits(hidden)
+        return logits.float(), self.cf.item_embeddings()[histories].float(), hidden.float()
+
+    def _trie_order_items(self, device: torch.device) -> torch.Tensor:
+        """The CF item table [N, D] in trie order (padding row dropped), built once per device."""
+        if device not in self._trie_tables:
+            table = self.cf.item_embeddings()[1:]
+            self._trie_tables[device] = table.index_select(0, self.trie.order.to(table.device)).detach()
+        return self._trie_tables[device]
 
 
 def build_host(config, signals: Signals, trainable: bool) -> Host:

@@ -202,9 +202,11 @@ class TCA4RecTrainer(Trainer):
             self.tokens["slots"] += inputs["attention_mask"].numel() + fed.numel()
 
         host_config = self.config.host_config()
-        cf_logits, history_cf, user_cf = self.tca.cf_signals(inputs["users"], inputs["histories"])
-        labels = self.label_ct.soft_labels(cf_logits[:, 1:], inputs["items"], alpha=self.config.alpha,
-                                         temperature=self.config.temperature).to(inputs["input_ids"].device)
+        # Logits in trie order: the labels skip a random read per logit (see Signals.cf_signals).
+        cf_logits, history_cf, user_cf = self.tca.cf_signals(inputs["users"], inputs["histories"], trie_order=True)
+        labels = self.label_ct.soft_labels(cf_logits, inputs["items"], alpha=self.config.alpha,
+                                           temperature=self.config.temperature,
+                                           trie_order=True).to(inputs["input_ids"].device)
         logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                        slot_positions=inputs["slot_positions"], user_slot=inputs["user_slot"],
                        target_tokens=inputs["target_tokens"], history_cf=history_cf, user_cf=user_cf)
