@@ -77,6 +77,8 @@ def test_trie_order_logits_are_the_item_logits_permuted(small_config, cf_run, tm
     assert permuted.shape == (4, signals.dataset.num_items)
     assert torch.allclose(permuted, plain[:, 1:][:, signals.trie.order], rtol=1e-5, atol=1e-5)
     assert torch.equal(history_cf, history_cf2) and torch.equal(user_cf, user_cf2)
+    history_cf3, user_cf3 = signals.cf_embeddings(batch["users"], batch["histories"])  # decoding's call: no logits
+    assert torch.equal(history_cf, history_cf3) and torch.equal(user_cf, user_cf3)
     labels = signals.ct.soft_labels(permuted, batch["items"], alpha=0.5, trie_order=True)
     reference = signals.ct.soft_labels(plain[:, 1:], batch["items"], alpha=0.5)
     assert torch.equal(labels.index, reference.index)

@@ -64,7 +64,7 @@ def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, 
             prompt = host.prompts(histories[rows]).to(device)
             history_cf = user_cf = None
             if host.host_config.uses_cf_embeddings:
-                _, history_cf, user_cf = signals.cf_signals(users[rows].to(device), histories[rows].to(device))
+                history_cf, user_cf = signals.cf_embeddings(users[rows], histories[rows])
             cf_logits = None
             if guide_model is not None:
                 cf_logits = item_logits(guide_model, users[rows], histories[rows])

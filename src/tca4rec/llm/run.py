@@ -133,6 +133,16 @@ class Signals:
             logits = self.cf.item_logits(hidden)
         return logits.float(), self.cf.item_embeddings()[histories].float(), hidden.float()
 
+    @torch.no_grad()
+    def cf_embeddings(self, users: torch.Tensor, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(history item embeddings [B, H, D], user embeddings [B, D]) for the embedding hosts,
+        without the [B, N] logits (decoding needs no logits; at a million items they are 64 MB per 16 rows)."""
+        if self.cf is None:
+            raise RunError("this run has no CF model, so no CF embeddings")
+        device = next(self.cf.parameters()).device
+        users, histories = users.to(device), histories.to(device)
+        return self.cf.item_embeddings()[histories].float(), self.cf.user_embedding(users, histories).float()
+
     def _trie_order_items(self, device: torch.device) -> torch.Tensor:
         """The CF item table [N, D] in trie order (padding row dropped), built once per device."""
         if device not in self._trie_tables:
