@@ -157,3 +157,48 @@ def test_refusals(small_config, cf_run, tmp_path, tmp_path_factory, capsys):
 
     evaluate_llm_run(run_dir, limit=1, beams=2)
     assert not marker.exists()
+
+
+def test_killed_evaluation_resumes_with_the_rows_it_decoded(reference_run, tmp_path, monkeypatch):
+    """Blocks of 2 rows; the evaluation dies in its second block, then a new call decodes only
+    the rest, and metrics and predictions equal an uninterrupted evaluation's."""
+    import shutil
+
+    import tca4rec.evaluate.llm_eval as llm_eval
+    import tca4rec.llm.decoding as decoding
+
+    _, reference = reference_run
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    uninterrupted = llm_eval.evaluate_llm_run(run, limit=5, beams=2, batch_size=2)
+    expected_predictions = (run / "predictions_test.jsonl").read_text()
+
+    monkeypatch.setattr(llm_eval, "BLOCK_BATCHES", 1)
+    real = decoding.evaluate_rows
+    decoded: list[int] = []
+
+    def dies_in_second_block(host, signals, split, **kwargs):
+        if len(decoded) == 2:
+            raise KeyboardInterrupt  # stands for the kill
+        decoded.extend(split.row_ids.tolist())
+        return real(host, signals, split, **kwargs)
+
+    monkeypatch.setattr(decoding, "evaluate_rows", dies_in_second_block)
+    (run / "predictions_test.jsonl").unlink()
+    with pytest.raises(KeyboardInterrupt):
+        llm_eval.evaluate_llm_run(run, limit=5, beams=2, batch_size=2)
+    partial = json.loads((run / "decode_test.partial.json").read_text())
+    assert len(partial["items"]) == 2
+    path, key = run / "decode_test.partial.json", partial["key"]
+    assert len(llm_eval._read_partial(path, key)[0]) == 2
+    for changed in ({**key, "beams": 3}, {**key, "weights": []}, {**key, "rows": key["rows"][:4]}):
+        assert len(llm_eval._read_partial(path, changed)[0]) == 0  # other settings or weights: start over
+
+    decoded.clear()
+    monkeypatch.setattr(decoding, "evaluate_rows", lambda *a, **k: (decoded.extend(a[2].row_ids.tolist()),
+                                                                      real(*a, **k))[1])
+    record = llm_eval.evaluate_llm_run(run, limit=5, beams=2, batch_size=2)
+    assert decoded == [2, 3, 4]  # only the rows the killed call had not saved
+    assert record["metrics"] == uninterrupted["metrics"]
+    assert (run / "predictions_test.jsonl").read_text() == expected_predictions
+    assert not (run / "decode_test.partial.json").exists()

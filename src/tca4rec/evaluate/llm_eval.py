@@ -10,17 +10,26 @@ CF-guided decoding (``beta > 0``, DESIGN.md) writes ``metrics_<split>_beta<b>.js
 ``_lennorm`` with length normalization) beside the plain results, so both stay comparable.
 ``beta="auto"`` uses the value ``tca4rec tune-beta`` stored in the run folder (chosen on
 valid rows, never on test).
+
+Decoding thousands of rows takes an hour on a CPU, so rows go in blocks and what is decoded
+is saved after each block (``decode_<split><suffix>.partial.json``, atomic): a killed
+evaluation started again with the same settings on the same weights decodes only the rest,
+and gives the same results as an uninterrupted one (tested). The file goes once the
+metrics are written.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from tca4rec.errors import ConfigError
 from tca4rec.evaluate.metrics import KS, hit_ranks, metrics_record, prediction_records
-from tca4rec.io import atomic_write_json, atomic_write_jsonl
+from tca4rec.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+
+BLOCK_BATCHES = 8  # decoded rows are saved after every BLOCK_BATCHES batches (per process)
 
 
 def decoding_suffix(beta: float, length_normalize: bool) -> str:
@@ -55,9 +64,21 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
     run = load_llm_run(run_dir, data=data, device=state.device)
     cf_model = guide_cf_model(run, cf_run) if beta > 0 else None
     rows = run.dataset.split(split).select(limit, sample_seed)
-    items, scores = evaluate_rows(run.host, run.signals, rows, beams=beams, k=beams, batch_size=batch_size,
-                                  device=state.device, desc=f"evaluate {split}", beta=beta,
-                                  length_normalize=length_normalize, cf_model=cf_model)
+    suffix = decoding_suffix(beta, length_normalize)
+    partial = run.run_dir / f"decode_{split}{suffix}.partial.json"
+    key = {"rows": rows.row_ids.tolist(), "beams": beams, "batch_size": batch_size, "beta": beta,
+           "cf_run": str(cf_run) if cf_run is not None else None, "processes": state.num_processes,
+           "weights": _weights_stamp(run.run_dir)}
+    items, scores = _read_partial(partial, key)
+    block = batch_size * BLOCK_BATCHES * state.num_processes
+    for start in range(len(items), len(rows), block):
+        new_items, new_scores = evaluate_rows(
+            run.host, run.signals, rows.rows_between(start, start + block), beams=beams, k=beams,
+            batch_size=batch_size, device=state.device, desc=f"evaluate {split} ({start}/{len(rows)} rows done)",
+            beta=beta, length_normalize=length_normalize, cf_model=cf_model)
+        items, scores = np.concatenate([items, new_items]), np.concatenate([scores, new_scores])
+        if state.is_main_process and len(items) < len(rows):
+            atomic_write_text(partial, json.dumps({"key": key, "items": items.tolist(), "scores": scores.tolist()}))
     ranked = np.pad(items, ((0, 0), (0, max(0, max(KS) - beams))))  # empty slots never hit
     ranks = hit_ranks(ranked, rows.targets, run.dataset.title_group)
     name = run.name + (f"+cfdec(beta={beta:g})" if beta > 0 else "") + ("+lennorm" if length_normalize else "")
@@ -66,10 +87,30 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
         "host": run.config.host, "alpha": run.config.alpha, "cf": run.config.cf, "beta": beta,
         "guide_cf": (str(cf_run) if cf_run is not None else TEACHER) if beta > 0 else None,
         "length_normalize": length_normalize})
-    suffix = decoding_suffix(beta, length_normalize)
     if state.is_main_process:
         atomic_write_json(run.run_dir / f"metrics_{split}{suffix}.json", record)
         atomic_write_jsonl(run.run_dir / f"predictions_{split}{suffix}.jsonl", prediction_records(
             run.dataset.titles, rows.row_ids, rows.users, rows.targets, ranks, items, scores))
+        partial.unlink(missing_ok=True)
     state.wait_for_everyone()
     return record
+
+
+def _weights_stamp(run_dir: Path) -> list:
+    """Size and modification time of every trained-weights file: a retrained run never reuses old rows."""
+    files = sorted(p for p in run_dir.rglob("*.safetensors") if "checkpoints" not in p.parts)
+    return [[str(p.relative_to(run_dir)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def _read_partial(path: Path, key: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(items, scores) of the rows a killed evaluation with the same ``key`` decoded; empty otherwise."""
+    beams = key["beams"]
+    empty = np.zeros((0, beams), dtype=np.int64), np.zeros((0, beams), dtype=np.float32)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, or unreadable: decode from the start
+        return empty
+    if not isinstance(saved, dict) or saved.get("key") != key:
+        return empty
+    items = np.asarray(saved["items"], dtype=np.int64).reshape(-1, beams)
+    return items, np.asarray(saved["scores"], dtype=np.float32).reshape(-1, beams)
