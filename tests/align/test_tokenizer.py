@@ -208,6 +208,31 @@ def test_float32_fast_path_and_exact_path_match_reference_on_a_larger_catalog(re
     assert torch.equal(permuted.weight, labels.weight)
 
 
+def test_fast_path_serves_positions_below_the_root(ref_labels, monkeypatch):
+    """Positions below the root whose error bound allows it come from prefix-sum differences (not
+    only the dense root block and the exact path), and they match the reference too."""
+    import tca4rec.align.tokenizer as tokenizer_module
+
+    titles = random_catalog(400, seed=11)
+    ct = CollaborativeTokenizer(titles, EOS)
+    gen = torch.Generator().manual_seed(2)
+    logits, targets = torch.randn(8, len(titles), generator=gen), torch.randint(0, len(titles), (8,), generator=gen)
+    first_exact = []
+    exact_q = tokenizer_module.CollaborativeTokenizer._exact_q
+
+    def recording(self, z, columns, temperature, path, lengths, exact_from, *args):
+        first_exact.append(exact_from.clone())
+        return exact_q(self, z, columns, temperature, path, lengths, exact_from, *args)
+
+    monkeypatch.setattr(tokenizer_module.CollaborativeTokenizer, "_exact_q", recording)
+    labels = ct.soft_labels(logits, targets, alpha=1.0)
+    expected, _ = ref_labels(titles, EOS, logits.double(), targets.tolist(), 1.0, 1.0, VOCAB)
+    assert (labels.to_dense(VOCAB) - expected).abs().max() <= 1e-6
+    lengths = ct.trie.lengths[targets]
+    exact_from = first_exact[0] if first_exact else lengths
+    assert bool((exact_from >= 2).any())  # some sample's position 1 came from the fast path
+
+
 def test_row_chunks_give_the_same_labels(monkeypatch):
     import tca4rec.align.tokenizer as tokenizer_module
 

@@ -14,19 +14,23 @@ How masses are computed, for the whole batch at once, on the logits' device (CPU
 
 - fast path: items sorted in trie order make every node a contiguous range, so with prefix
   sums C of exp((z - row max) / T) in float64, mass(n) = C[end(n)] - C[start(n)]: one
-  gather, one exp and one cumsum per logit, rows in chunks so memory stays bounded. The
-  exp runs in the logits' dtype (float32 for CF models): each term is exact to its dtype's
-  precision and only sums of positive terms are formed, so the result matches float64
-  to well under 1e-6. On a large catalog the costliest step is the gather into trie
-  order (a random read per logit): logits that already come in trie order
+  gather, one exp and one cumsum per logit, rows in chunks so memory stays bounded. Only
+  sums of positive terms are formed, so the one error to watch is cancellation in the
+  difference (below). The root's children are the same for every sample and hold most of
+  the entries (91% on Toys_and_Games): they are one dense [B, R] gather of C, the other
+  positions one entry per (position, child). On a large catalog the costliest step is the
+  gather into trie order (a random read per logit): logits that already come in trie order
   (``trie_order=True``; the CF item table permuted once, ``Signals.cf_signals``) skip it.
-- exact path: the subtraction cancels where a node holds a tiny share of its row's total
-  (a subtree 1e4 nats below the maximum, or all -inf). From the first such position of a
-  sample on, masses are computed in log space: in trie order, the off-path children of
-  n_k .. n_{m-1} plus the target's leaf are contiguous ranges that tile the range of n_k;
-  one segment log-sum-exp over them (each segment stabilized by its own max, in float64)
-  gives every off-path child's log-mass, and a path node's log-mass is a reverse
-  cumulative log-sum-exp along the path. Its cost is the items below that first node.
+- exact path: the subtraction cancels where a node holds a tiny share of its row's total:
+  a float64 sum of positive terms errs by at most (terms - 1) * eps / 2 of its value, so q
+  at a node [start, end) errs by at most 2 eps end C[end] / mass(node). Where that could
+  exceed CANCELLATION_TOLERANCE (deep nodes of a few items, a subtree 1e4 nats below the
+  maximum, all -inf), masses are computed in log space from the first such position of a
+  sample on: in trie order, the off-path children of n_k .. n_{m-1} plus the target's leaf
+  are contiguous ranges that tile the range of n_k; one segment log-sum-exp over them (each
+  segment stabilized by its own max, in float64) gives every off-path child's log-mass,
+  and a path node's log-mass is a reverse cumulative log-sum-exp along the path. Its cost
+  is the items below that first node.
 """
 
 from __future__ import annotations
@@ -39,16 +43,15 @@ from pathlib import Path
 
 import torch
 
-from tca4rec.align.trie import TitleTrie
+from tca4rec.align.trie import ROOT, TitleTrie
 from tca4rec.errors import ConfigError
 
 IGNORE_INDEX = -100  # target-token padding, as in torch's cross-entropy
 
 _FORMAT = "tca4rec.CollaborativeTokenizer/1"
 CHUNK_ELEMENTS = 1 << 21  # logits per chunk of the fast path: 24 MB of work tensors (float32 terms + float64 sums)
-# Largest label error the fast path may incur from cancellation in C[end] - C[start]. The
-# float64 prefix sum of n terms errs by at most n * eps * total, so a position is computed
-# exactly when its node's mass is below 4 * n * eps * total / CANCELLATION_TOLERANCE.
+# Largest error of q the fast path may incur from cancellation in C[end] - C[start]; a
+# position whose error bound exceeds it is computed exactly.
 CANCELLATION_TOLERANCE = 1e-7
 
 
@@ -184,54 +187,76 @@ class CollaborativeTokenizer:
             raise ConfigError("cf_logits contain NaN or +inf (use -inf to rule an item out)")
         columns = None if trie_order else trie.order  # logit column of each trie position
 
-        lengths = trie.lengths[targets]  # [B], title + EOS
+        lengths = trie.lengths.index_select(0, targets)  # [B], title + EOS
         length = int(lengths.max())
         real = torch.arange(length, device=device) < lengths[:, None]  # [B, L]
-        path = trie.item_path[targets, : length + 1]  # [B, L+1]: node of s_t[:k]; column m_b is the leaf
+        path = trie.item_path.index_select(0, targets)[:, : length + 1]  # [B, L+1]: node of s_t[:k]; column m_b is the leaf
         nodes = torch.where(real, path[:, :length], -1)
-        target_tokens = torch.where(real, trie.seqs[targets, :length], IGNORE_INDEX)
+        target_tokens = torch.where(real, trie.seqs.index_select(0, targets)[:, :length], IGNORE_INDEX)
 
-        real_positions = real.reshape(-1).nonzero().squeeze(1)  # [P]
-        rows, kids = trie.children(nodes.reshape(-1)[real_positions])  # [E] each
-        position = real_positions[rows]
-        sample, step = position // length, position % length
-        on_path = kids == path[:, 1:].reshape(-1)[position]  # the child the target goes through
+        # The root (k = 0) has the same R children for every sample: most of the entries on a
+        # title catalog (91% on Toys_and_Games), so they form one dense [B, R] block. The other
+        # positions (k >= 1) have one entry per (position, child of its node).
+        num_root = int(trie.num_children[ROOT])
+        root_ends = trie.range_end[1 : num_root + 1]  # [R]: breadth-first numbering puts the root's children at 1..R
+        real_positions = (real & (torch.arange(length, device=device) > 0)).view(-1).nonzero().squeeze(1)  # [P]
+        node_of_position = nodes.view(-1).index_select(0, real_positions)  # [P]
+        sample_of_position = real_positions // length  # [P]
+        rows, kids = trie.children(node_of_position)  # [E] each
+        position = real_positions.index_select(0, rows)
+        on_path = kids == path[:, 1:].reshape(-1).index_select(0, position)  # the child the target goes through
 
-        # Fast path: in trie order a node's children tile its range, so with C the prefix sums
-        # of exp((z - row max) / T), mass(child i) = C[start(child i + 1)] - C[start(child i)]
-        # (C[end(node)] after the last child). The difference cancels where a node holds a
-        # tiny share of its row's total; such positions are computed exactly instead.
-        node_of_position = nodes.reshape(-1).index_select(0, real_positions)  # [P]
-        counts = trie.num_children.index_select(0, node_of_position)  # [P], >= 1 before the leaf
-        end_at = torch.cumsum(counts, 0) + torch.arange(counts.numel(), device=device)  # [P] into the boundaries
-        start_at = torch.arange(kids.numel(), device=device) + rows  # [E]
-        boundary = torch.empty(kids.numel() + counts.numel(), dtype=torch.long, device=device)
-        boundary[start_at] = trie.range_start.index_select(0, kids)
-        boundary[end_at] = trie.range_end.index_select(0, node_of_position)
-        boundary_row = torch.empty_like(boundary)
-        boundary_row[start_at] = sample
-        boundary_row[end_at] = real_positions // length
-        prefix, total = self._prefix_sums(z, peak, columns, temperature, boundary_row, boundary)
-        child_sum = prefix.index_select(0, start_at + 1) - prefix.index_select(0, start_at)
-        parent_sum = (prefix.index_select(0, end_at) - prefix.index_select(0, end_at - counts)).index_select(0, rows)
-        cancellation_bound = 4 * n * torch.finfo(torch.float64).eps / CANCELLATION_TOLERANCE
-        ill_conditioned = parent_sum <= cancellation_bound * total.index_select(0, sample)
-        # Masses shrink along the path: from a sample's first ill-conditioned position on, all are exact.
-        exact_from = torch.full((b,), length, device=device).scatter_reduce(
-            0, sample[ill_conditioned], step[ill_conditioned], reduce="amin")
-        exact = step >= exact_from[sample]
-        q = child_sum / parent_sum
-        if bool(exact.any()):
+        # In trie order every node is a range [start, end), so with C the prefix sums of
+        # exp((z - row max) / T), mass(node) = C[end] - C[start], and the root's children tile
+        # [0, N). The difference cancels where a node holds a tiny share of its row's total;
+        # such positions are computed exactly instead.
+        e, p = kids.numel(), real_positions.numel()
+        bounds = torch.cat([trie.range_start.index_select(0, kids), trie.range_end.index_select(0, kids),
+                            trie.range_start.index_select(0, node_of_position),
+                            trie.range_end.index_select(0, node_of_position)])  # [2E + 2P]
+        sample = sample_of_position.index_select(0, rows)
+        prefix, root_prefix = self._prefix_sums(z, peak, columns, temperature,
+                                                torch.cat([sample, sample, sample_of_position, sample_of_position]),
+                                                bounds, root_ends)
+        total = root_prefix[:, -1]  # [B] = C[N]
+
+        root_onehot = torch.zeros(b, num_root, dtype=torch.float64, device=device).scatter_(
+            1, path[:, 1:2] - 1, 1.0)  # [B, R]: the root's child the target goes through
+        root_mass = torch.diff(root_prefix, dim=1, prepend=torch.zeros_like(root_prefix[:, :1]))
+        # A row of -inf has total 0: q is undefined there and the label is the one-hot target.
+        root_q = torch.where(total[:, None] > 0, root_mass / total[:, None], root_onehot)
+        root_weight = float(alpha) * root_q + (1.0 - float(alpha)) * root_onehot
+
+        child_sum = prefix[e: 2 * e] - prefix[:e]  # [E]
+        # A float64 sum of positive terms errs by at most (terms - 1) * eps / 2 of its value, so
+        # C[pos] by at most pos * eps / 2 * C[pos]; with every bound of the parent [start, end)
+        # and of its children at most end, q = child / parent errs by at most 2 eps end C[end] / parent.
+        end_sum = prefix[2 * e + p:]
+        parent_sum = end_sum - prefix[2 * e: 2 * e + p]  # [P]
+        error_bound = 2 * torch.finfo(torch.float64).eps * bounds[2 * e + p:] * end_sum
+        ill_conditioned = parent_sum * CANCELLATION_TOLERANCE <= error_bound  # [P]
+        q = child_sum / parent_sum.index_select(0, rows)
+        if bool(ill_conditioned.any()):
+            # Masses shrink along the path: from a sample's first ill-conditioned position on, all are exact.
+            step = real_positions % length
+            exact_from = torch.full((b,), length, device=device).scatter_reduce(
+                0, sample_of_position[ill_conditioned], step[ill_conditioned], reduce="amin")
+            exact = step.index_select(0, rows) >= exact_from.index_select(0, sample)
             q = torch.where(exact, self._exact_q(z, columns, temperature, path, lengths, exact_from, position,
                                                  kids, on_path, length), q)
         weight = float(alpha) * q + (1.0 - float(alpha)) * on_path.double()
-        return SoftLabels(targets=target_tokens, nodes=nodes, position=position, index=trie.token[kids],
-                          weight=weight)
+        root_position = (torch.arange(b, device=device) * length)[:, None].expand(b, num_root)
+        return SoftLabels(targets=target_tokens, nodes=nodes,
+                          position=torch.cat([root_position.reshape(-1), position]),
+                          index=torch.cat([trie.token[1 : num_root + 1].repeat(b), trie.token.index_select(0, kids)]),
+                          weight=torch.cat([root_weight.reshape(-1), weight]))
 
     def _prefix_sums(self, z: torch.Tensor, peak: torch.Tensor, columns: torch.Tensor | None, temperature: float,
-                     query_row: torch.Tensor, query_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(C[query_row, query_pos], C[:, N]) in float64, where C[row, pos] sums exp((z - peak) / T)
+                     query_row: torch.Tensor, query_pos: torch.Tensor,
+                     dense_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C[query_row, query_pos], C[:, dense_pos]) in float64, where C[row, pos] sums exp((z - peak) / T)
         over the first ``pos`` items in trie order (z's ``columns`` in that order; None: z's own).
+        ``dense_pos`` must be positive.
 
         Rows go in chunks of about CHUNK_ELEMENTS logits, so the extra memory is bounded
         whatever the catalog size. A row of -inf has max 0 and C = 0 everywhere.
@@ -239,22 +264,26 @@ class CollaborativeTokenizer:
         b, n = z.shape
         peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
         found = torch.zeros(query_row.shape, dtype=torch.float64, device=z.device)
-        total = torch.empty(b, dtype=torch.float64, device=z.device)
+        dense = torch.empty(b, dense_pos.numel(), dtype=torch.float64, device=z.device)
         rows_per_chunk = max(1, CHUNK_ELEMENTS // n)
+        nonzero = query_pos > 0  # C[., 0] = 0 is not stored
         for lo in range(0, b, rows_per_chunk):
             hi = min(b, lo + rows_per_chunk)
+            # One float64 work tensor per chunk, updated in place: on CPU a fresh multi-megabyte
+            # tensor costs page faults, which cost more here than exp in float64 instead of float32.
             if columns is None:
                 terms = z[lo:hi] - peak[lo:hi, None]  # a new tensor: the caller's logits stay as they are
             else:
                 terms = z[lo:hi].index_select(1, columns).sub_(peak[lo:hi, None])
             if temperature != 1:
                 terms /= temperature
-            cumulative = torch.cumsum(terms.exp_(), 1, dtype=torch.float64)  # [rows, n]: C[., pos + 1]
-            total[lo:hi] = cumulative[:, -1]
-            wanted = (query_row >= lo) & (query_row < hi) & (query_pos > 0)
-            flat = ((query_row - lo) * n + query_pos - 1).clamp(0, cumulative.numel() - 1)
+            # exp in the logits' dtype, sums in float64; in place, as a fresh multi-megabyte tensor costs page faults
+            cumulative = terms.exp_().double().cumsum_(1)  # [rows, n]: C[., pos + 1]
+            dense[lo:hi] = cumulative.index_select(1, dense_pos - 1)
+            wanted = nonzero if hi - lo == b else nonzero & (query_row >= lo) & (query_row < hi)
+            flat = ((query_row - lo) * n + query_pos - 1).clamp_(0, cumulative.numel() - 1)
             found = torch.where(wanted, cumulative.view(-1).index_select(0, flat), found)
-        return found, total
+        return found, dense
 
     def _exact_q(self, z: torch.Tensor, columns: torch.Tensor | None, temperature: float, path: torch.Tensor,
                  lengths: torch.Tensor, exact_from: torch.Tensor, position: torch.Tensor, kids: torch.Tensor,
