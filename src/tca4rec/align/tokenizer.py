@@ -238,12 +238,13 @@ class CollaborativeTokenizer:
         q = child_sum / parent_sum.index_select(0, rows)
         if bool(ill_conditioned.any()):
             # Masses shrink along the path: from a sample's first ill-conditioned position on, all are exact.
-            step = real_positions % length
+            step_of_position = real_positions % length
             exact_from = torch.full((b,), length, device=device).scatter_reduce(
-                0, sample_of_position[ill_conditioned], step[ill_conditioned], reduce="amin")
-            exact = step.index_select(0, rows) >= exact_from.index_select(0, sample)
-            q = torch.where(exact, self._exact_q(z, columns, temperature, path, lengths, exact_from, position,
-                                                 kids, on_path, length), q)
+                0, sample_of_position[ill_conditioned], step_of_position[ill_conditioned], reduce="amin")
+            step = step_of_position.index_select(0, rows)
+            exact = (step >= exact_from.index_select(0, sample)).nonzero().squeeze(1)  # entries
+            q[exact] = self._exact_q(z, columns, temperature, path, lengths, exact_from, sample[exact], step[exact],
+                                     kids[exact], on_path[exact])
         weight = float(alpha) * q + (1.0 - float(alpha)) * on_path.double()
         root_position = (torch.arange(b, device=device) * length)[:, None].expand(b, num_root)
         return SoftLabels(targets=target_tokens, nodes=nodes,
@@ -269,15 +270,13 @@ class CollaborativeTokenizer:
         nonzero = query_pos > 0  # C[., 0] = 0 is not stored
         for lo in range(0, b, rows_per_chunk):
             hi = min(b, lo + rows_per_chunk)
-            # One float64 work tensor per chunk, updated in place: on CPU a fresh multi-megabyte
-            # tensor costs page faults, which cost more here than exp in float64 instead of float32.
             if columns is None:
                 terms = z[lo:hi] - peak[lo:hi, None]  # a new tensor: the caller's logits stay as they are
             else:
                 terms = z[lo:hi].index_select(1, columns).sub_(peak[lo:hi, None])
             if temperature != 1:
                 terms /= temperature
-            # exp in the logits' dtype, sums in float64; in place, as a fresh multi-megabyte tensor costs page faults
+            # exp in the logits' dtype, sums in float64; in place: a fresh multi-megabyte tensor costs page faults
             cumulative = terms.exp_().double().cumsum_(1)  # [rows, n]: C[., pos + 1]
             dense[lo:hi] = cumulative.index_select(1, dense_pos - 1)
             wanted = nonzero if hi - lo == b else nonzero & (query_row >= lo) & (query_row < hi)
@@ -286,45 +285,41 @@ class CollaborativeTokenizer:
         return found, dense
 
     def _exact_q(self, z: torch.Tensor, columns: torch.Tensor | None, temperature: float, path: torch.Tensor,
-                 lengths: torch.Tensor, exact_from: torch.Tensor, position: torch.Tensor, kids: torch.Tensor,
-                 on_path: torch.Tensor, length: int) -> torch.Tensor:
-        """q for every label entry, exact (log space, float64) at steps >= ``exact_from[sample]``.
+                 lengths: torch.Tensor, exact_from: torch.Tensor, sample: torch.Tensor, step: torch.Tensor,
+                 kids: torch.Tensor, on_path: torch.Tensor) -> torch.Tensor:
+        """q, exact (log space, float64), for the entries (sample, step, child, on path) [X] of every
+        position at ``step >= exact_from[sample]`` (all of them, for each sample that has any).
 
         In trie order, the off-path children of n_k .. n_{m-1} plus the target's leaf tile
         the range of n_k, so each sample's exact work covers only the items below its first
-        exact node. One segment log-sum-exp over those segments gives every off-path
-        child's log-mass; a path node's log-mass is the reverse cumulative log-sum-exp of
-        what hangs below it along the path. Entries before ``exact_from`` get garbage.
+        exact node. One log-sum-exp per such child gives its log-mass; a path node's log-mass
+        is the reverse cumulative log-sum-exp of what hangs below it along the path.
         """
         trie, device = self.trie, z.device
         b, n = z.shape
-        sample, step = position // length, position % length
-        off = ~on_path & (step >= exact_from[sample])
-        has_exact = exact_from < lengths
-        leaf = path.gather(1, lengths[:, None]).squeeze(1)[has_exact]  # [S]
-        seg_sample = torch.cat([sample[off], has_exact.nonzero().squeeze(1)])
-        seg_node = torch.cat([kids[off], leaf])
-        seg_start, seg_length = trie.range_start[seg_node], trie.range_end[seg_node] - trie.range_start[seg_node]
-        # Every item of every segment: its row and trie-order position, segment after segment.
-        member = torch.repeat_interleave(torch.arange(seg_node.numel(), device=device), seg_length)
-        first = torch.cumsum(seg_length, 0) - seg_length
-        sorted_pos = seg_start[member] + torch.arange(member.numel(), device=device) - first[member]
+        width = path.shape[1]  # L + 1
+        off = ~on_path
+        with_leaf = (exact_from < lengths).nonzero().squeeze(1)  # samples with exact positions
+        seg_sample = torch.cat([sample[off], with_leaf])
+        seg_step = torch.cat([step[off], lengths[with_leaf]])  # a leaf sits one step past the last position
+        seg_node = torch.cat([kids[off], path[with_leaf, lengths[with_leaf]]])
+        seg_start = trie.range_start.index_select(0, seg_node)
+        seg_length = trie.range_end.index_select(0, seg_node) - seg_start
+        # Every item of every segment, segment after segment: its row and trie-order position.
+        member = torch.repeat_interleave(seg_length)
+        sorted_pos = (seg_start - torch.cumsum(seg_length, 0) + seg_length)[member] + torch.arange(
+            member.numel(), device=device)
         values = z[seg_sample[member], sorted_pos if columns is None else columns[sorted_pos]].double()
         if temperature != 1:
             values /= temperature
-        seg_mass = contiguous_logsumexp(values, seg_length)
-        num_off = int(off.sum())
-        off_mass, leaf_mass = seg_mass[:num_off], seg_mass[num_off:]
+        seg_mass = contiguous_logsumexp(values, seg_length)  # [S]: off-path children, then leaves
+        below = segment_logsumexp(seg_mass, seg_sample * width + seg_step, b * width)  # [B * (L+1)]
+        node_mass = below.view(b, width).flip(1).logcumsumexp(1).flip(1).view(-1)  # log mass(n_k), k >= exact_from
 
-        below = torch.full((b, length + 1), -math.inf, dtype=torch.float64, device=device)
-        below[:, :length] = segment_logsumexp(off_mass, position[off], b * length).view(b, length)
-        below[has_exact.nonzero().squeeze(1), lengths[has_exact]] = leaf_mass
-        node_mass = below.flip(1).logcumsumexp(1).flip(1)  # [B, L+1], log mass(n_k) for k >= exact_from
-
-        child_mass = torch.full(kids.shape, -math.inf, dtype=torch.float64, device=device)
-        child_mass[off] = off_mass
-        child_mass[on_path] = node_mass[sample[on_path], step[on_path] + 1]
-        parent_mass = node_mass[sample, step]
+        node = sample * width + step
+        child_mass = torch.where(on_path, node_mass.index_select(0, node + 1),
+                                 torch.zeros(on_path.shape, dtype=torch.float64, device=device).masked_scatter_(off, seg_mass))
+        parent_mass = node_mass.index_select(0, node)
         defined = torch.isfinite(parent_mass)
         return torch.where(defined, torch.exp(child_mass - torch.where(defined, parent_mass, 0.0)),
                            on_path.double())
