@@ -21,6 +21,8 @@ from torch import nn
 
 from tca4rec.errors import ConfigError
 
+NEGATIVE_SAMPLING = ("uniform", "popularity")
+
 
 @dataclass
 class CFConfig:
@@ -35,9 +37,11 @@ class CFConfig:
     epochs: int = 200
     patience: int = 10  # epochs without a better valid NDCG@10 before stopping
     seed: int = 0
-    # Training softmax: over all items (0), or over the target and this many uniformly drawn
-    # items shared by the batch (sampled softmax: ~N / num_negatives times cheaper on big catalogs).
+    # Training softmax: over all items (0), or over the target and this many drawn items shared
+    # by the batch (sampled softmax: ~N / num_negatives times cheaper on big catalogs), drawn
+    # uniformly or in proportion to train-row popularity (+1) with the logQ correction.
     num_negatives: int = 1000
+    negative_sampling: str = "uniform"
 
     def __post_init__(self) -> None:
         positive = ("hidden_size", "max_history", "batch_size")
@@ -50,6 +54,9 @@ class CFConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.num_negatives < 0:
             raise ConfigError(f"num_negatives must be >= 0, got {self.num_negatives}")
+        if self.negative_sampling not in NEGATIVE_SAMPLING:
+            raise ConfigError(f"negative_sampling must be one of {', '.join(NEGATIVE_SAMPLING)}, "
+                              f"got {self.negative_sampling!r}")
         if self.epochs < 0 or self.patience < 1:
             raise ConfigError(f"need epochs >= 0 and patience >= 1, got {self.epochs} and {self.patience}")
 
@@ -91,16 +98,31 @@ def prefix_examples(histories: torch.Tensor, targets: torch.Tensor) -> tuple[tor
 
 
 def sampled_softmax_loss(hidden: torch.Tensor, table: torch.Tensor, labels: torch.Tensor,
-                         negatives: torch.Tensor) -> torch.Tensor:
+                         negatives: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of each state [M, D] over its label and negatives [K] shared by the batch.
 
-    The negatives are drawn uniformly, so the logQ correction of sampled softmax is one
-    constant for every candidate and cancels. A negative equal to a row's label is dropped
-    from that row (-inf), so the label is never counted as its own negative.
+    ``log_q`` [N + 1]: log probability with which each item is drawn as a negative. The logQ
+    correction subtracts it from every candidate's logit, label included (Bengio & Senecal
+    2008; Yi et al. 2019), so that sum_k exp(logit_k) / (K q_k) estimates the full softmax's
+    normalizer without bias; None: uniform draws, whose correction is one constant and
+    cancels. A negative equal to a row's label is dropped from that row (-inf), so the label
+    is never counted as its own negative.
     """
     positive = (hidden * table[labels]).sum(-1, keepdim=True)  # [M, 1]
-    negative = (hidden @ table[negatives].T).masked_fill(negatives[None] == labels[:, None], float("-inf"))
+    negative = hidden @ table[negatives].T  # [M, K]
+    if log_q is not None:
+        positive = positive - log_q[labels][:, None]
+        negative = negative - log_q[negatives][None]
+    negative = negative.masked_fill(negatives[None] == labels[:, None], float("-inf"))
     return F.cross_entropy(torch.cat([positive, negative], dim=1), torch.zeros_like(labels))
+
+
+def item_counts(histories: np.ndarray, targets: np.ndarray, num_items: int) -> np.ndarray:
+    """How often each item id 0..num_items occurs in train rows' histories and targets (float64, id 0 = 0)."""
+    items = np.concatenate([histories.reshape(-1), targets.reshape(-1)])
+    counts = np.bincount(items, minlength=num_items + 1)[: num_items + 1].astype(np.float64)
+    counts[0] = 0.0
+    return counts
 
 
 class CFModel(nn.Module):
@@ -145,8 +167,13 @@ class CFModel(nn.Module):
         num_negatives = self.config.num_negatives
         if num_negatives == 0 or num_negatives >= self.num_items:
             return F.cross_entropy(self.item_logits(hidden), labels)
-        negatives = torch.randint(1, self.num_items + 1, (num_negatives,), device=labels.device)  # [K]
-        return sampled_softmax_loss(hidden, self.item_embeddings(), labels, negatives)
+        if self.config.negative_sampling == "uniform":
+            negatives = torch.randint(1, self.num_items + 1, (num_negatives,), device=labels.device)  # [K]
+            return sampled_softmax_loss(hidden, self.item_embeddings(), labels, negatives)
+        if not hasattr(self, "negative_log_q"):
+            raise ConfigError("negative_sampling='popularity' needs the train rows' counts: call fit_statistics first")
+        negatives = torch.multinomial(self.negative_log_q.exp(), num_negatives, replacement=True)  # [K], never 0
+        return sampled_softmax_loss(hidden, self.item_embeddings(), labels, negatives, self.negative_log_q)
 
     def forward(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
         """[B], [B, H] -> item logits [B, num_items + 1]."""
@@ -158,7 +185,16 @@ class CFModel(nn.Module):
         return self.item_loss(self.user_embedding(users[rows], prefixes), next_items)
 
     def fit_statistics(self, histories: np.ndarray, targets: np.ndarray) -> None:
-        """Hook for models built from train-row counts instead of gradients."""
+        """Read what a model needs from train-row counts before training: here the popularity
+        distribution of sampled negatives (``negative_sampling='popularity'``, add-one smoothed
+        so that every item can be drawn); models built from counts alone override it."""
+        if self.config.negative_sampling == "popularity":
+            counts = item_counts(histories, targets, self.num_items) + 1.0
+            counts[0] = 0.0  # the padding item is never a negative
+            log_q = torch.from_numpy(counts / counts.sum()).log().float()  # log 0 = -inf for the padding item
+            device = next(self.parameters()).device
+            # Not persistent: a training-time statistic, not part of the model's weights.
+            self.register_buffer("negative_log_q", log_q.to(device), persistent=False)
 
 
 CF_MODELS: dict[str, type[CFModel]] = {}

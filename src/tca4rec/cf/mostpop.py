@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tca4rec.cf.base import CFModel, register_cf_model
+from tca4rec.cf.base import CFModel, item_counts, register_cf_model
 
 
 @register_cf_model
@@ -23,9 +23,7 @@ class MostPop(CFModel):
         self.register_buffer("log_popularity", torch.zeros(num_items + 1, 1))  # [N + 1, 1]
 
     def fit_statistics(self, histories: np.ndarray, targets: np.ndarray) -> None:
-        items = np.concatenate([histories.reshape(-1), targets.reshape(-1)])
-        counts = np.bincount(items, minlength=self.num_items + 1)[: self.num_items + 1].astype(np.float64)
-        counts[0] = 0.0
+        counts = item_counts(histories, targets, self.num_items)
         self.log_popularity.copy_(torch.from_numpy(np.log1p(counts))[:, None])
 
     def user_embedding(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,10 @@ from tca4rec.cf.layers import TransformerBlock
 class SASRecConfig(CFConfig):
     num_layers: int = 2
     num_heads: int = 1
+    # Chosen on valid rows (README, "CF model zoo"): popularity-drawn negatives with the logQ
+    # correction reach the valid NDCG@10 of 3,000 uniform negatives (Office_Products 0.1230 vs
+    # 0.1186 uniform) at the cost of 1,000, and are no worse on Toys_and_Games (0.0377 vs 0.0374).
+    negative_sampling: str = "popularity"
 
 
 @register_cf_model
