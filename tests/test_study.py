@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 
@@ -108,6 +109,23 @@ def test_tiny_demo_end_to_end_then_resume_and_report(tmp_path, tiny_llm_dir, cap
     for run in ("tallrec-nocf-a0-s0", "tallrec-sasrec-a0.1-s0"):
         tuning = json.loads((tmp_path / "demo" / "synthetic" / "llm" / run / "beta_tuning.json").read_text())
         assert tuning["rows"] == 4 and tuning["best_beta"] in (0, 0.5, 1, 2)
+
+    # A finished folder kept without its weights (as docs/results keeps one in git) needs nothing again...
+    guided = dataclasses.replace(cfg, test_limit=6, guided=True, beta_rows=4)
+    demo = tmp_path / "demo"
+    for weights in [*demo.rglob("adapter"), *demo.rglob("model.safetensors")]:
+        shutil.rmtree(weights) if weights.is_dir() else weights.unlink()
+    logs.clear()
+    run_demo(guided, log=logs.append)
+    assert not any("fine-tune" in line or "] CF " in line or "] evaluate " in line for line in logs)
+    # ...while an unfinished cell gets its teacher trained again, then is fine-tuned itself
+    (demo / "synthetic" / "llm" / "tallrec-sasrec-a0.1-s0" / "metrics_test.json").unlink()
+    logs.clear()
+    run_demo(guided, log=logs.append)
+    assert sum("] CF " in line for line in logs) == 1
+    fine_tuned = [line for line in logs if "] fine-tune" in line]
+    assert len(fine_tuned) == 1 and "TCA4Rec" in fine_tuned[0]
+    assert (demo / "synthetic" / "cf" / "sasrec-s0" / "model.safetensors").is_file()
 
 
 def test_overrides_replace_fields_and_only_names_real_cells(tmp_path):

@@ -232,10 +232,17 @@ class Study:
                 raise ConfigError(f"--only {', '.join(unknown)}: not a cell of this study "
                                   f"(cells: {', '.join(sorted(known))})")
         stages: list[Stage] = []
+        unfinished = [c for c in self.config.llm_cells() if not self._llm_finished(c)]
         for cell in self.config.cf_cells():
             if only is not None and cell.folder not in only:
                 continue
-            if not self.evaluated(self.out / cell.folder, cell.dataset):
+            run = self.out / cell.folder
+            # A finished study folder may be kept without its weights (e.g. committed as results):
+            # the CF model is trained again only if an unfinished LLM cell still reads it.
+            readers = [c for c in unfinished if (c.cf is not None and CFCell(c.dataset, c.cf, c.seed) == cell)
+                       or (self.guided_betas() and self.guide_cf_run(c) == run)]
+            weights_needed = bool(readers) and not (run / "model.safetensors").is_file()
+            if not self.evaluated(run, cell.dataset) or weights_needed:
                 stages.append(Stage(f"CF {cell.label} on {cell.dataset}", "cf_run", cell.dataset, 1,
                                     lambda c=cell: self.run_cf(c)))
         for cell in self.config.llm_cells():
@@ -243,10 +250,9 @@ class Study:
             if only is not None and cell.folder not in only:
                 continue
             plain_done = self.evaluated(run, cell.dataset)
-            guided_left = [b for b in self.guided_betas() if self.guided_beta_value(cell, b) is None
-                           or not self.evaluated(run, cell.dataset, self.guided_beta_value(cell, b))]
+            guided_left = self._guided_left(cell)
             trained = (run / "adapter").is_dir()
-            if not trained and stage != "evaluate":
+            if not trained and not (plain_done and not guided_left) and stage != "evaluate":
                 stages.append(Stage(f"fine-tune {cell.label} on {cell.dataset}", "llm_step", cell.dataset,
                                     self._train_steps(cell.dataset), lambda c=cell: self.train_llm(c)))
             if stage == "all" or (stage == "evaluate" and trained):
@@ -258,6 +264,16 @@ class Study:
                                         "eval_row", cell.dataset, self._eval_rows(cell.dataset),
                                         lambda c=cell, b=b: self.evaluate_llm(c, b)))
         return stages
+
+    def _guided_left(self, cell: LLMCell) -> list:
+        """The CF-guided decodings (betas) of ``cell`` not evaluated yet."""
+        run = self.out / cell.folder
+        return [b for b in self.guided_betas() if self.guided_beta_value(cell, b) is None
+                or not self.evaluated(run, cell.dataset, self.guided_beta_value(cell, b))]
+
+    def _llm_finished(self, cell: LLMCell) -> bool:
+        """Every decoding of ``cell`` is evaluated: it needs neither its adapter nor its teacher again."""
+        return self.evaluated(self.out / cell.folder, cell.dataset) and not self._guided_left(cell)
 
     # ---- CF-guided decoding: every LLM cell is also decoded with each beta of ``betas`` ----
     def guided_betas(self) -> list:
