@@ -113,8 +113,9 @@ def test_tiny_demo_end_to_end_then_resume_and_report(tmp_path, tiny_llm_dir, cap
     # A finished folder kept without its weights (as docs/results keeps one in git) needs nothing again...
     guided = dataclasses.replace(cfg, test_limit=6, guided=True, beta_rows=4)
     demo = tmp_path / "demo"
-    for weights in [*demo.rglob("adapter"), *demo.rglob("model.safetensors")]:
-        shutil.rmtree(weights) if weights.is_dir() else weights.unlink()
+    for weights in [*demo.rglob("checkpoints"), *demo.rglob("adapter"), *demo.rglob("model.safetensors")]:
+        if weights.exists():  # an adapter inside a removed checkpoint is gone already
+            shutil.rmtree(weights) if weights.is_dir() else weights.unlink()
     logs.clear()
     run_demo(guided, log=logs.append)
     assert not any("fine-tune" in line or "] CF " in line or "] evaluate " in line for line in logs)
