@@ -252,7 +252,8 @@ class Study:
             plain_done = self.evaluated(run, cell.dataset)
             guided_left = self._guided_left(cell)
             trained = (run / "adapter").is_dir()
-            if not trained and not (plain_done and not guided_left) and stage != "evaluate":
+            finished = plain_done and not guided_left  # its adapter may be gone (weights not kept)
+            if not trained and not finished and stage != "evaluate":
                 stages.append(Stage(f"fine-tune {cell.label} on {cell.dataset}", "llm_step", cell.dataset,
                                     self._train_steps(cell.dataset), lambda c=cell: self.train_llm(c)))
             if stage == "all" or (stage == "evaluate" and trained):
