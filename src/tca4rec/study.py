@@ -232,7 +232,10 @@ class Study:
                 raise ConfigError(f"--only {', '.join(unknown)}: not a cell of this study "
                                   f"(cells: {', '.join(sorted(known))})")
         stages: list[Stage] = []
-        unfinished = [c for c in self.config.llm_cells() if not self._llm_finished(c)]
+        # Per LLM cell: is its plain decoding evaluated, and which CF-guided decodings are left.
+        progress = {c: (self.evaluated(self.out / c.folder, c.dataset), self._guided_left(c))
+                    for c in self.config.llm_cells()}
+        unfinished = [c for c, (plain_done, guided_left) in progress.items() if not plain_done or guided_left]
         for cell in self.config.cf_cells():
             if only is not None and cell.folder not in only:
                 continue
@@ -249,11 +252,9 @@ class Study:
             run = self.out / cell.folder
             if only is not None and cell.folder not in only:
                 continue
-            plain_done = self.evaluated(run, cell.dataset)
-            guided_left = self._guided_left(cell)
+            plain_done, guided_left = progress[cell]
             trained = (run / "adapter").is_dir()
-            finished = plain_done and not guided_left  # its adapter may be gone (weights not kept)
-            if not trained and not finished and stage != "evaluate":
+            if not trained and cell in unfinished and stage != "evaluate":  # a finished cell may lack its adapter
                 stages.append(Stage(f"fine-tune {cell.label} on {cell.dataset}", "llm_step", cell.dataset,
                                     self._train_steps(cell.dataset), lambda c=cell: self.train_llm(c)))
             if stage == "all" or (stage == "evaluate" and trained):
@@ -271,10 +272,6 @@ class Study:
         run = self.out / cell.folder
         return [b for b in self.guided_betas() if self.guided_beta_value(cell, b) is None
                 or not self.evaluated(run, cell.dataset, self.guided_beta_value(cell, b))]
-
-    def _llm_finished(self, cell: LLMCell) -> bool:
-        """Every decoding of ``cell`` is evaluated: it needs neither its adapter nor its teacher again."""
-        return self.evaluated(self.out / cell.folder, cell.dataset) and not self._guided_left(cell)
 
     # ---- CF-guided decoding: every LLM cell is also decoded with each beta of ``betas`` ----
     def guided_betas(self) -> list:
