@@ -233,6 +233,18 @@ def test_fast_path_serves_positions_below_the_root(ref_labels, monkeypatch):
     assert bool((exact_from >= 2).any())  # some sample's position 1 came from the fast path
 
 
+def test_tiny_node_after_a_heavy_prefix_is_exact(ref_labels):
+    """A two-item node whose mass is 1e-13 of the prefix before it in trie order: the prefix-sum
+    difference would keep only ~3 correct digits, so the bound must send it to the exact path."""
+    titles = [[1, 1]] * 5000 + [[2, 3], [2, 4]]
+    logits = torch.zeros(1, len(titles))
+    logits[0, -2:] = torch.tensor([-20.0, -21.0])
+    target = [len(titles) - 1]
+    labels = CollaborativeTokenizer(titles, EOS).soft_labels(logits, torch.tensor(target), alpha=1.0)
+    expected, _ = ref_labels(titles, EOS, logits.double(), target, 1.0, 1.0, VOCAB)
+    assert (labels.to_dense(VOCAB) - expected).abs().max() <= 1e-9
+
+
 def test_row_chunks_give_the_same_labels(monkeypatch):
     import tca4rec.align.tokenizer as tokenizer_module
 
