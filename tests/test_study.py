@@ -179,6 +179,7 @@ beta_tuning: {{rows: 4, grid: [0, 1]}}
     assert sum(line.startswith("beta for ") for line in logs) == 2
     text = (report / "report.md").read_text()
     assert "Training actually done" in text and "MDE80" in text
+    assert text.count("evaluated: the last step (no model selection)") == 2  # eval_rows 0: no best checkpoint
     assert text.count("+ CF-guided decoding (β=1)") >= 2 and "tuned on valid" in text
     for cell in study.config.llm_cells():  # the teacher of the TCA cell, SASRec for the host alone too
         assert study.guide_cf_run(cell) == study.out / "synthetic/cf/sasrec-s0"

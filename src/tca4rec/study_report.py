@@ -40,7 +40,9 @@ def _training_line(label: str, run: Path) -> str | None:
     state = json.loads(path.read_text())
     text = f"- {label}: {state['global_step']} optimizer steps ({state['epoch']:.2f} epochs)"
     if state.get("best_checkpoint"):
-        text += f", best {state['best_checkpoint']} (valid HR@3 {state['best_metric']:.4f})"
+        text += f"; evaluated: the best on valid HR@3, {state['best_checkpoint']} ({state['best_metric']:.4f})"
+    else:
+        text += "; evaluated: the last step (no model selection)"
     if state.get("stopped_by_time_budget_at_step") is not None:
         text += f"; stopped by the time budget at step {state['stopped_by_time_budget_at_step']}"
     return text
@@ -180,7 +182,7 @@ def write_study_report(study) -> Path:
                   f"{'; ± : std over seeds' if seeds > 1 else ''}. Consistency@10: share of the LLM's top-10 "
                   "items also in the CF model's top-10 for the same row.", "", *table, ""]
         if any(training):
-            lines += ["Training actually done (the best checkpoint on valid HR@3 is the one evaluated):", "",
+            lines += ["Training actually done, and which checkpoint each evaluation used:", "",
                       *[t for t in training if t], ""]
         if tests:
             lines += ["Paired bootstrap over the same rows (95% CI of the difference, the second method minus the "
