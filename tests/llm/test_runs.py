@@ -93,6 +93,19 @@ def test_same_seed_same_run(reference_run, small_config, tmp_path):
     assert evaluate_llm_run(first, limit=2, beams=2) ["metrics"] == evaluate_llm_run(second, limit=2, beams=2)["metrics"]
 
 
+def test_resume_with_more_steps_continues_on_the_new_schedule(small_config, tmp_path):
+    """A finished run resumed with a larger max_steps: its first new step runs at the new linear
+    schedule's rate, not at the 0 the old schedule had reached."""
+    from tca4rec.llm.train import train
+
+    run = train(small_config(tmp_path / "run", max_steps=4, save_steps=2, lr=1e-3))
+    train(small_config(tmp_path / "run", max_steps=8, save_steps=2, lr=1e-3), resume=True)
+    log = map(json.loads, (run / "train_log.jsonl").read_text().splitlines())
+    rates = {r["step"]: r["learning_rate"] for r in log if "learning_rate" in r}
+    assert rates[4] == pytest.approx(2.5e-4)  # the first run: 1e-3 decaying to 0 over 4 steps
+    assert [rates[s] for s in range(5, 9)] == pytest.approx([5e-4, 3.75e-4, 2.5e-4, 1.25e-4])  # 1e-3 (8 - s + 1) / 8
+
+
 def test_two_processes_match_one(small_config, tmp_path):
     """torchrun (gloo, 2 CPU processes, batch 2 each) == 1 process with batch 4."""
     from tca4rec.llm.train import train

@@ -243,6 +243,19 @@ class TCA4RecTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         load_weights(self.accelerator.unwrap_model(self.model), Path(resume_from_checkpoint))
 
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        scheduler = self.lr_scheduler
+        if checkpoint is None or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            return
+        # The restored optimizer holds the rate the checkpoint's schedule had reached: 0 at the end
+        # of a finished run. Where --resume changed max_steps or epochs, the schedule is the new
+        # one, so the next step starts from its rate at this step (unchanged runs: the same value).
+        rates = [base * rate(scheduler.last_epoch) for base, rate in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+        for group, lr in zip(self.optimizer.param_groups, rates):
+            group["lr"] = lr
+        scheduler._last_lr = rates  # what get_last_lr(), and so the train log, reports
+
     def _load_best_model(self) -> None:
         load_weights(self.accelerator.unwrap_model(self.model), Path(self.state.best_model_checkpoint))
 
