@@ -67,12 +67,21 @@ def test_targets_and_nodes_follow_the_trie():
         assert (labels.nodes[b, len(seq):] == -1).all()
 
 
-def test_alpha_zero_is_exactly_one_hot():
+def test_alpha_zero_is_exactly_one_hot_without_a_pass_over_the_logits(monkeypatch):
     ct = CollaborativeTokenizer(FIXED_TITLES, EOS)
-    labels = ct.soft_labels(torch.randn(4, len(FIXED_TITLES)) * 5, torch.tensor([0, 3, 5, 7]), alpha=0.0)
+    logits, targets = torch.randn(4, len(FIXED_TITLES)) * 5, torch.tensor([0, 3, 5, 7])
+    mixed = ct.soft_labels(logits, targets, alpha=0.5)
+
+    def no_sums(*args, **kwargs):
+        raise AssertionError("alpha 0 needs no CF mass")
+
+    monkeypatch.setattr(CollaborativeTokenizer, "_prefix_sums", no_sums)
+    labels = ct.soft_labels(logits, targets, alpha=0.0)
     dense = labels.to_dense(VOCAB)
     onehot = torch.nn.functional.one_hot(labels.targets.clamp(min=0), VOCAB).double() * (labels.targets >= 0)[..., None]
     assert torch.equal(dense, onehot)
+    # The same support as any alpha: the masked loss reads each position's children from it.
+    assert torch.equal(labels.position, mixed.position) and torch.equal(labels.index, mixed.index)
 
 
 def test_duplicate_titles_add_their_mass():

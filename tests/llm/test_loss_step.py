@@ -46,8 +46,8 @@ def test_extreme_cf_logits_give_finite_loss_and_grads(small_config, cf_run, tmp_
     signals = trainer.tca
     real_signals = signals.cf_signals
 
-    def extreme(users, histories, trie_order=False):
-        logits, history_cf, user_cf = real_signals(users, histories, trie_order)
+    def extreme(users, histories, trie_order=False, logits=True):
+        logits, history_cf, user_cf = real_signals(users, histories, trie_order, logits)
         wild = torch.full_like(logits, -1e4)
         wild[:, 1::3] = 1e4
         wild[:, 2::5] = float("-inf")
@@ -79,6 +79,10 @@ def test_trie_order_logits_are_the_item_logits_permuted(small_config, cf_run, tm
     assert torch.equal(history_cf, history_cf2) and torch.equal(user_cf, user_cf2)
     history_cf3, user_cf3 = signals.cf_embeddings(batch["users"], batch["histories"])  # decoding's call: no logits
     assert torch.equal(history_cf, history_cf3) and torch.equal(user_cf, user_cf3)
+    zeros, history_cf4, user_cf4 = signals.cf_signals(batch["users"], batch["histories"], trie_order=True,
+                                                      logits=False)  # alpha 0: the embeddings alone
+    assert zeros.shape == permuted.shape and not zeros.any()
+    assert torch.equal(history_cf, history_cf4) and torch.equal(user_cf, user_cf4)
     labels = signals.ct.soft_labels(permuted, batch["items"], alpha=0.5, trie_order=True)
     reference = signals.ct.soft_labels(plain[:, 1:], batch["items"], alpha=0.5)
     assert torch.equal(labels.index, reference.index)

@@ -110,20 +110,22 @@ class Signals:
         return self
 
     @torch.no_grad()
-    def cf_signals(self, users: torch.Tensor, histories: torch.Tensor, trie_order: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def cf_signals(self, users: torch.Tensor, histories: torch.Tensor, trie_order: bool = False,
+                   logits: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(item logits [B, N+1], history item embeddings [B, H, D], user embeddings [B, D]).
 
         ``trie_order``: the logits are [B, N] instead, column p for item column ``trie.order[p]``
         (no padding column), the order ``soft_labels(..., trie_order=True)`` reads without a
         gather. The frozen CF model's item table is permuted once (kept per device), so each
         batch costs the same matmul as item order, not a random read per logit.
-        Without a CF model (alpha 0, no embedding host) the logits are zeros, which the
-        CT ignores at alpha 0, and there are no embeddings.
+        Without a CF model (alpha 0, no embedding host), or with ``logits=False`` (alpha 0: the
+        CT ignores them), the logits are zeros (one broadcast column, no [B, N] memory) and
+        the CF model computes only the embeddings, if any.
         """
-        if self.cf is None:
+        if self.cf is None or not logits:
             width = self.dataset.num_items + (0 if trie_order else 1)
-            return torch.zeros(len(users), width, device=users.device), None, None
+            zeros = torch.zeros(len(users), 1, device=users.device).expand(-1, width)
+            return (zeros, None, None) if self.cf is None else (zeros, *self.cf_embeddings(users, histories))
         device = next(self.cf.parameters()).device
         users, histories = users.to(device), histories.to(device)
         hidden = self.cf.user_embedding(users, histories)  # [B, D]

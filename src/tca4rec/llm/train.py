@@ -203,7 +203,8 @@ class TCA4RecTrainer(Trainer):
 
         host_config = self.config.host_config()
         # Logits in trie order: the labels skip a random read per logit (see Signals.cf_signals).
-        cf_logits, history_cf, user_cf = self.tca.cf_signals(inputs["users"], inputs["histories"], trie_order=True)
+        cf_logits, history_cf, user_cf = self.tca.cf_signals(inputs["users"], inputs["histories"], trie_order=True,
+                                                             logits=self.config.alpha > 0)
         labels = self.label_ct.soft_labels(cf_logits, inputs["items"], alpha=self.config.alpha,
                                            temperature=self.config.temperature,
                                            trie_order=True).to(inputs["input_ids"].device)
