@@ -174,6 +174,8 @@ class CollaborativeTokenizer:
         ``trie_order``: column p of cf_logits is item ``trie.order[p]`` instead of item p
         (the same labels, without a gather). Where every item below a position's node has
         logit -inf, q is undefined there and the label falls back to the one-hot target.
+        At alpha 0 the labels are the one-hot target and the logits' values are not read (their
+        shape and dtype are still checked), so a broadcast zero column does.
         """
         cf_logits, targets = torch.as_tensor(cf_logits), torch.as_tensor(targets)
         self._check(cf_logits, targets, alpha, temperature)
@@ -182,9 +184,6 @@ class CollaborativeTokenizer:
         z = z if z.dtype == torch.float64 else z.float()
         targets = targets.detach().to(device, torch.long)
         b, n = z.shape
-        peak = z.amax(1)  # [B]
-        if b and not bool((peak < math.inf).all()):  # NaN and +inf propagate to the max
-            raise ConfigError("cf_logits contain NaN or +inf (use -inf to rule an item out)")
         columns = None if trie_order else trie.order  # logit column of each trie position
 
         lengths = trie.lengths.index_select(0, targets)  # [B], title + EOS
@@ -210,6 +209,9 @@ class CollaborativeTokenizer:
             1, path[:, 1:2] - 1, 1.0)  # [B, R]: the root's child the target goes through
         root_weight, weight = root_onehot, on_path.double()  # [B, R], [E]: the one-hot target
         if alpha > 0:  # at alpha 0 the labels are the one-hot target: no pass over the logits
+            peak = z.amax(1)  # [B]
+            if b and not bool((peak < math.inf).all()):  # NaN and +inf propagate to the max
+                raise ConfigError("cf_logits contain NaN or +inf (use -inf to rule an item out)")
             # In trie order every node is a range [start, end), so with C the prefix sums of
             # exp((z - row max) / T), mass(node) = C[end] - C[start], and the root's children tile
             # [0, N). The difference cancels where a node holds a tiny share of its row's total;
