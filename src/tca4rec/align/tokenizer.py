@@ -207,54 +207,58 @@ class CollaborativeTokenizer:
 
         root_onehot = torch.zeros(b, num_root, dtype=torch.float64, device=device).scatter_(
             1, path[:, 1:2] - 1, 1.0)  # [B, R]: the root's child the target goes through
-        root_weight, weight = root_onehot, on_path.double()  # [B, R], [E]: the one-hot target
-        if alpha > 0:  # at alpha 0 the labels are the one-hot target: no pass over the logits
-            peak = z.amax(1)  # [B]
-            if b and not bool((peak < math.inf).all()):  # NaN and +inf propagate to the max
-                raise ConfigError("cf_logits contain NaN or +inf (use -inf to rule an item out)")
-            # In trie order every node is a range [start, end), so with C the prefix sums of
-            # exp((z - row max) / T), mass(node) = C[end] - C[start], and the root's children tile
-            # [0, N). The difference cancels where a node holds a tiny share of its row's total;
-            # such positions are computed exactly instead.
-            e, p = kids.numel(), real_positions.numel()
-            bounds = torch.cat([trie.range_start.index_select(0, kids), trie.range_end.index_select(0, kids),
-                                trie.range_start.index_select(0, node_of_position),
-                                trie.range_end.index_select(0, node_of_position)])  # [2E + 2P]
-            sample = sample_of_position.index_select(0, rows)
-            prefix, root_prefix = self._prefix_sums(z, peak, columns, temperature,
-                                                    torch.cat([sample, sample, sample_of_position, sample_of_position]),
-                                                    bounds, root_ends)
-            total = root_prefix[:, -1]  # [B] = C[N]
-
-            root_mass = torch.diff(root_prefix, dim=1, prepend=torch.zeros_like(root_prefix[:, :1]))
-            # A row of -inf has total 0: q is undefined there and the label is the one-hot target.
-            root_q = torch.where(total[:, None] > 0, root_mass / total[:, None], root_onehot)
-            root_weight = float(alpha) * root_q + (1.0 - float(alpha)) * root_weight
-
-            child_sum = prefix[e: 2 * e] - prefix[:e]  # [E]
-            # A float64 sum of positive terms errs by at most (terms - 1) * eps / 2 of its value, so
-            # C[pos] by at most pos * eps / 2 * C[pos]; with every bound of the parent [start, end)
-            # and of its children at most end, q = child / parent errs by at most 2 eps end C[end] / parent.
-            end_sum = prefix[2 * e + p:]
-            parent_sum = end_sum - prefix[2 * e: 2 * e + p]  # [P]
-            error_bound = 2 * torch.finfo(torch.float64).eps * bounds[2 * e + p:] * end_sum
-            ill_conditioned = parent_sum * CANCELLATION_TOLERANCE <= error_bound  # [P]
-            q = child_sum / parent_sum.index_select(0, rows)
-            if bool(ill_conditioned.any()):
-                # Masses shrink along the path: from a sample's first ill-conditioned position on, all are exact.
-                step_of_position = real_positions % length
-                exact_from = torch.full((b,), length, device=device).scatter_reduce(
-                    0, sample_of_position[ill_conditioned], step_of_position[ill_conditioned], reduce="amin")
-                step = step_of_position.index_select(0, rows)
-                exact = (step >= exact_from.index_select(0, sample)).nonzero().squeeze(1)  # entries
-                q[exact] = self._exact_q(z, columns, temperature, path, lengths, exact_from, sample[exact], step[exact],
-                                         kids[exact], on_path[exact])
-            weight = float(alpha) * q + (1.0 - float(alpha)) * weight
         root_position = (torch.arange(b, device=device) * length)[:, None].expand(b, num_root)
-        return SoftLabels(targets=target_tokens, nodes=nodes,
-                          position=torch.cat([root_position.reshape(-1), position]),
-                          index=torch.cat([trie.token[1 : num_root + 1].repeat(b), trie.token.index_select(0, kids)]),
-                          weight=torch.cat([root_weight.reshape(-1), weight]))
+
+        def labels(root_weight: torch.Tensor, weight: torch.Tensor) -> SoftLabels:  # [B, R], [E]
+            return SoftLabels(targets=target_tokens, nodes=nodes,
+                              position=torch.cat([root_position.reshape(-1), position]),
+                              index=torch.cat([trie.token[1 : num_root + 1].repeat(b),
+                                               trie.token.index_select(0, kids)]),
+                              weight=torch.cat([root_weight.reshape(-1), weight]))
+
+        if alpha == 0:  # the one-hot target: no pass over the logits
+            return labels(root_onehot, on_path.double())
+        peak = z.amax(1)  # [B]
+        if b and not bool((peak < math.inf).all()):  # NaN and +inf propagate to the max
+            raise ConfigError("cf_logits contain NaN or +inf (use -inf to rule an item out)")
+        # In trie order every node is a range [start, end), so with C the prefix sums of
+        # exp((z - row max) / T), mass(node) = C[end] - C[start], and the root's children tile
+        # [0, N). The difference cancels where a node holds a tiny share of its row's total;
+        # such positions are computed exactly instead.
+        e, p = kids.numel(), real_positions.numel()
+        bounds = torch.cat([trie.range_start.index_select(0, kids), trie.range_end.index_select(0, kids),
+                            trie.range_start.index_select(0, node_of_position),
+                            trie.range_end.index_select(0, node_of_position)])  # [2E + 2P]
+        sample = sample_of_position.index_select(0, rows)
+        prefix, root_prefix = self._prefix_sums(z, peak, columns, temperature,
+                                                torch.cat([sample, sample, sample_of_position, sample_of_position]),
+                                                bounds, root_ends)
+        total = root_prefix[:, -1]  # [B] = C[N]
+
+        root_mass = torch.diff(root_prefix, dim=1, prepend=torch.zeros_like(root_prefix[:, :1]))
+        # A row of -inf has total 0: q is undefined there and the label is the one-hot target.
+        root_q = torch.where(total[:, None] > 0, root_mass / total[:, None], root_onehot)
+        root_weight = float(alpha) * root_q + (1.0 - float(alpha)) * root_onehot
+
+        child_sum = prefix[e: 2 * e] - prefix[:e]  # [E]
+        # A float64 sum of positive terms errs by at most (terms - 1) * eps / 2 of its value, so
+        # C[pos] by at most pos * eps / 2 * C[pos]; with every bound of the parent [start, end)
+        # and of its children at most end, q = child / parent errs by at most 2 eps end C[end] / parent.
+        end_sum = prefix[2 * e + p:]
+        parent_sum = end_sum - prefix[2 * e: 2 * e + p]  # [P]
+        error_bound = 2 * torch.finfo(torch.float64).eps * bounds[2 * e + p:] * end_sum
+        ill_conditioned = parent_sum * CANCELLATION_TOLERANCE <= error_bound  # [P]
+        q = child_sum / parent_sum.index_select(0, rows)
+        if bool(ill_conditioned.any()):
+            # Masses shrink along the path: from a sample's first ill-conditioned position on, all are exact.
+            step_of_position = real_positions % length
+            exact_from = torch.full((b,), length, device=device).scatter_reduce(
+                0, sample_of_position[ill_conditioned], step_of_position[ill_conditioned], reduce="amin")
+            step = step_of_position.index_select(0, rows)
+            exact = (step >= exact_from.index_select(0, sample)).nonzero().squeeze(1)  # entries
+            q[exact] = self._exact_q(z, columns, temperature, path, lengths, exact_from, sample[exact], step[exact],
+                                     kids[exact], on_path[exact])
+        return labels(root_weight, float(alpha) * q + (1.0 - float(alpha)) * on_path.double())
 
     def _prefix_sums(self, z: torch.Tensor, peak: torch.Tensor, columns: torch.Tensor | None, temperature: float,
                      query_row: torch.Tensor, query_pos: torch.Tensor,
