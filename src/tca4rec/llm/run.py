@@ -122,28 +122,27 @@ class Signals:
         CT ignores them), the logits are zeros (one broadcast column, no [B, N] memory) and
         the CF model computes only the embeddings, if any.
         """
-        if self.cf is None or not logits:
-            width = self.dataset.num_items + (0 if trie_order else 1)
-            zeros = torch.zeros(len(users), 1, device=users.device).expand(-1, width)
-            return (zeros, None, None) if self.cf is None else (zeros, *self.cf_embeddings(users, histories))
+        width = self.dataset.num_items + (0 if trie_order else 1)
+        zeros = torch.zeros(len(users), 1, device=users.device).expand(-1, width)
+        if self.cf is None:
+            return zeros, None, None
         device = next(self.cf.parameters()).device
         users, histories = users.to(device), histories.to(device)
         hidden = self.cf.user_embedding(users, histories)  # [B, D]
-        if trie_order:
-            logits = hidden @ self._trie_order_items(device).T
+        if not logits:
+            item_logits = zeros
+        elif trie_order:
+            item_logits = (hidden @ self._trie_order_items(device).T).float()
         else:
-            logits = self.cf.item_logits(hidden)
-        return logits.float(), self.cf.item_embeddings()[histories].float(), hidden.float()
+            item_logits = self.cf.item_logits(hidden).float()
+        return item_logits, self.cf.item_embeddings()[histories].float(), hidden.float()
 
-    @torch.no_grad()
     def cf_embeddings(self, users: torch.Tensor, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(history item embeddings [B, H, D], user embeddings [B, D]) for the embedding hosts,
         without the [B, N] logits (decoding needs no logits; at a million items they are 64 MB per 16 rows)."""
         if self.cf is None:
             raise RunError("this run has no CF model, so no CF embeddings")
-        device = next(self.cf.parameters()).device
-        users, histories = users.to(device), histories.to(device)
-        return self.cf.item_embeddings()[histories].float(), self.cf.user_embedding(users, histories).float()
+        return self.cf_signals(users, histories, logits=False)[1:]
 
     def _trie_order_items(self, device: torch.device) -> torch.Tensor:
         """The CF item table [N, D] in trie order (padding row dropped), built once per device."""
