@@ -9,7 +9,7 @@ A study is described by a YAML file (see ``docs/results/*.yaml``)::
     eval_limit: 200                  # test rows (the same rows for every method)
     eval_sample_seed: 0              # optional: a seeded random sample of the split, not its first rows
     seeds: [0]
-    cf: {epochs: 50}                 # CF training options
+    cf: {epochs: 50}                 # CF training options (CFConfig fields; train_limit: the first N train rows)
     train: {train_limit: 1000, max_steps: 200, batch_size: 4, grad_accum: 1}  # TrainConfig fields
     grid:
       - {host: [tallrec], cf: [sasrec], alpha: [0, 0.1]}
@@ -55,6 +55,7 @@ class StudyConfig:
     split: str = "test"
     eval_limit: int | None = 200
     eval_sample_seed: int | None = None  # None: the first eval_limit rows; a seed: a random sample of them
+    eval_sample_exclude: list = field(default_factory=list)  # [limit, seed] of earlier samples whose rows are left out
     seeds: list[int] = field(default_factory=lambda: [0])
     beams: int = 10
     eval_batch_size: int = 8  # test rows decoded per model call (x beams sequences); raise it on a GPU
@@ -123,6 +124,13 @@ class StudyConfig:
                     raise ConfigError(f"study field 'grid[{n}].alpha': {a!r} is not in [0, 1]")
         if self.split not in ("valid", "test"):
             raise ConfigError(f"study field 'split': {self.split!r} (valid or test)")
+        if not isinstance(self.eval_sample_exclude, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(v, int) and v >= 0 for v in p)
+                for p in self.eval_sample_exclude):
+            raise ConfigError(f"study field 'eval_sample_exclude': {self.eval_sample_exclude!r} is not a list of "
+                              "[limit, seed] pairs of integers")
+        if self.eval_sample_exclude and self.eval_sample_seed is None:
+            raise ConfigError("study field 'eval_sample_exclude' needs 'eval_sample_seed' (it excludes rows from a sample)")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ConfigError("study field 'eval_limit': must be >= 1 (or null for all rows)")
         if not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1:
@@ -202,9 +210,13 @@ class Study:
             self._datasets[name] = load_dataset(path)
         return self._datasets[name]
 
+    @property
+    def sample_exclude(self) -> tuple[tuple[int, int], ...]:
+        return tuple((int(n), int(seed)) for n, seed in self.config.eval_sample_exclude)
+
     def _eval_rows(self, name: str) -> int:
-        n = len(self.dataset(name).split(self.config.split))
-        return n if self.config.eval_limit is None else min(n, self.config.eval_limit)
+        return len(self.dataset(name).split(self.config.split).select(
+            self.config.eval_limit, self.config.eval_sample_seed, self.sample_exclude))
 
     def _train_steps(self, name: str) -> int:
         t = self.config.train
@@ -311,7 +323,8 @@ class Study:
             return False  # unreadable: evaluating again rewrites it atomically
         same_beams = record.get("beams", self.config.beams) == self.config.beams  # CF records have none
         return (record.get("rows") == self._eval_rows(dataset) and same_beams
-                and record.get("sample_seed") == self.config.eval_sample_seed)
+                and record.get("sample_seed") == self.config.eval_sample_seed
+                and record.get("sample_exclude", []) == [list(p) for p in self.sample_exclude])
 
     def estimate(self, stage: Stage) -> float:
         """Seconds ``stage`` should take: its units at the rate measured on the same dataset,
@@ -431,10 +444,11 @@ class Study:
         t0 = time.time()
         if not (run / "model.safetensors").is_file() or not (run / "config.json").is_file():
             opts = dict(self.config.cf)
-            epochs = opts.pop("epochs", None)
-            train_cf(ds, cell.model, run, config={**opts, "seed": cell.seed}, epochs=epochs, overwrite=True)
+            epochs, limit = opts.pop("epochs", None), opts.pop("train_limit", None)
+            train_cf(ds, cell.model, run, config={**opts, "seed": cell.seed}, epochs=epochs, limit=limit,
+                     overwrite=True)
         evaluate_cf(run, ds, split=self.config.split, limit=self.config.eval_limit,
-                    sample_seed=self.config.eval_sample_seed)
+                    sample_seed=self.config.eval_sample_seed, sample_exclude=self.sample_exclude)
         self._measured("cf_run", cell.dataset, time.time() - t0, 1)
 
     def train_llm(self, cell: LLMCell) -> None:
@@ -467,7 +481,7 @@ class Study:
                      f"over {record['rows']} valid rows)")
         evaluate_llm_run(run, split=self.config.split, limit=self.config.eval_limit, beams=self.config.beams,
                          batch_size=self.config.eval_batch_size, beta=beta, cf_run=cf_run,
-                         sample_seed=self.config.eval_sample_seed)
+                         sample_seed=self.config.eval_sample_seed, sample_exclude=self.sample_exclude)
         self._measured("eval_row", cell.dataset, time.time() - t0, self._eval_rows(cell.dataset))
 
     # ---- reporting ---------------------------------------------------------------------
@@ -483,6 +497,8 @@ def _config_record(config: StudyConfig) -> dict:
 
     rec = dataclasses.asdict(config)
     rec.pop("base")
+    if not rec["eval_sample_exclude"]:  # records of studies that exclude nothing stay as they were
+        rec.pop("eval_sample_exclude")
     rec["datasets"] = {k: (v if isinstance(v, dict) else os.path.relpath(Path(config.base) / str(v), config.out_dir))
                        for k, v in config.datasets.items()}
     rec["out"] = "."

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tca4rec.cf import evaluate_cf, train_cf
+from tca4rec.errors import ConfigError
 
 
 def test_seeded_sample_is_reproducible_sorted_and_keeps_row_numbers(synth_dataset):
@@ -28,3 +30,23 @@ def test_cf_evaluation_of_a_sample_records_the_sampled_rows(synth_dataset, tmp_p
     assert record["rows"] == 12 and record["sample_seed"] == 3
     rows = [json.loads(line)["row"] for line in (cf_run / "predictions_test.jsonl").read_text().splitlines()]
     assert rows == synth_dataset.split("test").sample(12, seed=3).row_ids.tolist()
+
+
+def test_a_sample_can_leave_out_the_rows_of_earlier_samples(synth_dataset, tmp_path):
+    test = synth_dataset.split("test")
+    earlier = [(20, 0), (30, 5)]
+    taken = set(test.sample(20, 0).row_ids) | set(test.sample(30, 5).row_ids)
+    fresh = test.sample(15, seed=1, exclude=earlier)
+    assert len(fresh) == 15 and not taken & set(fresh.row_ids)  # disjoint from both earlier samples
+    assert np.array_equal(fresh.row_ids, test.select(15, 1, earlier).row_ids)  # seeded: the same rows again
+    assert set(test.sample(None, seed=1, exclude=earlier).row_ids) == set(test.row_ids) - taken
+    assert np.array_equal(test.sample(15, seed=1, exclude=()).row_ids, test.sample(15, seed=1).row_ids)
+    with pytest.raises(ConfigError, match="only .* rows .* left"):
+        test.sample(len(test), seed=1, exclude=earlier)
+    with pytest.raises(ConfigError, match="needs a sample seed"):
+        test.select(5, None, earlier)
+    cf_run = train_cf(synth_dataset, "mostpop", tmp_path / "mostpop", progress=False)
+    record = evaluate_cf(cf_run, synth_dataset, split="test", limit=15, sample_seed=1, sample_exclude=earlier)
+    assert record["sample_exclude"] == [[20, 0], [30, 5]]
+    rows = [json.loads(line)["row"] for line in (cf_run / "predictions_test.jsonl").read_text().splitlines()]
+    assert rows == fresh.row_ids.tolist()

@@ -17,7 +17,7 @@ import torch
 from tca4rec.cf.base import CFModel, cf_model_class
 from tca4rec.data import RecDataset
 from tca4rec.errors import ConfigError, RunError
-from tca4rec.evaluate.metrics import hit_ranks, metrics_record, prediction_records
+from tca4rec.evaluate.metrics import exclude_record, hit_ranks, metrics_record, prediction_records
 from tca4rec.io import atomic_write_json, atomic_write_jsonl
 
 CONFIG_FILE = "config.json"
@@ -127,27 +127,29 @@ def _topk_rows(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def split_ranks(model: CFModel, dataset: RecDataset, split: str, limit: int | None = None,
-                sample_seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                sample_seed: int | None = None, sample_exclude: tuple[tuple[int, int], ...] = (),
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Full ranking of a split's rows: (hit ranks [R], top-10 ids [R, 10], their logits [R, 10])."""
-    rows = dataset.split(split).select(limit, sample_seed)
+    rows = dataset.split(split).select(limit, sample_seed, sample_exclude)
     ids, scores = topk(model, rows.users, rows.histories, k=min(10, model.num_items))
     return hit_ranks(ids, rows.targets, dataset.title_group), ids, scores
 
 
 def evaluate_cf(run_dir: str | Path, dataset: RecDataset, split: str = "test", limit: int | None = None,
-                sample_seed: int | None = None) -> dict:
+                sample_seed: int | None = None, sample_exclude: tuple[tuple[int, int], ...] = ()) -> dict:
     """Evaluate a run on ``split``; writes ``metrics_<split>.json`` and ``predictions_<split>.jsonl``.
-    ``limit`` rows: the first ones, or a seeded random sample when ``sample_seed`` is given."""
+    ``limit`` rows: the first ones, or a seeded random sample when ``sample_seed`` is given
+    (without the rows of the earlier samples ``sample_exclude``, pairs of (limit, seed))."""
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     run_dir = Path(run_dir)
     model = load_cf_run(run_dir, dataset)
     config = read_run_config(run_dir)
-    rows = dataset.split(split).select(limit, sample_seed)
-    ranks, ids, scores = split_ranks(model, dataset, split, limit, sample_seed)
+    rows = dataset.split(split).select(limit, sample_seed, sample_exclude)
+    ranks, ids, scores = split_ranks(model, dataset, split, limit, sample_seed, sample_exclude)
     record = metrics_record(ranks, split=split, model=config["model"],
                             extra={"dataset": dataset.name, "limit": limit, "sample_seed": sample_seed,
-                                   "run": run_dir.name})
+                                   **exclude_record(sample_exclude), "run": run_dir.name})
     atomic_write_json(run_dir / f"metrics_{split}.json", record)
     atomic_write_jsonl(run_dir / f"predictions_{split}.jsonl",
                        prediction_records(dataset.titles, rows.row_ids, rows.users, rows.targets, ranks, ids, scores))

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tca4rec.errors import ConfigError
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -50,19 +52,31 @@ class Split:
             return self
         return self._take(np.arange(n))
 
-    def sample(self, n: int | None, seed: int) -> "Split":
+    def sample(self, n: int | None, seed: int, exclude: tuple[tuple[int, int], ...] = ()) -> "Split":
         """``n`` rows drawn without replacement by ``seed``, kept in split order (all when ``n`` is None).
 
         The first rows of a time-ordered split are the earliest users' last interactions; a seeded
         sample represents the whole split, and the same seed gives the same rows on any machine.
+        ``exclude``: ``(n, seed)`` pairs of earlier samples whose rows are left out, so that a
+        replication is scored on rows no earlier study has seen.
         """
-        if n is None or n >= len(self):
-            return self
-        return self._take(np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False)))
+        pool = np.arange(len(self))
+        if exclude:
+            taken = np.concatenate([_draw(len(self), n_e, seed_e) for n_e, seed_e in exclude])
+            pool = np.setdiff1d(pool, taken)
+            if n is not None and n > len(pool):
+                raise ConfigError(f"{n} rows requested, but only {len(pool)} rows of '{self.name}' are left "
+                                 f"after excluding the samples {list(exclude)}")
+        if n is None or n >= len(pool):
+            return self if len(pool) == len(self) else self._take(pool)
+        return self._take(pool[_draw(len(pool), n, seed)])
 
-    def select(self, n: int | None, sample_seed: int | None = None) -> "Split":
-        """``head(n)``, or ``sample(n, sample_seed)`` when a seed is given."""
-        return self.head(n) if sample_seed is None else self.sample(n, sample_seed)
+    def select(self, n: int | None, sample_seed: int | None = None,
+               exclude: tuple[tuple[int, int], ...] = ()) -> "Split":
+        """``head(n)``, or ``sample(n, sample_seed, exclude)`` when a seed is given."""
+        if exclude and sample_seed is None:
+            raise ConfigError("excluding earlier samples needs a sample seed")
+        return self.head(n) if sample_seed is None else self.sample(n, sample_seed, exclude)
 
     def rows_between(self, start: int, stop: int) -> "Split":
         """Rows ``start .. stop - 1``, keeping their row ids (a block of a long evaluation)."""
@@ -71,6 +85,13 @@ class Split:
     def _take(self, rows: np.ndarray) -> "Split":
         return Split(self.name, self.users[rows], self.histories[rows], self.targets[rows], self.timestamps[rows],
                      self.row_ids[rows])
+
+
+def _draw(size: int, n: int | None, seed: int) -> np.ndarray:
+    """Positions of a seeded sample of ``n`` of ``size`` rows, sorted (all when ``n`` is None or >= size)."""
+    if n is None or n >= size:
+        return np.arange(size)
+    return np.sort(np.random.default_rng(seed).choice(size, size=n, replace=False))
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tca4rec.errors import ConfigError
-from tca4rec.evaluate.metrics import KS, hit_ranks, metrics_record, prediction_records
+from tca4rec.evaluate.metrics import KS, exclude_record, hit_ranks, metrics_record, prediction_records
 from tca4rec.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
 BLOCK_BATCHES = 8  # decoded rows are saved after every BLOCK_BATCHES batches (per process)
@@ -40,7 +40,7 @@ def decoding_suffix(beta: float, length_normalize: bool) -> str:
 def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None = None, beams: int = 10,
                      batch_size: int = 8, data: str | Path | None = None, beta: float | str = 0.0,
                      cf_run: str | Path | None = None, length_normalize: bool = False,
-                     sample_seed: int | None = None) -> dict:
+                     sample_seed: int | None = None, sample_exclude: tuple[tuple[int, int], ...] = ()) -> dict:
     """Evaluate a finished run on ``split``; writes ``metrics_<split>.json`` and ``predictions_<split>.jsonl``
     (with the suffix of ``decoding_suffix`` for CF-guided or length-normalized decoding).
 
@@ -48,7 +48,8 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
     those (with the default 10 beams every reported K is complete). ``beta``: CF weight of
     CF-guided decoding, or "auto" for the tuned one; ``cf_run``: the CF run whose logits
     guide (default: the run's own teacher). ``limit`` rows: the first ones, or a seeded random
-    sample when ``sample_seed`` is given.
+    sample when ``sample_seed`` is given (without the rows of the earlier samples
+    ``sample_exclude``, pairs of (limit, seed)).
     """
     from tca4rec.llm.decoding import TEACHER, evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
     from tca4rec.llm.run import load_llm_run, process_state
@@ -63,7 +64,7 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
     state = process_state()
     run = load_llm_run(run_dir, data=data, device=state.device)
     cf_model = guide_cf_model(run, cf_run) if beta > 0 else None
-    rows = run.dataset.split(split).select(limit, sample_seed)
+    rows = run.dataset.split(split).select(limit, sample_seed, sample_exclude)
     suffix = decoding_suffix(beta, length_normalize)
     partial = run.run_dir / f"decode_{split}{suffix}.partial.json"
     key = {"rows": rows.row_ids.tolist(), "beams": beams, "batch_size": batch_size, "beta": beta,
@@ -83,7 +84,8 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
     ranks = hit_ranks(ranked, rows.targets, run.dataset.title_group)
     name = run.name + (f"+cfdec(beta={beta:g})" if beta > 0 else "") + ("+lennorm" if length_normalize else "")
     record = metrics_record(ranks, split=split, model=name, extra={
-        "dataset": run.dataset.name, "limit": limit, "sample_seed": sample_seed, "run": run.run_dir.name, "beams": beams,
+        "dataset": run.dataset.name, "limit": limit, "sample_seed": sample_seed,
+        **exclude_record(sample_exclude), "run": run.run_dir.name, "beams": beams,
         "host": run.config.host, "alpha": run.config.alpha, "cf": run.config.cf, "beta": beta,
         "guide_cf": (str(cf_run) if cf_run is not None else TEACHER) if beta > 0 else None,
         "length_normalize": length_normalize})

@@ -94,6 +94,11 @@ def metrics_record(ranks: np.ndarray, *, split: str, model: str, extra: dict | N
     }
 
 
+def exclude_record(sample_exclude) -> dict:
+    """The ``sample_exclude`` entry of a metrics record: the earlier (limit, seed) samples left out, if any."""
+    return {"sample_exclude": [[int(n), int(seed)] for n, seed in sample_exclude]} if sample_exclude else {}
+
+
 def prediction_records(titles: list[str], row_ids: np.ndarray, users: np.ndarray, targets: np.ndarray,
                        ranks: np.ndarray, items: np.ndarray, scores: np.ndarray) -> list[dict]:
     """One ``predictions_<split>.jsonl`` record per row, with titles beside the ids so a person can read it.
