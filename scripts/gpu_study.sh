@@ -78,10 +78,10 @@ print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft
 EOF
 
 # 2. the LLM and the CF teacher
-STUDY_DIR=$($PY -c "import sys; from tca4rec.study import load_study
+STUDY_DIR=$($PY -c "import sys; from tca4rec.study.runner import load_study
 print(load_study(sys.argv[1], [a for a in sys.argv[2:] if a != '--set']).out)" "$CONFIG" "${OVERRIDES[@]}")
 if [ $CF_ONLY = 1 ]; then
-  CELLS=$($PY -c "import sys; from tca4rec.study import load_study
+  CELLS=$($PY -c "import sys; from tca4rec.study.runner import load_study
 print(' '.join(c.folder for c in load_study(sys.argv[1]).config.cf_cells()))" "$CONFIG")
   $PY -m tca4rec.cli study "$CONFIG" "${OVERRIDES[@]}" --only $CELLS
   stage "CF cells done: $CELLS"

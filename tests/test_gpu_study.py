@@ -33,7 +33,7 @@ def test_gpu_study_script_runs_end_to_end_at_toy_size(tmp_path):
     report = json.loads((study / "report" / "results.json").read_text())
     methods = report["datasets"]["synthetic"]["methods"]
     assert len(methods) == 5 and all(m["rows"] == 6 for m in methods)  # SASRec + 4 LLM cells, same rows
-    assert len(report["datasets"]["synthetic"]["significance"]) == 4  # 2 hosts x (NDCG@10, HR@10)
+    assert len(report["datasets"]["synthetic"]["significance"]) == 8  # 2 hosts x (NDCG@10, HR@10) x (all, novel rows)
     for cell in ("tallrec-nocf-a0-s0", "tallrec-sasrec-a0.1-s0", "msl-nocf-a0-s0", "msl-sasrec-a0.1-s0"):
         config = json.loads((study / "synthetic" / "llm" / cell / "config.json").read_text())["config"]
         assert config["max_minutes"] > 0 and config["budget_eval_rows"] == 6

@@ -10,7 +10,8 @@ import pytest
 
 from tca4rec.cli import main
 from tca4rec.errors import ConfigError
-from tca4rec.study import INITIAL_RATES, Stage, Study, StudyConfig, load_study
+from tca4rec.study.config import StudyConfig
+from tca4rec.study.runner import INITIAL_RATES, Stage, Study, load_study
 
 
 def config(**overrides):
@@ -39,7 +40,34 @@ def test_host_alone_is_shared_across_cf_series():
 ])
 def test_bad_study_configs_name_the_field(bad, message):
     with pytest.raises(ConfigError, match=message):
-        config(**bad)
+        Study(config(**bad))  # the CF model names are checked against the zoo when the study is built
+
+
+@pytest.mark.parametrize("line, message", [
+    ("seeds: [zero]", "field 'seeds\\[0\\]': 'zero' is not an integer"),
+    ("cf: abc", "field 'cf': 'abc' is not a mapping"),
+    ("train: {max_steps: abc}", "field 'train.max_steps': 'abc' is not an integer or null"),
+    ("eval_limit: four", "field 'eval_limit': 'four' is not an integer or null"),
+    ("beams: ten", "field 'beams': 'ten' is not an integer"),
+    ("labels: [x]", "field 'labels': \\['x'\\] is not a mapping"),
+    ("betas: [.inf]", "field 'betas\\[0\\]': inf is not a finite number"),
+    ("beta_tuning: {rows: 5, grid: [0, .nan]}", "field 'beta_tuning.grid\\[1\\]'"),
+    ("cf: {epochs: many}", "field 'cf.epochs': 'many' is not an integer"),
+    ("cf: {hidden_size: big}", "field 'cf.hidden_size': 'big' is not an integer"),
+    ("cf: {dropout: 3}", "options of sasrec.*dropout"),
+    ("datasets: {d: {synthetic: {num_items: lots}}}", "field 'datasets.d.synthetic.num_items'"),
+    ("train: {lora_targets: q_proj}", "field 'train.lora_targets'"),
+])
+def test_a_study_file_of_wrong_types_names_file_field_and_value_before_anything_is_made(tmp_path, line, message):
+    text = "name: x\nout: o\ndatasets: {d: data}\ngrid: [{host: [tallrec], cf: [sasrec], alpha: [0, 0.1]}]\n"
+    key = line.split(":")[0]
+    text = "\n".join(ln for ln in text.splitlines() if not ln.startswith(key + ":")) + "\n" + line + "\n"
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_study(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]  # nothing created
 
 
 def test_study_yaml_errors(tmp_path):
@@ -65,7 +93,8 @@ def test_time_left_uses_the_rates_measured_on_the_same_dataset():
 
 
 def test_tiny_demo_end_to_end_then_resume_and_report(tmp_path, tiny_llm_dir, capsys):
-    from tca4rec.demo import DemoConfig, run_demo
+    from tca4rec.study.config import DemoConfig
+    from tca4rec.study.demo import run_demo
 
     logs: list[str] = []
     cfg = DemoConfig(out=str(tmp_path / "demo"), llm=str(tiny_llm_dir), train_limit=16, max_steps=2,

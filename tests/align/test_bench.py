@@ -11,13 +11,13 @@ import torch
 
 from tca4rec.align import CollaborativeTokenizer
 from tca4rec.bench import align as bench_align
+from tca4rec.cli import build_parser
 from tca4rec.errors import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tca4rec bench")
-    bench_align.register(p.add_subparsers())
-    return p
+    """The real command line (bench commands are registered by the CLI)."""
+    return build_parser()
 
 
 def test_released_baseline_equals_ours_on_a_small_catalog(ref_labels):
@@ -61,7 +61,7 @@ def test_bench_on_a_real_catalog(office_dir, tokenizer):
 
 def test_command_writes_json(synth_dir, tmp_path):
     out = tmp_path / "bench.json"
-    args = parser().parse_args(["align", "--data", str(synth_dir), "--batch", "2", "--repeats", "1", "--out", str(out)])
+    args = parser().parse_args(["bench", "align", "--data", str(synth_dir), "--batch", "2", "--repeats", "1", "--out", str(out)])
     assert args.func(args) == 0
     result = json.loads(out.read_text())
     assert result["batch"] == 2 and result["max_abs_diff"] <= 1e-6
@@ -70,12 +70,12 @@ def test_command_writes_json(synth_dir, tmp_path):
 
 def test_command_help_has_examples(capsys):
     with pytest.raises(SystemExit):
-        parser().parse_args(["align", "--help"])
+        parser().parse_args(["bench", "align", "--help"])
     assert "examples:" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("option", [["--batch", "0"], ["--repeats", "0"], ["--alpha", "2"]])
 def test_command_rejects_bad_options(synth_dir, option):
-    args = parser().parse_args(["align", "--data", str(synth_dir), *option])
+    args = parser().parse_args(["bench", "align", "--data", str(synth_dir), *option])
     with pytest.raises(ConfigError):
         args.func(args)

@@ -8,13 +8,13 @@ import json
 import pytest
 
 from tca4rec.bench import scale as bench_scale
+from tca4rec.cli import build_parser
 from tca4rec.errors import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tca4rec bench")
-    bench_scale.register(p.add_subparsers())
-    return p
+    """The real command line (bench commands are registered by the CLI)."""
+    return build_parser()
 
 
 def test_fitted_line_recovers_an_exact_line():
@@ -24,7 +24,7 @@ def test_fitted_line_recovers_an_exact_line():
 
 def test_command_measures_every_stage_on_small_catalogs(tmp_path, capsys):
     out = tmp_path / "scale.json"
-    args = parser().parse_args(["scale", "--items", "60,120", "--repeats", "1", "--rows", "4", "--batch", "3",
+    args = parser().parse_args(["bench", "scale", "--items", "60,120", "--repeats", "1", "--rows", "4", "--batch", "3",
                                 "--out", str(out)])
     assert args.func(args) == 0
     result = json.loads(out.read_text())
@@ -40,6 +40,6 @@ def test_command_measures_every_stage_on_small_catalogs(tmp_path, capsys):
 
 @pytest.mark.parametrize("items", ["abc", "5", ""])
 def test_command_rejects_bad_sizes(items):
-    args = parser().parse_args(["scale", "--items", items])
+    args = parser().parse_args(["bench", "scale", "--items", items])
     with pytest.raises(ConfigError, match="--items"):
         args.func(args)

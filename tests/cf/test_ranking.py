@@ -45,7 +45,7 @@ def test_topk_and_hit_ranks_match_reference_with_ties_and_duplicate_titles():
 
 def test_topk_in_row_chunks_bounded_by_catalog_size_equals_one_pass(monkeypatch):
     import tca4rec.cf.run as cf_run
-    from tca4rec.cf.base import cf_model_class
+    from tca4rec.cf.zoo import cf_model_class
 
     cls = cf_model_class("sasrec")
     model = cls(cls.config_class(), num_items=500, num_users=30)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 
-from tca4rec.evaluate.metrics import KS, bootstrap_ci, hit_ranks, paired_bootstrap, per_row_metrics, summarize
+from tca4rec.evaluate.metrics import (EXACT_SIGN_FLIPS, KS, bootstrap_ci, hit_ranks, mcnemar_exact_p, paired_bootstrap,
+                                     per_row_metrics, sign_flip_p, summarize)
 
 
 def reference_metrics(ranked, targets, titles):
@@ -63,3 +65,56 @@ def test_paired_bootstrap_states_the_minimum_detectable_effect():
     # Four times the rows halve the MDE.
     big = paired_bootstrap(np.tile(a, 4), np.tile(b, 4), "NDCG@10")
     assert big["mde80"] == pytest.approx(out["mde80"] / 2, rel=0.1)
+
+
+def _sign_flip_reference(diff: np.ndarray) -> float:
+    """Every sign pattern of the nonzero differences, one at a time."""
+    d = [x for x in diff if x != 0]
+    observed = abs(sum(d))
+    extreme = sum(abs(sum(s * x for s, x in zip(signs, d))) >= observed - 1e-12
+                  for signs in itertools.product((-1, 1), repeat=len(d)))
+    return extreme / 2 ** len(d) if d else 1.0
+
+
+def _mcnemar_reference(b: int, c: int) -> float:
+    """Binomial(n, 1/2): the probability of a split at least as uneven as (b, c), summed outcome by outcome."""
+    n = b + c
+    return sum(math.comb(n, i) for i in range(n + 1) if abs(i - n / 2) >= abs(b - n / 2)) / 2 ** n
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sign_flip_test_enumerates_exactly_and_matches_mcnemar_on_hits(seed):
+    rng = np.random.default_rng(seed)
+    diff = np.zeros(40)
+    idx = rng.choice(40, size=int(rng.integers(1, 12)), replace=False)
+    diff[idx] = rng.choice([-1.0, 1.0, 0.5, -0.63, 0.37], size=len(idx))
+    assert sign_flip_p(diff) == pytest.approx(_sign_flip_reference(diff))
+    hit_a, hit_b = rng.random(60) < 0.3, rng.random(60) < 0.4
+    b, c = int((hit_b & ~hit_a).sum()), int((hit_a & ~hit_b).sum())
+    assert mcnemar_exact_p(hit_a, hit_b) == pytest.approx(_mcnemar_reference(b, c))
+    assert mcnemar_exact_p(hit_a, hit_b) == pytest.approx(sign_flip_p(hit_b.astype(float) - hit_a.astype(float)),
+                                                          abs=0.01)  # Monte Carlo beyond 16 discordant rows
+
+
+def test_sign_flip_monte_carlo_agrees_with_the_exact_answer_on_many_rows():
+    rng = np.random.default_rng(3)
+    hit_a, hit_b = rng.random(400) < 0.2, rng.random(400) < 0.26  # ~100 discordant rows: Monte Carlo
+    diff = hit_b.astype(float) - hit_a.astype(float)
+    assert (diff != 0).sum() > EXACT_SIGN_FLIPS
+    assert sign_flip_p(diff) == pytest.approx(mcnemar_exact_p(hit_a, hit_b), abs=0.01)
+    assert mcnemar_exact_p(hit_a, hit_a) == 1.0 and sign_flip_p(np.zeros(9)) == 1.0
+
+
+def test_paired_test_reports_three_p_values_and_uses_the_largest():
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 12, 800)
+    b = a.copy()
+    better = rng.choice(800, 60, replace=False)
+    b[better] = rng.integers(1, 3, 60)
+    for metric in ("NDCG@10", "HR@10"):
+        t = paired_bootstrap(a, b, metric)
+        assert 0 < t["p_exact"] <= 1 and 0 <= t["p_bootstrap"] <= 1 and 0 < t["p_normal"] <= 1
+        assert t["p"] == max(t["p_exact"], t["p_bootstrap"], t["p_normal"])
+    hits = paired_bootstrap(a, b, "HR@10")
+    assert hits["p_exact"] == mcnemar_exact_p((a > 0) & (a <= 10), (b > 0) & (b <= 10))
+    assert paired_bootstrap(a, a, "NDCG@10")["p"] == 1.0

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tca4rec.errors import RunError
-from tca4rec.evaluate.report import collaborative_consistency, compare, load_run_result, metrics_table
+from tca4rec.evaluate.report import (bonferroni_lines, collaborative_consistency, compare, load_run_result,
+                                     metrics_table, profile_table, row_profile)
 
 
 def write_run(folder, rows, targets, items):
@@ -49,3 +50,46 @@ def test_missing_predictions_is_a_clear_error(tmp_path):
     (tmp_path / "run" / "config.json").write_text("{}")
     with pytest.raises(RunError, match="evaluate the run first"):
         load_run_result(tmp_path / "run", "test", np.arange(3))
+
+
+def test_novel_rows_and_item_level_hits_against_a_row_by_row_reference(tmp_path):
+    rng = np.random.default_rng(0)
+    items, rows = 30, 200
+    group = np.arange(items + 1)
+    group[rng.choice(np.arange(2, items + 1), 8, replace=False)] = 1  # 8 items share item 1's title
+    histories = rng.integers(0, items + 1, size=(rows, 4))
+    targets = rng.integers(1, items + 1, rows)
+    ranked = [list(rng.choice(np.arange(1, items + 1), 10, replace=False)) for _ in range(rows)]
+    for r in range(0, rows, 3):  # make repeats and exact hits common enough to matter
+        histories[r, -1] = targets[r]
+        ranked[r][0] = int(targets[r])
+    ranked_b = [row[::-1] for row in ranked]
+    write_run(tmp_path / "a", list(range(rows)), targets.tolist(), [list(map(int, x)) for x in ranked])
+    write_run(tmp_path / "b", list(range(rows)), targets.tolist(), [list(map(int, x)) for x in ranked_b])
+    a, b = (load_run_result(tmp_path / n, "test", group, histories=histories) for n in "ab")
+    for r in range(rows):  # the slow way: title sets and the first exact item
+        titles = {group[i] for i in histories[r] if i > 0}
+        assert a.repeat[r] == (group[targets[r]] in titles)
+        exact = [k + 1 for k, i in enumerate(ranked[r]) if i == targets[r]]
+        assert a.item_ranks[r] == (exact[0] if exact else 0)
+        assert a.item_ranks[r] == 0 or a.ranks[r] <= a.item_ranks[r]  # a title hit never comes later
+    novel = compare(a, b, "NDCG@10", rows="novel")
+    assert novel["rows"] == int((~a.repeat).sum()) and novel["row_set"] == "novel"
+    def ndcg(ranks):
+        return np.where(ranks > 0, 1 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
+
+    gain = ndcg(b.ranks) - ndcg(a.ranks)
+    assert novel["diff"] == pytest.approx(gain[~a.repeat].mean())
+    profile = row_profile(a)
+    assert profile["repeat_rows"] + profile["novel_rows"] == rows
+    assert profile["hr1_hits_on_repeat_rows"] == int(((a.ranks == 1) & a.repeat).sum())
+    assert "| a |" in profile_table([a, b])
+    with pytest.raises(RunError, match="histories"):
+        compare(load_run_result(tmp_path / "a", "test", group), b, rows="novel")
+
+
+def test_bonferroni_uses_the_largest_p_of_each_test():
+    tests = [{"a": "x", "b": "y", "metric": "NDCG@10", "row_set": "all", "p": 0.03, "p_exact": 0.001},
+             {"a": "x", "b": "y", "metric": "HR@10", "row_set": "all", "p": 0.004, "p_exact": 0.004}]
+    (line,) = bonferroni_lines(tests)
+    assert "1 of 2 remain significant" in line and "HR@10" in line and "NDCG@10" not in line.split(":", 1)[1]

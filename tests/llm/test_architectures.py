@@ -114,7 +114,7 @@ def _check_tokenizer_quirks(arch: str, llm_dir, synth_dataset) -> None:
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_architecture_trains_resumes_evaluates_recommends(arch, zoo, small_config, cf_run, synth_dataset, tmp_path):
-    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+    from tca4rec.llm.evaluate import evaluate_llm_run
     from tca4rec.llm.recommend import recommend
     from tca4rec.llm.train import train
 
@@ -159,7 +159,7 @@ def test_architecture_trains_resumes_evaluates_recommends(arch, zoo, small_confi
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_llara_on_two_architectures(arch, zoo, small_config, cf_run, synth_dataset, tmp_path):
     """CF embeddings in the prompt (inputs_embeds) on a rotary and an absolute-position model."""
-    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+    from tca4rec.llm.evaluate import evaluate_llm_run
     from tca4rec.llm.run import load_llm_run
     from tca4rec.llm.train import train
 

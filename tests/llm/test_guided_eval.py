@@ -37,7 +37,7 @@ def test_large_beta_scores_are_the_teachers_title_probabilities(runs, cf_run):
     """At beta = 1e7 a returned score / beta is log p_CF(title) up to LLM / 1e7 (tiny LLM: ~ -300 / 1e7)."""
     from tca4rec.cf import load_cf_run
     from tca4rec.data import load_dataset
-    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+    from tca4rec.llm.evaluate import evaluate_llm_run
 
     tca, _ = runs
     record = evaluate_llm_run(tca, split="valid", limit=2, beams=3, beta=1e7)
@@ -54,7 +54,7 @@ def test_large_beta_scores_are_the_teachers_title_probabilities(runs, cf_run):
 
 def test_tune_beta_then_auto(runs, capsys):
     from tca4rec.cli import main
-    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+    from tca4rec.llm.evaluate import evaluate_llm_run
 
     tca, _ = runs
     assert main(["tune-beta", "--run", str(tca), "--rows", "3", "--grid", "1", "0", "--beams", "2"]) == 0
@@ -72,7 +72,7 @@ def test_tune_beta_then_auto(runs, capsys):
 def test_run_without_teacher_needs_a_cf_run(runs, cf_run, capsys):
     from tca4rec.cli import main
     from tca4rec.data import load_dataset
-    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+    from tca4rec.llm.evaluate import evaluate_llm_run
 
     _, alone = runs
     with pytest.raises(ConfigError, match="--cf-run"):

@@ -16,7 +16,7 @@ from .conftest import adapter_tensors
 @pytest.mark.parametrize("host,alpha", [("tallrec", 0.0), ("tallrec", 0.1), ("llara", 0.0), ("llara", 0.1),
                                         ("msl", 0.0), ("msl", 0.1)])
 def test_train_evaluate_recommend(host, alpha, small_config, cf_run, synth_dataset, tmp_path):
-    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+    from tca4rec.llm.evaluate import evaluate_llm_run
     from tca4rec.llm.recommend import recommend
     from tca4rec.llm.train import train
 
@@ -88,7 +88,7 @@ def test_overfits_a_tiny_catalog(synth_dataset, sharp_llm_dir, tmp_path):
     import dataclasses
 
     from tca4rec.data import save_dataset
-    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+    from tca4rec.llm.evaluate import evaluate_llm_run
     from tca4rec.llm.config import TrainConfig
     from tca4rec.llm.train import train
 

@@ -43,7 +43,7 @@ def reference_run(small_config, tmp_path_factory):
 def test_sigkill_then_resume_matches_uninterrupted_run(reference_run, tmp_path, capsys):
     """Kill the CLI after its first checkpoint, resume through the CLI; same adapter, same metrics."""
     from tca4rec.cli import main
-    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+    from tca4rec.llm.evaluate import evaluate_llm_run
 
     config, reference = reference_run
     out = tmp_path / "run"
@@ -79,7 +79,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(reference_run, tmp_path, 
 
 def test_same_seed_same_run(reference_run, small_config, tmp_path):
     """Determinism, with evaluation-based model selection switched on."""
-    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+    from tca4rec.llm.evaluate import evaluate_llm_run
     from tca4rec.llm.train import train
 
     config = small_config(tmp_path / "a", max_steps=2, save_steps=1, eval_rows=2, eval_beams=2)
@@ -166,7 +166,7 @@ def test_refusals(small_config, cf_run, tmp_path, tmp_path_factory, capsys):
         path.write_bytes(pickle.dumps(Payload()))
     run = load_llm_run(run_dir)
     assert run.config.host == "tallrec"
-    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+    from tca4rec.llm.evaluate import evaluate_llm_run
 
     evaluate_llm_run(run_dir, limit=1, beams=2)
     assert not marker.exists()
@@ -177,7 +177,7 @@ def test_killed_evaluation_resumes_with_the_rows_it_decoded(reference_run, tmp_p
     the rest, and metrics and predictions equal an uninterrupted evaluation's."""
     import shutil
 
-    import tca4rec.evaluate.llm_eval as llm_eval
+    import tca4rec.llm.evaluate as llm_eval
     import tca4rec.llm.decoding as decoding
 
     _, reference = reference_run
@@ -196,7 +196,7 @@ def test_killed_evaluation_resumes_with_the_rows_it_decoded(reference_run, tmp_p
         decoded.extend(split.row_ids.tolist())
         return real(host, signals, split, **kwargs)
 
-    monkeypatch.setattr(decoding, "evaluate_rows", dies_in_second_block)
+    monkeypatch.setattr(llm_eval, "evaluate_rows", dies_in_second_block)
     (run / "predictions_test.jsonl").unlink()
     with pytest.raises(KeyboardInterrupt):
         llm_eval.evaluate_llm_run(run, limit=5, beams=2, batch_size=2)
@@ -208,7 +208,7 @@ def test_killed_evaluation_resumes_with_the_rows_it_decoded(reference_run, tmp_p
         assert len(llm_eval._read_partial(path, changed)[0]) == 0  # other settings or weights: start over
 
     decoded.clear()
-    monkeypatch.setattr(decoding, "evaluate_rows", lambda *a, **k: (decoded.extend(a[2].row_ids.tolist()),
+    monkeypatch.setattr(llm_eval, "evaluate_rows", lambda *a, **k: (decoded.extend(a[2].row_ids.tolist()),
                                                                       real(*a, **k))[1])
     record = llm_eval.evaluate_llm_run(run, limit=5, beams=2, batch_size=2)
     assert decoded == [2, 3, 4]  # only the rows the killed call had not saved

@@ -20,7 +20,6 @@ have logit -inf has share 0 (log share -inf): the search never enters it.
 
 from __future__ import annotations
 
-
 import torch
 
 from tca4rec.align.tokenizer import CANCELLATION_TOLERANCE, check_cf_logits, contiguous_logsumexp

@@ -45,6 +45,7 @@ import torch
 
 from tca4rec.align.trie import ROOT, TitleTrie
 from tca4rec.errors import ConfigError
+from tca4rec.io import atomic_save_tensors
 
 IGNORE_INDEX = -100  # target-token padding, as in torch's cross-entropy
 
@@ -335,8 +336,6 @@ class CollaborativeTokenizer:
     # ---- persistence: the title tokens are stored, the trie is rebuilt on load ----------
     def save(self, path: str | Path) -> None:
         """Save atomically as safetensors (title token ids + EOS id)."""
-        from tca4rec.io import atomic_save_tensors
-
         atomic_save_tensors(path, {"seqs": self.trie.seqs, "lengths": self.trie.lengths},
                             metadata={"eos_token_id": str(self.eos_token_id), "format": _FORMAT})
 

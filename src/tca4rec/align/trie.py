@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from tca4rec.errors import ConfigError
+from tca4rec.io import atomic_save_tensors
 
 ROOT = 0
 
@@ -195,8 +196,6 @@ class TitleTrie:
 
     def save(self, path: str | Path) -> None:
         """Save atomically as safetensors (rebuilt from the title tokens on load)."""
-        from tca4rec.io import atomic_save_tensors
-
         atomic_save_tensors(path, {"seqs": self.seqs, "lengths": self.lengths},
                             metadata={"eos_token_id": str(self.eos_token_id), "format": "tca4rec.TitleTrie/1"})
 

@@ -27,7 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from tca4rec.align import CollaborativeTokenizer, SoftLabels, soft_ntp_loss
+from tca4rec.data import load_dataset
 from tca4rec.errors import ConfigError
+from tca4rec.io import atomic_write_json
+from tca4rec.llm.model import load_tokenizer
+from tca4rec.llm.prompts import title_token_ids
 
 
 class ReleasedPairsTrie:
@@ -175,10 +179,6 @@ def _format(result: dict) -> str:
 
 
 def run(args) -> int:
-    from tca4rec.data import load_dataset
-    from tca4rec.llm.model import load_tokenizer
-    from tca4rec.llm.prompts import title_token_ids
-
     if args.batch < 1 or args.repeats < 1 or args.threads < 1:
         raise ConfigError("--batch, --repeats and --threads must be at least 1")
     if not 0.0 <= args.alpha <= 1.0:
@@ -192,25 +192,5 @@ def run(args) -> int:
     result["data"] = str(args.data)
     print(_format(result))
     if args.out:
-        from tca4rec.io import atomic_write_json
-
         atomic_write_json(args.out, result)
     return 0
-
-
-def register(group) -> None:
-    from tca4rec.cli import add_command
-
-    p = add_command(group, "align", run,
-                    "soft-label speed vs the released per-position code, and loss memory vs plain CE",
-                    ("tca4rec bench align --data ../shared/data/amazon2018/Toys_and_Games",
-                     "tca4rec bench align --data data/synth --batch 4 --repeats 3 --out bench_align.json"))
-    p.add_argument("--data", required=True, help="dataset folder (release format)")
-    p.add_argument("--batch", type=int, default=16, help="targets per batch (default 16)")
-    p.add_argument("--llm", default=None,
-                   help="local Hugging Face model folder whose tokenizer to use (default: SmolLM2-135M)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repetitions, median reported (default 5)")
-    p.add_argument("--alpha", type=float, default=0.1, help="soft-label weight alpha (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random CF logits and targets")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: stable timings)")
-    p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")

@@ -28,9 +28,14 @@ import torch
 from tqdm import tqdm
 
 from tca4rec.align.trie import TitleTrie
+from tca4rec.cf import load_cf_run
+from tca4rec.data import load_dataset
 from tca4rec.decode import BeamSearchConfig, BeamSearchResult, constrained_beam_search
 from tca4rec.errors import ConfigError
-from tca4rec.llm.prompts import left_pad
+from tca4rec.io import atomic_write_json
+from tca4rec.llm.decoding import item_logits
+from tca4rec.llm.model import load_causal_lm, load_tokenizer
+from tca4rec.llm.prompts import PromptBuilder, left_pad, title_token_ids
 
 SCORE_TOLERANCE = 1e-5  # relative: float32 sums of ~15 log-probs (totals near -100), different kernels
 
@@ -176,10 +181,6 @@ def _print_table(result: dict) -> None:
 
 
 def run(args) -> int:
-    from tca4rec.data import load_dataset
-    from tca4rec.llm.model import load_causal_lm, load_tokenizer
-    from tca4rec.llm.prompts import PromptBuilder, title_token_ids
-
     if args.samples < 1 or args.beams < 1 or args.threads < 1 or args.batch < 1:
         raise ConfigError("--samples, --beams, --batch and --threads must be at least 1")
     if not args.beta > 0:
@@ -198,9 +199,6 @@ def run(args) -> int:
     prompts = [builder.build([item_token_ids[i - 1] for i in split.history(r)]).ids for r in rows]
     cf_logits = None
     if args.cf_run:
-        from tca4rec.cf import load_cf_run
-        from tca4rec.llm.decoding import item_logits
-
         cf_logits = item_logits(load_cf_run(args.cf_run, dataset).eval(), torch.tensor(split.users[: len(rows)]),
                                 torch.tensor(split.histories[: len(rows)]))
     result = run_bench(model, trie, item_token_ids, prompts, tokenizer.pad_token_id, args.beams, args.batch,
@@ -208,27 +206,5 @@ def run(args) -> int:
     result.update(data=str(args.data), split=args.split, llm=str(args.llm or "default"))
     _print_table(result)
     if args.out:
-        from tca4rec.io import atomic_write_json
-
         atomic_write_json(args.out, result)
     return 0
-
-
-def register(group) -> None:
-    from tca4rec.cli import add_command
-
-    p = add_command(group, "decode", run,
-                    "trie-constrained beam search vs HF generate with prefix_allowed_tokens_fn: speed and equality",
-                    ("tca4rec bench decode --data ../shared/data/amazon2018/Toys_and_Games --samples 8",
-                     "tca4rec bench decode --data data/synth --llm path/to/hf_model --beams 5 --out bench_decode.json"))
-    p.add_argument("--data", required=True, help="dataset folder (release format)")
-    p.add_argument("--llm", default=None, help="local Hugging Face model folder (default: SmolLM2-135M, base weights)")
-    p.add_argument("--samples", type=int, default=8, help="rows decoded, from the first (default 8)")
-    p.add_argument("--beams", type=int, default=10, help="beam width = items returned (default 10)")
-    p.add_argument("--batch", type=int, default=1, help="prompts per decoding call, both methods (default 1)")
-    p.add_argument("--split", default="test", help="split whose rows give the prompts (default test)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: stable timings)")
-    p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")
-    p.add_argument("--beta", type=float, default=1.0, help="CF weight of the guided search timed (default 1)")
-    p.add_argument("--cf-run", default=None, help="CF run whose logits guide (default: seeded random logits)")
-    p.add_argument("--no-hf", action="store_true", help="skip the (slow) HF generate baseline")

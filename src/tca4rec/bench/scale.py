@@ -17,8 +17,16 @@ import time
 import numpy as np
 import torch
 
+from tca4rec.align import CollaborativeTokenizer
 from tca4rec.bench.align import median_seconds, peak_tensor_bytes
+from tca4rec.cf.run import topk
+from tca4rec.cf.zoo import cf_model_class
+from tca4rec.data.synth import SynthConfig, synthesize
+from tca4rec.decode.beam import BeamSearchConfig, constrained_beam_search
 from tca4rec.errors import ConfigError
+from tca4rec.io import atomic_write_json
+from tca4rec.llm.model import load_tokenizer
+from tca4rec.llm.prompts import title_token_ids
 
 
 def fitted_line(items: list[int], seconds: list[float]) -> tuple[float, float, float]:
@@ -40,13 +48,6 @@ def tiny_llama(vocab_size: int, seed: int):
 
 def measure_size(num_items: int, text_tokenizer, llm, batch: int, repeats: int, rows: int, seed: int) -> dict:
     """Every stage at one catalog size."""
-    from tca4rec.align import CollaborativeTokenizer
-    from tca4rec.cf.base import cf_model_class
-    from tca4rec.cf.run import topk
-    from tca4rec.data.synth import SynthConfig, synthesize
-    from tca4rec.decode.beam import BeamSearchConfig, constrained_beam_search
-    from tca4rec.llm.prompts import title_token_ids
-
     result: dict = {"items": num_items}
     start = time.perf_counter()
     dataset = synthesize(SynthConfig(num_items=num_items, num_users=max(rows, 100), seed=seed))
@@ -133,8 +134,6 @@ def _sizes(text: str) -> list[int]:
 
 
 def run(args) -> int:
-    from tca4rec.llm.model import load_tokenizer
-
     sizes = _sizes(args.items)
     if args.batch < 1 or args.repeats < 1 or args.threads < 1 or args.rows < 1:
         raise ConfigError("--batch, --repeats, --rows and --threads must be at least 1")
@@ -142,23 +141,5 @@ def run(args) -> int:
     result = run_bench(sizes, load_tokenizer(args.llm), args.batch, args.repeats, args.rows, args.seed)
     print(_format(result))
     if args.out:
-        from tca4rec.io import atomic_write_json
-
         atomic_write_json(args.out, result)
     return 0
-
-
-def register(group) -> None:
-    from tca4rec.cli import add_command
-
-    p = add_command(group, "scale", run, "time and memory of each alignment stage against catalog size",
-                    ("tca4rec bench scale --items 20000,200000,1000000",
-                     "tca4rec bench scale --items 1000,5000 --repeats 2 --out bench_scale.json"))
-    p.add_argument("--items", default="20000,200000,1000000", help="comma-separated catalog sizes")
-    p.add_argument("--batch", type=int, default=16, help="targets per soft-label batch (default 16)")
-    p.add_argument("--rows", type=int, default=64, help="rows ranked by the CF model per size (default 64)")
-    p.add_argument("--llm", default=None, help="local model folder whose tokenizer to use (default: SmolLM2-135M)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repetitions, median reported (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the catalog, logits and models")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: stable timings)")
-    p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")

@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 
 from tca4rec.errors import ConfigError
+from tca4rec.io import atomic_write_json
+from tca4rec.llm.config import TrainConfig
+from tca4rec.llm.train import build_trainer
 
 
 def measure(config, log=print) -> dict:
     """Train ``config`` (a throwaway run folder) and return its throughput figures."""
-    from tca4rec.llm.train import build_trainer
-
     trainer, _ = build_trainer(config, overwrite=True)
     started = time.perf_counter()
     trainer.train()
@@ -44,8 +45,6 @@ def measure(config, log=print) -> dict:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from tca4rec.io import atomic_write_json
-    from tca4rec.llm.config import TrainConfig
 
     if args.steps < 1 or args.batch_size < 1:
         raise ConfigError("--steps and --batch-size must be >= 1")
@@ -69,19 +68,3 @@ def run(args: argparse.Namespace) -> int:
                                            "data": args.data, "batch_size": args.batch_size, "steps": args.steps})
         print(f"wrote {args.out}")
     return 0
-
-
-def register(group) -> None:
-    from tca4rec.cli import add_command
-
-    p = add_command(group, "train", run,
-                    "LoRA training throughput: rows grouped by length vs random batches (real tokens/s)",
-                    ("tca4rec bench train --data ../shared/data/amazon2018/Office_Products --steps 8 --batch-size 16",
-                     "tca4rec bench train --data data/synth --llm path/to/hf_model --out bench_train.json"))
-    p.add_argument("--data", required=True, help="dataset folder (release format)")
-    p.add_argument("--llm", default=None, help="local Hugging Face model folder (default: the embedded SmolLM2-135M)")
-    p.add_argument("--steps", type=int, default=8, help="optimizer steps per mode (default 8)")
-    p.add_argument("--batch-size", type=int, default=16, dest="batch_size", help="rows per step (default 16)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")

@@ -5,7 +5,7 @@ those logits (the Collaborative Tokenizer turns them into next-token distributio
 for the LLaRA/CoLLM hosts, the user and item embeddings whose dot product gives them.
 So a model is a ``CFModel`` with ``user_embedding`` and ``item_embeddings``; the logits and
 the default training loss follow from those two. Adding a model means adding one file
-that defines a ``@register_cf_model`` class (RecBole style).
+that defines a ``@register_cf_model`` class (RecBole style) and naming it in ``cf/zoo.py``.
 """
 
 from __future__ import annotations
@@ -206,17 +206,3 @@ def register_cf_model(cls: type[CFModel]) -> type[CFModel]:
         raise ConfigError(f"CF model name '{cls.name}' registered twice")
     CF_MODELS[cls.name] = cls
     return cls
-
-
-def cf_model_class(name: str) -> type[CFModel]:
-    import tca4rec.cf  # noqa: F401  (importing the package registers the zoo)
-
-    if name not in CF_MODELS:
-        raise ConfigError(f"unknown CF model '{name}' (known: {', '.join(sorted(CF_MODELS))})")
-    return CF_MODELS[name]
-
-
-def build_cf_model(name: str, num_items: int, num_users: int, **config_overrides: Any) -> CFModel:
-    """A fresh model ``name`` with its default config updated by ``config_overrides``."""
-    cls = cf_model_class(name)
-    return cls(cls.config_class.from_dict(config_overrides), num_items, num_users)

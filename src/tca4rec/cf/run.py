@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tca4rec.cf.base import CFModel, cf_model_class
+from tca4rec.cf.base import CFModel
+from tca4rec.cf.zoo import cf_model_class
 from tca4rec.data import RecDataset
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.evaluate.metrics import exclude_record, hit_ranks, metrics_record, prediction_records

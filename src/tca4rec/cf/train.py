@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tca4rec.cf.base import CFConfig, CFModel, cf_model_class
+from tca4rec.cf.base import CFConfig, CFModel
 from tca4rec.cf.run import CONFIG_FILE, WEIGHTS_FILE, split_ranks
+from tca4rec.cf.zoo import cf_model_class
 from tca4rec.data import RecDataset
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.evaluate.metrics import metrics_record, summarize

@@ -1,7 +1,9 @@
 """Command line: ``tca4rec <group> <command>``, a thin layer over the Python API.
 
 Each area registers its commands from its own module (``cli/data.py``, ``cli/cf.py``, ...),
-so adding a command never touches this file. Errors the library raises on purpose
+so adding a command never touches this file. Command modules import the API inside each
+command's function, the one place the package does so: the API loads torch and
+transformers (seconds), and ``--help`` or a mistyped option must answer at once. Errors the library raises on purpose
 (``TCA4RecError``) print as one line with exit status 2; ``--debug`` shows the traceback.
 """
 

@@ -16,7 +16,7 @@ def _parse_set(model_name: str, pairs: list[str], many: bool = False) -> dict:
 
     With ``many``, ``--set mask_prob=0.2,0.4`` -> {"mask_prob": [0.2, 0.4]} (a sweep grid).
     """
-    from tca4rec.cf.base import cf_model_class
+    from tca4rec.cf.zoo import cf_model_class
 
     config_class = cf_model_class(model_name).config_class
     types = typing.get_type_hints(config_class)

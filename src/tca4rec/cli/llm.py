@@ -40,10 +40,8 @@ def _print_metrics(record: dict) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from tca4rec.evaluate.llm_eval import evaluate_llm_run
+    from tca4rec.llm.evaluate import decoding_suffix, evaluate_llm_run
     from tca4rec.llm.run import process_state
-
-    from tca4rec.evaluate.llm_eval import decoding_suffix
 
     record = evaluate_llm_run(args.run, split=args.split, limit=args.limit, beams=args.beams,
                               batch_size=args.batch_size, data=args.data, beta=args.beta, cf_run=args.cf_run,
@@ -59,9 +57,9 @@ def _tune_beta(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from tca4rec.evaluate.tune_beta import tune_beta
     from tca4rec.llm.decoding import TUNED_BETA_FILE
     from tca4rec.llm.run import process_state
+    from tca4rec.llm.tune_beta import tune_beta
 
     record = tune_beta(args.run, split=args.split, rows=args.rows, grid=args.grid, cf_run=args.cf_run,
                        beams=args.beams, batch_size=args.batch_size, data=args.data)
@@ -113,9 +111,7 @@ def _positive_int(text: str) -> int:
 
 
 def register(sub) -> None:
-    from tca4rec.evaluate.tune_beta import DEFAULT_GRID
-    from tca4rec.llm.config import HOSTS, LOSS_FORMS, MSL_DEFAULT_TAU, TrainConfig
-    from tca4rec.llm.model import DEFAULT_LLM
+    from tca4rec.llm.config import DEFAULT_GRID, DEFAULT_LLM, HOSTS, LOSS_FORMS, MSL_DEFAULT_TAU, TrainConfig
 
     d = TrainConfig(data="", out="")
     p = add_command(sub, "train", _train, "LoRA fine-tune an LLM recommender (host + TCA4Rec when --alpha > 0)", (

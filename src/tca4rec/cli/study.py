@@ -9,7 +9,8 @@ from tca4rec.cli import add_command
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from tca4rec.demo import DemoConfig, run_demo
+    from tca4rec.study.config import DemoConfig
+    from tca4rec.study.demo import run_demo
 
     fields = {k: v for k, v in vars(args).items() if k in DemoConfig.__dataclass_fields__ and v is not None}
     report = run_demo(DemoConfig(**fields))
@@ -18,7 +19,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from tca4rec.study import load_study
+    from tca4rec.study.runner import load_study
 
     report = load_study(args.config, args.set).run(jobs=args.jobs, only=args.only, finish_within=args.finish_within,
                                                    eval_reserve=args.eval_reserve, stage=args.stage)
@@ -31,20 +32,20 @@ def _report(args: argparse.Namespace) -> int:
     from tca4rec.errors import ConfigError
 
     if len(args.runs) == 1 and (Path(args.runs[0]) / "study.yaml").is_file():
-        from tca4rec.study import load_study
+        from tca4rec.study.runner import load_study
 
         print(f"report folder: {load_study(args.runs[0]).report()}")
         return 0
     if args.data is None:
         raise ConfigError("reporting on run folders needs --data DIR (the dataset they were evaluated on)")
-    from tca4rec.runs_report import write_runs_report
+    from tca4rec.study.runs_report import write_runs_report
 
     print(f"report folder: {write_runs_report(args.runs, args.data, args.split, args.out)}")
     return 0
 
 
 def register(sub) -> None:
-    from tca4rec.demo import DemoConfig
+    from tca4rec.study.config import DemoConfig
 
     p = add_command(sub, "demo", _demo, "the main job: SASRec, LLM and LLM + TCA4Rec on one dataset, with a report",
                     ("tca4rec demo", "tca4rec demo --data ../shared/data/amazon2018/Toys_and_Games --out demo_toys",

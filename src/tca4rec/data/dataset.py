@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tca4rec.errors import ConfigError
+from tca4rec.errors import ConfigError, DatasetError
 
 SPLITS = ("train", "valid", "test")
 
@@ -125,8 +125,6 @@ class RecDataset:
         return len(self.titles) - 1
 
     def split(self, name: str) -> Split:
-        from tca4rec.errors import DatasetError
-
         if name not in self.splits:
             raise DatasetError(f"no '{name}' split (have: {', '.join(self.splits)})", file=self.root)
         return self.splits[name]

@@ -8,6 +8,8 @@ item with the identical title); 0 means not found. HR@K = [rank <= K], NDCG@K =
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 KS = (1, 3, 5, 10)
@@ -68,17 +70,76 @@ def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str = "ND
     this many rows detect with 80% power at the 5% level: 2.80 x the bootstrap standard
     error of the mean difference. A non-significant difference with a small MDE says "no
     effect of that size"; with a large MDE it says "too few rows to tell".
+
+    Three two-sided p values come with it, because they disagree near the threshold:
+    ``p_normal`` (the difference over its bootstrap SE, normal approximation),
+    ``p_bootstrap`` (twice the share of bootstrap means on the far side of 0, at least
+    2 / (n_boot + 1)) and
+    ``p_exact``: a sign-flip permutation test of the per-row differences for NDCG, which for
+    HR (differences of +-1) is McNemar's exact test. ``p`` is the largest of the three: the
+    one to use for any multiple-testing claim.
     """
     if len(ranks_a) != len(ranks_b):
         raise ValueError("paired bootstrap needs the same rows on both sides")
     k = int(metric.split("@")[1])
-    diff = per_row_metrics(ranks_b, (k,))[metric] - per_row_metrics(ranks_a, (k,))[metric]
+    value_a, value_b = per_row_metrics(ranks_a, (k,))[metric], per_row_metrics(ranks_b, (k,))[metric]
+    diff = value_b - value_a
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(1)
     lo, hi = np.percentile(means, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     se = float(means.std(ddof=1))
-    return {"diff": float(diff.mean()), "low": float(lo), "high": float(hi), "significant": bool(lo > 0 or hi < 0),
-            "se": se, "mde80": _Z_POWER80 * se, "discordant": int((diff != 0).sum())}
+    mean = float(diff.mean())
+    p_normal = math.erfc(abs(mean) / se / math.sqrt(2)) if se > 0 else 1.0
+    # (count + 1) / (n_boot + 1): never 0, whatever the number of resamples resolves.
+    p_bootstrap = min(1.0, 2 * (min(int((means <= 0).sum()), int((means >= 0).sum())) + 1) / (n_boot + 1))
+    p_exact = mcnemar_exact_p(value_a > 0, value_b > 0) if metric.startswith("HR") else sign_flip_p(diff, seed=seed)
+    return {"diff": mean, "low": float(lo), "high": float(hi), "significant": bool(lo > 0 or hi < 0),
+            "se": se, "mde80": _Z_POWER80 * se, "discordant": int((diff != 0).sum()),
+            "p_normal": p_normal, "p_bootstrap": p_bootstrap, "p_exact": p_exact,
+            "p": max(p_normal, p_bootstrap, p_exact)}
+
+
+EXACT_SIGN_FLIPS = 16  # up to this many nonzero differences every sign pattern is enumerated
+
+
+def sign_flip_p(diff: np.ndarray, n_perm: int | None = None, seed: int = 0) -> float:
+    """Two-sided p of "the per-row differences are symmetric about 0" (paired permutation test).
+
+    Under the null each nonzero difference is as likely negative as positive, so the
+    observed |sum| is compared with the |sum| of every sign pattern: exactly when at most
+    ``EXACT_SIGN_FLIPS`` rows differ, else over ``n_perm`` random patterns, where
+    (1 + count) / (1 + n_perm) is still a valid p (default: 100,000 patterns, fewer when
+    more than 2,000 rows differ, so that the work stays near 2e8 multiply-adds). For
+    differences of +-1 (HR@K) this is McNemar's exact test (``mcnemar_exact_p``).
+    """
+    d = np.asarray(diff, dtype=np.float64)
+    d = d[d != 0]
+    if len(d) == 0:
+        return 1.0
+    observed = abs(d.sum()) * (1 - 1e-9)  # float sums of the same terms in another order
+    if len(d) <= EXACT_SIGN_FLIPS:
+        signs = ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1) * 2 - 1  # [2^n, n]
+        return float((np.abs(signs @ d) >= observed).mean())
+    if n_perm is None:
+        n_perm = int(min(100_000, max(10_000, 2e8 // len(d))))
+    rng = np.random.default_rng(seed)
+    count, chunk = 0, max(1, 2 ** 22 // len(d))  # [chunk, n] sign matrices of at most 4M entries
+    for start in range(0, n_perm, chunk):
+        signs = rng.integers(0, 2, size=(min(chunk, n_perm - start), len(d)), dtype=np.int8) * 2 - 1
+        count += int((np.abs(signs @ d) >= observed).sum())
+    return (1 + count) / (1 + n_perm)
+
+
+def mcnemar_exact_p(hit_a: np.ndarray, hit_b: np.ndarray) -> float:
+    """McNemar's exact two-sided test of paired hits: of the rows where exactly one method
+    hits, is each as likely to be either? Binomial(n, 1/2) tail, in exact integer arithmetic."""
+    hit_a, hit_b = np.asarray(hit_a, dtype=bool), np.asarray(hit_b, dtype=bool)
+    b, c = int((hit_b & ~hit_a).sum()), int((hit_a & ~hit_b).sum())
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2 ** n)
 
 
 def metrics_record(ranks: np.ndarray, *, split: str, model: str, extra: dict | None = None) -> dict:

@@ -7,6 +7,12 @@ ranks are recomputed from the predictions so that any two runs on the same rows 
 compared pairwise (paired bootstrap) and their top-10 lists intersected (collaborative
 consistency: the share of the LLM's top-10 items that are also in the CF model's top-10
 for the same row).
+
+What a reviewer asks next is reported beside every headline: metrics on the **novel** rows
+(the target's title is not already in the history: repeating the history is what a
+sequential CF model does best), **item-level** hits (the exact target item, no credit for an
+item with the identical title; the title-level hit stays the headline, as in the paper's
+release), and three p values per paired comparison (``paired_bootstrap``).
 """
 
 from __future__ import annotations
@@ -37,6 +43,15 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
     ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
     loss_curve: list[tuple[float, float]] = field(default_factory=list)  # (step, loss)
+    item_ranks: np.ndarray | None = None  # int64 [R] rank of the exact target item (no identical-title credit)
+    repeat: np.ndarray | None = None  # bool [R]: the target's title is already in the row's history
+
+    @property
+    def novel(self) -> np.ndarray:
+        """bool [R]: rows whose target title is not in the history."""
+        if self.repeat is None:
+            raise RunError(f"{self.label}: novel rows need the rows' histories (load_run_result(histories=...))")
+        return ~self.repeat
 
 
 def _read_json(path: Path) -> dict:
@@ -75,9 +90,10 @@ def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
 
 
 def load_run_result(run_dir: str | Path, split: str, title_group: np.ndarray, label: str | None = None,
-                    top: int = 10, suffix: str = "") -> RunResult:
+                    top: int = 10, suffix: str = "", histories: np.ndarray | None = None) -> RunResult:
     """Read a finished, evaluated run. ``title_group`` is the dataset's (identical-title hits);
-    ``suffix``: a decoding variant's predictions (``evaluate.llm_eval.decoding_suffix``)."""
+    ``suffix``: a decoding variant's predictions (``tca4rec.llm.evaluate.decoding_suffix``);
+    ``histories``: the whole split's [rows, H] history ids, to tell repeat rows from novel ones."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder {run_dir} does not exist")
@@ -96,9 +112,16 @@ def load_run_result(run_dir: str | Path, split: str, title_group: np.ndarray, la
     if topk.max() >= len(title_group) or targets.max() >= len(title_group):
         raise RunError(f"{run_dir}: predictions name items outside this dataset's catalog")
     ranks = hit_ranks(topk, targets, title_group)
+    repeat = None
+    if histories is not None:
+        if rows.max() >= len(histories):
+            raise RunError(f"{run_dir}: predictions name row {rows.max()}, but the {split} split has {len(histories)}")
+        history = histories[rows]  # [R, H], 0 = padding
+        repeat = ((title_group[history] == title_group[targets][:, None]) & (history > 0)).any(axis=1)
     return RunResult(label=label or run_dir.name, run_dir=run_dir, config=config, rows=rows, targets=targets,
                      topk=topk, ranks=ranks, metrics=summarize(ranks),
-                     ci95={k: tuple(v) for k, v in bootstrap_ci(ranks).items()}, loss_curve=_loss_curve(run_dir))
+                     ci95={k: tuple(v) for k, v in bootstrap_ci(ranks).items()}, loss_curve=_loss_curve(run_dir),
+                     item_ranks=hit_ranks(topk, targets, np.arange(len(title_group))), repeat=repeat)
 
 
 def _common_rows(a: RunResult, b: RunResult) -> tuple[np.ndarray, np.ndarray]:
@@ -111,21 +134,85 @@ def _common_rows(a: RunResult, b: RunResult) -> tuple[np.ndarray, np.ndarray]:
     return ia, ib
 
 
-def compare(a: RunResult, b: RunResult, metric: str = "NDCG@10") -> dict:
-    """Paired bootstrap of b - a on their common rows (95% CI; significant if it excludes 0)."""
+ROW_SETS = ("all", "novel")
+
+
+def compare(a: RunResult, b: RunResult, metric: str = "NDCG@10", rows: str = "all") -> dict:
+    """Paired test of b - a on their common rows (``rows="novel"``: only those whose target
+    title is not in the history): 95% bootstrap CI (significant if it excludes 0), MDE80 and
+    the p values of ``paired_bootstrap``."""
+    if rows not in ROW_SETS:
+        raise ValueError(f"rows must be one of {ROW_SETS}, got {rows!r}")
     ia, ib = _common_rows(a, b)
-    return {"a": a.label, "b": b.label, "metric": metric, "rows": int(len(ia)),
+    if rows == "novel":
+        keep = a.novel[ia]
+        ia, ib = ia[keep], ib[keep]
+        if len(ia) == 0:
+            raise RunError(f"runs {a.label} and {b.label} share no novel rows")
+    return {"a": a.label, "b": b.label, "metric": metric, "row_set": rows, "rows": int(len(ia)),
             **paired_bootstrap(a.ranks[ia], b.ranks[ib], metric=metric)}
 
 
 def describe_comparison(t: dict) -> str:
-    """One sentence of a ``compare`` result: difference, CI, rows, verdict and power."""
+    """One sentence of a ``compare`` result: difference, CI, rows, verdict, power and p values."""
     verdict = "significant" if t["significant"] else "not significant"
     if not t["significant"]:
         verdict += ("; no discordant rows, so no power to tell" if t["discordant"] == 0 else
                     f"; a true Δ of ±{t['mde80']:.4f} would be detected with 80% power")
-    return (f"Δ{t['metric']} = {t['diff']:+.4f} [{t['low']:+.4f}, {t['high']:+.4f}] over {t['rows']} rows "
-            f"({t['discordant']} rows differ; MDE80 {t['mde80']:.4f}): **{verdict}**")
+    exact = "McNemar" if t["metric"].startswith("HR") else "sign-flip"
+    which = " novel" if t.get("row_set") == "novel" else ""
+    return (f"Δ{t['metric']} = {t['diff']:+.4f} [{t['low']:+.4f}, {t['high']:+.4f}] over {t['rows']}{which} rows "
+            f"({t['discordant']} rows differ; MDE80 {t['mde80']:.4f}; p {_p(t['p_exact'])} {exact}, "
+            f"{_p(t['p_bootstrap'])} bootstrap, {_p(t['p_normal'])} normal): **{verdict}**")
+
+
+def _p(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def bonferroni_lines(tests: list[dict], level: float = 0.05) -> list[str]:
+    """What survives a Bonferroni correction over ``tests``, judged on each test's largest p."""
+    if len(tests) < 2:
+        return []
+    bound = level / len(tests)
+    kept = [t for t in tests if t["p"] < bound]
+    names = "; ".join(f"{t['b']} vs {t['a']}, Δ{t['metric']} ({t.get('row_set', 'all')} rows, p {_p(t['p'])})"
+                      for t in kept)
+    return [f"Bonferroni over these {len(tests)} tests (each at {level:g}/{len(tests)} = {bound:.2g}), on the largest "
+            f"of each test's three p values: {len(kept)} of {len(tests)} remain significant"
+            + (f": {names}." if kept else ".")]
+
+
+def row_profile(r: RunResult) -> dict:
+    """Where a run's hits come from: repeat vs novel rows, and item-level hits."""
+    hr1 = r.ranks == 1
+    out = {"item_level": summarize(r.item_ranks) if r.item_ranks is not None else None}
+    if r.repeat is not None:
+        novel = r.novel
+        out.update(repeat_rows=int(r.repeat.sum()), novel_rows=int(novel.sum()),
+                   hr1_hits=int(hr1.sum()), hr1_hits_on_repeat_rows=int((hr1 & r.repeat).sum()),
+                   novel=summarize(r.ranks[novel]) if novel.any() else None,
+                   novel_ci95={k: list(v) for k, v in bootstrap_ci(r.ranks[novel]).items()} if novel.any() else None)
+    return out
+
+
+def profile_table(results: list[RunResult]) -> str:
+    """A markdown table of ``row_profile``: novel-row and item-level NDCG@10 / HR@10 per run."""
+    lines = ["| method | repeat rows | HR@1 hits on repeat rows | novel rows | NDCG@10, novel rows | "
+             "HR@10, novel rows | NDCG@10, item-level | HR@10, item-level |", "|" + "---|" * 8]
+    for r in results:
+        p = row_profile(r)
+        item = p["item_level"]
+        if "novel" in p and p["novel"] is not None:
+            lo, hi = p["novel_ci95"]["NDCG@10"]
+            hlo, hhi = p["novel_ci95"]["HR@10"]
+            novel = (f"{p['novel']['NDCG@10']:.4f} [{lo:.3f}, {hi:.3f}] | "
+                     f"{p['novel']['HR@10']:.4f} [{hlo:.3f}, {hhi:.3f}]")
+            counts = f"{p['repeat_rows']} | {p['hr1_hits_on_repeat_rows']} of {p['hr1_hits']} | {p['novel_rows']}"
+        else:
+            novel, counts = "– | –", "– | – | –"
+        lines.append(f"| {r.label} | {counts} | {novel} | {item['NDCG@10']:.4f} | {item['HR@10']:.4f} |")
+    return "\n".join(lines)
 
 
 def collaborative_consistency(llm: RunResult, cf: RunResult, k: int = 10) -> float:

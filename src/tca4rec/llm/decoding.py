@@ -19,8 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
 
+from tca4rec.cf import load_cf_run
+from tca4rec.decode import BeamSearchConfig, constrained_beam_search
 from tca4rec.errors import ConfigError, RunError
+from tca4rec.llm.run import process_state
 
 TUNED_BETA_FILE = "beta_tuning.json"  # written by ``tune_beta``: the grid's table and the chosen beta
 TEACHER = "teacher"  # the CF run a run was trained with (its config's ``cf``)
@@ -35,12 +40,6 @@ def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, 
     [R, k], sums of token scores, -inf where empty). Every process of a distributed
     launch must call this; each decodes its share of the rows and all get the full result.
     """
-    from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
-
-    from tca4rec.decode import BeamSearchConfig, constrained_beam_search
-    from tca4rec.llm.run import process_state
-
     state = process_state()
     device = torch.device(device if device is not None else next(host.parameters()).device)
     # On a GPU decode in bf16 like training (the Trainer's bf16 autocast); on the CPU in float32.
@@ -103,7 +102,6 @@ def guide_cf_model(run, cf_run: str | Path | None):
     """The CF model whose logits guide decoding: ``cf_run``'s, or the run's own teacher (or None)."""
     if cf_run is None or str(cf_run) == TEACHER:
         return run.cf
-    from tca4rec.cf import load_cf_run
 
     model = load_cf_run(cf_run, run.dataset)
     if model.num_items != run.dataset.num_items:

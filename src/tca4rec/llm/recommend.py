@@ -14,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tca4rec.data.dataset import Split
 from tca4rec.errors import ConfigError
+from tca4rec.llm.decoding import evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
+from tca4rec.llm.run import load_llm_run
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,6 @@ def recommend(run_dir: str | Path, history_titles: Sequence[str], k: int = 10, b
     ``run``: an already loaded ``LLMRun`` to reuse (then ``run_dir`` is only informative).
     ``beta``, ``cf_run``, ``length_normalize``: CF-guided decoding, as in ``evaluate_llm_run``.
     """
-    from tca4rec.data.dataset import Split
-    from tca4rec.llm.decoding import evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
-    from tca4rec.llm.run import load_llm_run
-
     beams = max(k, 10) if beams is None else beams
     if k < 1:
         raise ConfigError(f"--k {k}: must be >= 1")

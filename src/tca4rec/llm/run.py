@@ -19,9 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
+from peft import LoraConfig, get_peft_model
 
+from tca4rec.align import CollaborativeTokenizer
+from tca4rec.cf import load_cf_run
+from tca4rec.data import load_dataset
 from tca4rec.errors import RunError
+from tca4rec.io import atomic_write_json
+from tca4rec.llm.config import RUN_FORMAT, TrainConfig
 from tca4rec.llm.hosts import Host
+from tca4rec.llm.lora import AdapterReport, check_adapted, plan_lora
+from tca4rec.llm.model import load_causal_lm, load_tokenizer
+from tca4rec.llm.prompts import title_token_ids
+from tca4rec.llm.weights import load_weights
 
 CT_FILE = "ct.safetensors"
 LLM_FILE = "llm.json"  # the adapted modules, trainable parameter count and base dtype of a run
@@ -31,8 +42,6 @@ def process_state():
     """accelerate's process state. On a machine without GPU it must be created with
     ``cpu=True`` before anything else asks for it: only then does a ``torchrun`` launch
     become a gloo process group instead of N independent single-process runs."""
-    from accelerate import PartialState
-
     return PartialState(cpu=not torch.cuda.is_available())
 
 
@@ -72,11 +81,6 @@ class Signals:
 
         ``expected``: a run's stored fingerprints; a different dataset or tokenizer is a RunError.
         """
-        from tca4rec.align import CollaborativeTokenizer
-        from tca4rec.data import load_dataset
-        from tca4rec.llm.model import load_tokenizer
-        from tca4rec.llm.prompts import title_token_ids
-
         dataset = load_dataset(config.data)
         tokenizer = load_tokenizer(config.llm)
         if expected is not None:
@@ -96,8 +100,6 @@ class Signals:
             ct = CollaborativeTokenizer(title_ids[1:], tokenizer.eos_token_id)
         cf = None
         if config.cf is not None:
-            from tca4rec.cf import load_cf_run
-
             cf = load_cf_run(config.cf, dataset)
             if cf.num_items != dataset.num_items:
                 raise RunError(f"--cf {config.cf} scores {cf.num_items} items, the dataset has {dataset.num_items}")
@@ -158,11 +160,6 @@ def build_host(config, signals: Signals, trainable: bool) -> Host:
     LoRA goes on ``config.lora_targets``, by default every attention projection of the
     architecture (``tca4rec.llm.lora``); a target list that matches nothing is a ConfigError.
     """
-    from peft import LoraConfig, get_peft_model
-
-    from tca4rec.llm.lora import check_adapted, plan_lora
-    from tca4rec.llm.model import load_causal_lm
-
     llm = load_causal_lm(config.llm)
     plan = plan_lora(llm, config.lora_targets, config.llm)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
@@ -179,9 +176,6 @@ def build_host(config, signals: Signals, trainable: bool) -> Host:
 
 def report_adapters(host: Host, config, run_dir: Path) -> None:
     """Print what trains (modules, parameter counts, dtype) and store it as the run's ``llm.json``."""
-    from tca4rec.io import atomic_write_json
-    from tca4rec.llm.lora import AdapterReport
-
     report = AdapterReport.of(host, config.llm)
     if process_state().is_main_process:
         print(report.describe(), flush=True)
@@ -222,8 +216,6 @@ class LLMRun:
 
 
 def read_run_record(run_dir: Path) -> dict:
-    from tca4rec.llm.config import RUN_FORMAT
-
     if not run_dir.is_dir():
         raise RunError(f"run folder {run_dir} does not exist")
     path = run_dir / "config.json"
@@ -245,9 +237,6 @@ def load_llm_run(run_dir: str | Path, data: str | Path | None = None, merge: boo
 
     ``merge`` folds the LoRA weights into the base model (faster decoding, same outputs).
     """
-    from tca4rec.llm.config import TrainConfig
-    from tca4rec.llm.weights import load_weights
-
     run_dir = Path(run_dir)
     record = read_run_record(run_dir)
     if not (run_dir / "adapter").is_dir() or not (run_dir / CT_FILE).is_file():

@@ -32,12 +32,17 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, Sampler
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
+from tca4rec.align import soft_ntp_loss
 from tca4rec.errors import ConfigError, RunError
+from tca4rec.evaluate.metrics import hit_ranks, summarize
 from tca4rec.io import atomic_write_json, atomic_write_jsonl
 from tca4rec.llm.config import RESUMABLE_CHANGES, RUN_FORMAT, TrainConfig
+from tca4rec.llm.decoding import evaluate_rows
 from tca4rec.llm.hosts import Host
+from tca4rec.llm.run import CT_FILE, Signals, build_host, fingerprints_of, process_state, report_adapters
 from tca4rec.llm.weights import load_weights, save_weights
 
 
@@ -57,8 +62,6 @@ class LengthGroupedRows(Sampler[int]):
         return len(self.lengths)
 
     def __iter__(self):
-        from transformers.trainer_pt_utils import get_length_grouped_indices
-
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
@@ -192,8 +195,6 @@ class TCA4RecTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        from tca4rec.align import soft_ntp_loss
-
         if model.training:
             if not self.tokens["slots"]:  # throughput counts from the first batch after a log
                 self.tokens["since"] = time.monotonic()
@@ -221,9 +222,6 @@ class TCA4RecTrainer(Trainer):
         return (loss, logits) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        from tca4rec.llm.decoding import evaluate_rows
-        from tca4rec.evaluate.metrics import hit_ranks, summarize
-
         host = self.accelerator.unwrap_model(self.model)
         started = time.monotonic()
         items, _ = evaluate_rows(host, self.tca, self.eval_split, beams=self.config.eval_beams,
@@ -273,8 +271,6 @@ def prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool, fingerpr
 
     Only the main process deletes or writes; callers synchronize afterwards.
     """
-    from tca4rec.llm.run import process_state
-
     run_dir = Path(config.out)
     state = process_state()
     exists = run_dir.exists() and any(run_dir.iterdir())
@@ -349,9 +345,6 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
 def build_trainer(config: TrainConfig, *, resume: bool = False, overwrite: bool = False
                   ) -> tuple[TCA4RecTrainer, Path | None]:
     """The ready Trainer of a run (folder checked, config.json written) and the checkpoint to resume."""
-    from transformers import set_seed
-
-    from tca4rec.llm.run import Signals, build_host, fingerprints_of, process_state, report_adapters
 
     process_state()  # first, so that a CPU torchrun launch is distributed
     run_dir = Path(config.out)
@@ -385,8 +378,6 @@ def build_trainer(config: TrainConfig, *, resume: bool = False, overwrite: bool 
 
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Fine-tune ``config.host`` with LoRA (and TCA4Rec soft labels if alpha > 0); returns the run folder."""
-    from tca4rec.llm.run import CT_FILE, process_state
-
     run_dir = Path(config.out)
     trainer, checkpoint = build_trainer(config, resume=resume, overwrite=overwrite)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

@@ -9,14 +9,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
+
 from tca4rec.errors import RunError
+from tca4rec.io import atomic_dir, atomic_save_tensors
 from tca4rec.llm.hosts import Host
 
 
 def save_weights(host: Host, folder: Path) -> None:
     """The trained weights only: LoRA adapter (``adapter/``) and llara projector."""
-    from tca4rec.io import atomic_dir, atomic_save_tensors
-
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "adapter").exists():
         shutil.rmtree(folder / "adapter")
@@ -28,9 +30,6 @@ def save_weights(host: Host, folder: Path) -> None:
 
 def load_weights(host: Host, folder: Path) -> None:
     """Load what ``save_weights`` wrote into an already built host (safetensors only)."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
     adapter = folder / "adapter" / "adapter_model.safetensors"
     if not adapter.is_file():
         raise RunError(f"{folder}: no adapter weights (adapter/adapter_model.safetensors)")

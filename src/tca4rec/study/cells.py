@@ -1,6 +1,6 @@
 """The cells of a study: one CF run or one LLM run of the grid, with its folder and display label.
 
-Both the study runner (``study.py``) and its report (``study_report.py``) name cells, so the
+Both the study runner (``runner.py``) and its report (``report.py``) name cells, so the
 cells live below both and the report never imports the runner.
 """
 

@@ -16,8 +16,10 @@ import numpy as np
 from tca4rec.errors import ConfigError
 from tca4rec.evaluate.metrics import KS, hit_ranks, summarize
 from tca4rec.io import atomic_write_json
+from tca4rec.llm.config import DEFAULT_GRID
+from tca4rec.llm.decoding import TEACHER, TUNED_BETA_FILE, evaluate_rows, guide_cf_model, parse_beta
+from tca4rec.llm.run import load_llm_run, process_state
 
-DEFAULT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 SELECTION_METRIC = "NDCG@10"
 
 
@@ -25,9 +27,6 @@ def tune_beta(run_dir: str | Path, split: str = "valid", rows: int = 100, grid: 
               cf_run: str | Path | None = None, beams: int = 10, batch_size: int = 8,
               data: str | Path | None = None) -> dict:
     """Evaluate every beta of ``grid`` on the first ``rows`` rows of ``split``; store and return the table."""
-    from tca4rec.llm.decoding import TEACHER, TUNED_BETA_FILE, evaluate_rows, guide_cf_model, parse_beta
-    from tca4rec.llm.run import load_llm_run, process_state
-
     if split == "test":
         raise ConfigError("--split test: beta is chosen on valid rows, never on the test rows it is reported on")
     if rows < 1 or beams < 1 or batch_size < 1:

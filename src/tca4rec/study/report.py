@@ -9,6 +9,7 @@ The text states what the numbers say, significant or not.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -16,9 +17,24 @@ from pathlib import Path
 import numpy as np
 
 from tca4rec.errors import RunError
-from tca4rec.evaluate.llm_eval import decoding_suffix
-from tca4rec.evaluate.report import (METRIC_NAMES, RunResult, collaborative_consistency, compare,
-                                     describe_comparison, load_run_result)
+from tca4rec.evaluate.plots import plot_against_alpha, plot_loss_curves, plot_metrics
+from tca4rec.evaluate.report import (
+    METRIC_NAMES,
+    ROW_SETS,
+    RunResult,
+    bonferroni_lines,
+    collaborative_consistency,
+    compare,
+    describe_comparison,
+    load_run_result,
+    print_table,
+    profile_table,
+    row_profile,
+)
+from tca4rec.io import atomic_write_json, atomic_write_text
+from tca4rec.llm.evaluate import decoding_suffix
+from tca4rec.study.cells import CFCell, LLMCell
+from tca4rec.study.cells import as_list as _as_list
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -32,8 +48,6 @@ def _mean_spread(values: list[float]) -> tuple[float, float]:
 
 def _training_line(label: str, run: Path) -> str | None:
     """What a cell's fine-tuning did, from its ``train_state.json`` (None if absent)."""
-    import json
-
     path = run / "train_state.json"
     if not path.is_file():
         return None
@@ -48,13 +62,12 @@ def _training_line(label: str, run: Path) -> str | None:
     return text
 
 
-def write_study_report(study) -> Path:
-    from tca4rec.evaluate.plots import plot_against_alpha, plot_loss_curves, plot_metrics
-    from tca4rec.evaluate.report import print_table
-    from tca4rec.io import atomic_write_json, atomic_write_text
-    from tca4rec.study_cells import CFCell, LLMCell
-    from tca4rec.study_cells import as_list as _as_list
+def _paired(a: RunResult, b: RunResult, seed: int) -> list[dict]:
+    """b against a on NDCG@10 and HR@10, over all rows and over the novel rows."""
+    return [{"seed": seed, **compare(a, b, metric, rows)} for rows in ROW_SETS for metric in ("NDCG@10", "HR@10")]
 
+
+def write_study_report(study) -> Path:
     cfg, out = study.config, study.out
     split = cfg.split
     report_dir = out / "report"
@@ -63,13 +76,14 @@ def write_study_report(study) -> Path:
     seeds = len(cfg.seeds)
     for name in cfg.datasets:
         ds = study.dataset(name)
+        histories = ds.split(split).histories
         cf_cells = [c for c in cfg.cf_cells() if c.dataset == name]
         llm_cells = [c for c in cfg.llm_cells() if c.dataset == name]
         results: dict = {}
         for cell in [*cf_cells, *llm_cells]:
             run = out / cell.folder
             if (run / f"predictions_{split}.jsonl").is_file():
-                results[cell] = load_run_result(run, split, ds.title_group,
+                results[cell] = load_run_result(run, split, ds.title_group, histories=histories,
                                                 label=cfg.labels.get(cell.folder, cell.label))
         if not results:
             raise RunError(f"study {cfg.name}: no evaluated run for dataset {name} yet")
@@ -83,7 +97,7 @@ def write_study_report(study) -> Path:
                 if cell in results and suffix is not None and (out / cell.folder / f"predictions_{split}{suffix}.jsonl").is_file():
                     text = f"β={value:g}" + (", tuned on valid" if b == "auto" else "")
                     guided[(cell, b)] = load_run_result(out / cell.folder, split, ds.title_group, suffix=suffix,
-                                                        label=f"{results[cell].label} + CF-guided decoding ({text})")
+                                                        histories=histories, label=f"{results[cell].label} + CF-guided decoding ({text})")
         results.update(guided)
 
         def cf_of(cell) -> str | None:
@@ -129,11 +143,9 @@ def write_study_report(study) -> Path:
             base = next((c for c in llm_cells if c.host == cell.host and c.alpha == 0 and c.seed == cell.seed
                          and (c.cf is None or c.cf == cell.cf)), None)
             if base in results:
-                for metric in ("NDCG@10", "HR@10"):
-                    tests.append({"seed": cell.seed, **compare(results[base], results[cell], metric)})
+                tests += _paired(results[base], results[cell], cell.seed)
         for (cell, _), res in guided.items():  # CF-guided decoding against the same run decoded plainly
-            for metric in ("NDCG@10", "HR@10"):
-                tests.append({"seed": cell.seed, **compare(results[cell], res, metric)})
+            tests += _paired(results[cell], res, cell.seed)
 
         training = [_training_line(results[c].label, out / c.folder) for c in llm_cells if c in results]
 
@@ -180,19 +192,27 @@ def write_study_report(study) -> Path:
                   f"{ds.num_items} items; {min(n_train, limit) if limit else n_train} training rows available to "
                   f"the LLM (of {n_train}); {rows_text}; {seeds} seed(s). Brackets: 95% bootstrap CI over {split} rows"
                   f"{'; ± : std over seeds' if seeds > 1 else ''}. Consistency@10: share of the LLM's top-10 "
-                  "items also in the CF model's top-10 for the same row.", "", *table, ""]
+                  "items also in the CF model's top-10 for the same row. Hits count an item with the target's "
+                  "title (the paper's protocol; many titles are shared, so the item-level columns below count "
+                  "the exact item only).", "", *table, "",
+                  "Where the hits come from: repeat rows (the target's title is already in the history, which a "
+                  "sequential CF model ranks first) against novel rows, and item-level hits:", "",
+                  profile_table(list(results.values())), ""]
         if any(training):
             lines += ["Training actually done, and which checkpoint each evaluation used:", "",
                       *[t for t in training if t], ""]
         if tests:
             lines += ["Paired bootstrap over the same rows (95% CI of the difference, the second method minus the "
                       "first: TCA4Rec minus its host alone, CF-guided minus plain decoding of the same run; MDE80: the "
-                      "smallest true difference these rows detect with 80% power at the 5% level):", ""]
+                      "smallest true difference these rows detect with 80% power at the 5% level), on all rows and on "
+                      "the novel rows; p values: exact (sign-flip permutation for NDCG, McNemar for HR), bootstrap "
+                      "and normal approximation:", ""]
             for t in tests:
                 lines.append(f"- {t['b']} vs {t['a']} (seed {t['seed']}): {describe_comparison(t)}.")
-            lines.append("")
+            lines += ["", *bonferroni_lines(tests), ""]
         lines += [f"![{p.stem}]({_rel(p, report_dir)})" for p in plots] + [""]
         summary["datasets"][name] = {"items": ds.num_items, "methods": rows_out, "significance": tests,
+                                     "profiles": {r.label: row_profile(r) for r in results.values()},
                                      "plots": [_rel(p, report_dir) for p in plots]}
         print_table(list(results.values()), title=f"{name} ({split})")
     atomic_write_text(report_dir / "report.md", "\n".join(lines))

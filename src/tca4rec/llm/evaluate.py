@@ -28,6 +28,8 @@ import numpy as np
 from tca4rec.errors import ConfigError
 from tca4rec.evaluate.metrics import KS, exclude_record, hit_ranks, metrics_record, prediction_records
 from tca4rec.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from tca4rec.llm.decoding import TEACHER, evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
+from tca4rec.llm.run import load_llm_run, process_state
 
 BLOCK_BATCHES = 8  # decoded rows are saved after every BLOCK_BATCHES batches (per process)
 
@@ -51,9 +53,6 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
     sample when ``sample_seed`` is given (without the rows of the earlier samples
     ``sample_exclude``, pairs of (limit, seed)).
     """
-    from tca4rec.llm.decoding import TEACHER, evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
-    from tca4rec.llm.run import load_llm_run, process_state
-
     if beams < 1:
         raise ConfigError(f"--beams {beams}: must be >= 1")
     if limit is not None and limit < 1:

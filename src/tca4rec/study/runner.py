@@ -1,18 +1,6 @@
 """Studies: a grid of datasets x hosts x CF models x alpha x seeds, run and reported as one.
 
-A study is described by a YAML file (see ``docs/results/*.yaml``)::
-
-    name: toys-small
-    out: runs/toys-small            # relative to the YAML file
-    datasets: {Toys_and_Games: ../../../shared/data/amazon2018/Toys_and_Games}
-    split: test
-    eval_limit: 200                  # test rows (the same rows for every method)
-    eval_sample_seed: 0              # optional: a seeded random sample of the split, not its first rows
-    seeds: [0]
-    cf: {epochs: 50}                 # CF training options (CFConfig fields; train_limit: the first N train rows)
-    train: {train_limit: 1000, max_steps: 200, batch_size: 4, grad_accum: 1}  # TrainConfig fields
-    grid:
-      - {host: [tallrec], cf: [sasrec], alpha: [0, 0.1]}
+A study is described by a YAML file, validated by ``StudyConfig`` (``study/config.py``).
 
 Each cell is an ordinary run folder (``out/<dataset>/cf/<model>-s<seed>``,
 ``out/<dataset>/llm/<host>-<cf>-a<alpha>-s<seed>``), so any cell can be inspected,
@@ -27,147 +15,39 @@ once and shared by every CF series of the same host.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
+import os
+import subprocess
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 import yaml
 
+from tca4rec.cf import CF_MODELS, evaluate_cf, train_cf
+from tca4rec.cf.train import make_config
+from tca4rec.data import load_dataset
+from tca4rec.data.synth import SynthConfig, write_synthetic_dataset
 from tca4rec.errors import ConfigError, TCA4RecError
-from tca4rec.study_cells import CFCell, LLMCell
-from tca4rec.study_cells import as_list as _as_list
+from tca4rec.io import atomic_write_text
+from tca4rec.llm.config import TrainConfig
+from tca4rec.llm.decoding import read_tuned_beta
+from tca4rec.llm.evaluate import decoding_suffix, evaluate_llm_run
+from tca4rec.llm.train import latest_checkpoint, train
+from tca4rec.llm.tune_beta import DEFAULT_GRID, tune_beta
+from tca4rec.study.cells import CFCell, LLMCell
+from tca4rec.study.cells import as_list as _as_list
+from tca4rec.study.config import StudyConfig
+from tca4rec.study.report import write_study_report
+from tca4rec.validate import check_fields, check_value
 
 # Rough costs on a 2-core CPU with SmolLM2-135M, refined from measured runs as the study goes.
 STAGES = ("all", "train", "evaluate")
 INITIAL_RATES = {"llm_step": 4.0, "eval_row": 2.0, "cf_run": 60.0}
-@dataclass
-class StudyConfig:
-    """A study's YAML, validated. Paths are resolved against ``base`` (the YAML's folder)."""
-
-    name: str
-    out: str
-    datasets: dict[str, str | dict]
-    grid: list[dict]
-    split: str = "test"
-    eval_limit: int | None = 200
-    eval_sample_seed: int | None = None  # None: the first eval_limit rows; a seed: a random sample of them
-    eval_sample_exclude: list = field(default_factory=list)  # [limit, seed] of earlier samples whose rows are left out
-    seeds: list[int] = field(default_factory=lambda: [0])
-    beams: int = 10
-    eval_batch_size: int = 8  # test rows decoded per model call (x beams sequences); raise it on a GPU
-    betas: list = field(default_factory=lambda: [0])  # CF-guided decoding weights per LLM cell; "auto": tuned
-    beta_tuning: dict = field(default_factory=dict)  # for "auto": {rows: 100, grid: [0, 0.25, ...]} on valid rows
-    cf: dict = field(default_factory=dict)
-    train: dict = field(default_factory=dict)
-    base: str = "."
-    labels: dict[str, str] = field(default_factory=dict)  # optional display names by cell folder
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "StudyConfig":
-        """Read a study file; ``overrides`` (``key=value`` or ``train.key=value``, values in YAML)
-        replace its fields, e.g. ``train.max_minutes=4`` or ``eval_limit=100``."""
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such study file") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a study file is a mapping (name, out, datasets, grid, ...)")
-        for item in overrides or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. train.max_minutes=4)")
-            *parents, leaf = key.split(".")
-            target = raw
-            for part in parents:
-                target = target.setdefault(part, {})
-                if not isinstance(target, dict):
-                    raise ConfigError(f"--set {item!r}: {part} is not a mapping in {path}")
-            try:
-                target[leaf] = yaml.safe_load(value)
-            except yaml.YAMLError as e:
-                raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
-        known = {f.name for f in dataclasses.fields(cls)} - {"base"}
-        unknown = set(raw) - known
-        if unknown:
-            raise ConfigError(f"{path}: unknown field(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
-        for need in ("name", "out", "datasets", "grid"):
-            if need not in raw:
-                raise ConfigError(f"{path}: missing field '{need}'")
-        return cls(**raw, base=str(path.resolve().parent))
-
-    def __post_init__(self) -> None:
-        from tca4rec.cf import CF_MODELS
-        from tca4rec.llm.config import HOSTS, TrainConfig
-
-        if not isinstance(self.datasets, dict) or not self.datasets:
-            raise ConfigError("study field 'datasets': a non-empty mapping name -> folder (or {synthetic: {...}})")
-        if not isinstance(self.grid, list) or not self.grid:
-            raise ConfigError("study field 'grid': a non-empty list of {host: [...], cf: [...], alpha: [...]}")
-        for n, block in enumerate(self.grid):
-            if not isinstance(block, dict) or set(block) - {"host", "cf", "alpha"} or "host" not in block:
-                raise ConfigError(f"study field 'grid[{n}]': expected keys host, cf, alpha")
-            for host in _as_list(block["host"]):
-                if host not in HOSTS:
-                    raise ConfigError(f"study field 'grid[{n}].host': unknown host {host!r} (choose from {', '.join(HOSTS)})")
-            for cf in _as_list(block.get("cf", [])):
-                if cf not in CF_MODELS:
-                    raise ConfigError(f"study field 'grid[{n}].cf': unknown CF model {cf!r} (known: {', '.join(CF_MODELS)})")
-            for a in _as_list(block.get("alpha", [0.0])):
-                if not isinstance(a, (int, float)) or not 0 <= a <= 1:
-                    raise ConfigError(f"study field 'grid[{n}].alpha': {a!r} is not in [0, 1]")
-        if self.split not in ("valid", "test"):
-            raise ConfigError(f"study field 'split': {self.split!r} (valid or test)")
-        if not isinstance(self.eval_sample_exclude, list) or not all(
-                isinstance(p, list) and len(p) == 2 and all(isinstance(v, int) and v >= 0 for v in p)
-                for p in self.eval_sample_exclude):
-            raise ConfigError(f"study field 'eval_sample_exclude': {self.eval_sample_exclude!r} is not a list of "
-                              "[limit, seed] pairs of integers")
-        if self.eval_sample_exclude and self.eval_sample_seed is None:
-            raise ConfigError("study field 'eval_sample_exclude' needs 'eval_sample_seed' (it excludes rows from a sample)")
-        if self.eval_limit is not None and self.eval_limit < 1:
-            raise ConfigError("study field 'eval_limit': must be >= 1 (or null for all rows)")
-        if not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1:
-            raise ConfigError("study field 'eval_batch_size': must be an integer >= 1")
-        if self.beams < 10:
-            raise ConfigError("study field 'beams': must be >= 10 (metrics go up to @10)")
-        for b in _as_list(self.betas):
-            if b != "auto" and not (isinstance(b, (int, float)) and b >= 0):
-                raise ConfigError(f"study field 'betas': {b!r} is not a number >= 0 or 'auto'")
-        if set(self.beta_tuning) - {"rows", "grid"}:
-            raise ConfigError("study field 'beta_tuning': known keys are rows and grid")
-        fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"data", "out", "host", "cf", "alpha", "seed"}
-        bad = set(self.train) - fields
-        if bad:
-            raise ConfigError(f"study field 'train': unknown option(s) {', '.join(sorted(bad))}")
-
-    # ---- the grid ----------------------------------------------------------------------
-    @property
-    def out_dir(self) -> Path:
-        return (Path(self.base) / self.out).resolve()
-
-    def llm_cells(self) -> list[LLMCell]:
-        cells: dict[LLMCell, None] = {}
-        for dataset, block, seed in itertools.product(self.datasets, self.grid, self.seeds):
-            cfs = _as_list(block.get("cf", [])) or [None]
-            for host, cf, alpha in itertools.product(_as_list(block["host"]), cfs, _as_list(block.get("alpha", [0.0]))):
-                uses_cf = alpha > 0 or host == "llara"
-                if uses_cf and cf is None:
-                    raise ConfigError(f"study grid: host {host} at alpha {alpha} needs a CF model (grid 'cf')")
-                cells[LLMCell(dataset, host, cf if uses_cf else None, float(alpha), int(seed))] = None
-        return list(cells)
-
-    def cf_cells(self) -> list[CFCell]:
-        models = dict.fromkeys(cf for block in self.grid for cf in _as_list(block.get("cf", [])))
-        return [CFCell(d, m, s) for d, m, s in itertools.product(self.datasets, models, self.seeds)]
-
-
 # ---- running -----------------------------------------------------------------------------
 @dataclass
 class Stage:
@@ -184,6 +64,7 @@ class Study:
     """Runs (or resumes) every cell of a ``StudyConfig``, then writes the aggregate report."""
 
     def __init__(self, config: StudyConfig, log=print) -> None:
+        _check_against_registries(config)
         self.config = config
         self.out = config.out_dir
         self.log = log
@@ -198,25 +79,17 @@ class Study:
 
     def dataset(self, name: str):
         if name not in self._datasets:
-            from tca4rec.data import load_dataset
-
             spec = self.config.datasets[name]
             path = self.dataset_dir(name)
             if isinstance(spec, dict) and "synthetic" in spec and not (path / "item.csv").is_file():
-                from tca4rec.data.synth import SynthConfig, write_synthetic_dataset
-
                 self.log(f"generating the synthetic dataset {name} -> {path}")
                 write_synthetic_dataset(path, SynthConfig(**(spec["synthetic"] or {})))
             self._datasets[name] = load_dataset(path)
         return self._datasets[name]
 
-    @property
-    def sample_exclude(self) -> tuple[tuple[int, int], ...]:
-        return tuple((int(n), int(seed)) for n, seed in self.config.eval_sample_exclude)
-
     def _eval_rows(self, name: str) -> int:
         return len(self.dataset(name).split(self.config.split).select(
-            self.config.eval_limit, self.config.eval_sample_seed, self.sample_exclude))
+            self.config.eval_limit, self.config.eval_sample_seed, self.config.sample_exclude))
 
     def _train_steps(self, name: str) -> int:
         t = self.config.train
@@ -300,7 +173,6 @@ class Study:
         """The number ``beta`` stands for (``auto``: the tuned one; None until tuned with this CF run)."""
         if beta != "auto":
             return float(beta)
-        from tca4rec.llm.decoding import read_tuned_beta
 
         try:
             return read_tuned_beta(self.out / cell.folder, self.guide_cf_run(cell))
@@ -312,8 +184,6 @@ class Study:
         weight ``beta``). Metrics from another ``eval_limit`` or beam width (a study folder
         re-run with a changed config) would compare methods on different rows: such a cell is
         evaluated again."""
-        from tca4rec.evaluate.llm_eval import decoding_suffix
-
         path = run / f"metrics_{self.config.split}{decoding_suffix(beta, False)}.json"
         if not path.is_file():
             return False
@@ -324,7 +194,7 @@ class Study:
         same_beams = record.get("beams", self.config.beams) == self.config.beams  # CF records have none
         return (record.get("rows") == self._eval_rows(dataset) and same_beams
                 and record.get("sample_seed") == self.config.eval_sample_seed
-                and record.get("sample_exclude", []) == [list(p) for p in self.sample_exclude])
+                and record.get("sample_exclude", []) == [list(p) for p in self.config.sample_exclude])
 
     def estimate(self, stage: Stage) -> float:
         """Seconds ``stage`` should take: its units at the rate measured on the same dataset,
@@ -350,8 +220,6 @@ class Study:
         less ``eval_reserve`` seconds (loading, the report); training also keeps back the time
         its test rows will take to decode, at the rate its valid evaluations measured.
         """
-        from tca4rec.io import atomic_write_text
-
         if jobs < 1:
             raise ConfigError(f"--jobs {jobs}: must be >= 1")
         deadline = None if finish_within is None else time.time() + finish_within
@@ -380,12 +248,6 @@ class Study:
         return None if only is not None or stage == "train" else self.report()
 
     def _run_llm_cells_in_parallel(self, jobs: int, deadline: float | None, eval_reserve: float, stage: str) -> None:
-        import os
-        import subprocess
-        import sys
-
-        import torch
-
         todo = [c for c in self.config.llm_cells() if self.plan([c.folder], stage)]
         if not todo:
             return
@@ -437,8 +299,6 @@ class Study:
             raise TCA4RecError(f"{len(failed)} study cell(s) failed: {'; '.join(failed)}")
 
     def run_cf(self, cell: CFCell) -> None:
-        from tca4rec.cf import evaluate_cf, train_cf
-
         ds = self.dataset(cell.dataset)
         run = self.out / cell.folder
         t0 = time.time()
@@ -448,13 +308,10 @@ class Study:
             train_cf(ds, cell.model, run, config={**opts, "seed": cell.seed}, epochs=epochs, limit=limit,
                      overwrite=True)
         evaluate_cf(run, ds, split=self.config.split, limit=self.config.eval_limit,
-                    sample_seed=self.config.eval_sample_seed, sample_exclude=self.sample_exclude)
+                    sample_seed=self.config.eval_sample_seed, sample_exclude=self.config.sample_exclude)
         self._measured("cf_run", cell.dataset, time.time() - t0, 1)
 
     def train_llm(self, cell: LLMCell) -> None:
-        from tca4rec.llm.config import TrainConfig
-        from tca4rec.llm.train import latest_checkpoint, train
-
         run = self.out / cell.folder
         cf_run = str(self.out / CFCell(cell.dataset, cell.cf, cell.seed).folder) if cell.cf else None
         config = TrainConfig(data=str(self.dataset_dir(cell.dataset)), out=str(run), host=cell.host, cf=cf_run,
@@ -467,13 +324,9 @@ class Study:
 
     def evaluate_llm(self, cell: LLMCell, beta=0) -> None:
         """Decode the cell's test rows (with CF weight ``beta``; ``auto`` tunes it on valid rows first)."""
-        from tca4rec.evaluate.llm_eval import evaluate_llm_run
-
         t0 = time.time()
         run, cf_run = self.out / cell.folder, (self.guide_cf_run(cell) if beta != 0 else None)
         if beta == "auto" and self.guided_beta_value(cell, beta) is None:
-            from tca4rec.evaluate.tune_beta import DEFAULT_GRID, tune_beta
-
             tuning = self.config.beta_tuning
             record = tune_beta(run, rows=int(tuning.get("rows", 100)), grid=tuning.get("grid", DEFAULT_GRID),
                                cf_run=cf_run, beams=self.config.beams, batch_size=self.config.eval_batch_size)
@@ -481,20 +334,41 @@ class Study:
                      f"over {record['rows']} valid rows)")
         evaluate_llm_run(run, split=self.config.split, limit=self.config.eval_limit, beams=self.config.beams,
                          batch_size=self.config.eval_batch_size, beta=beta, cf_run=cf_run,
-                         sample_seed=self.config.eval_sample_seed, sample_exclude=self.sample_exclude)
+                         sample_seed=self.config.eval_sample_seed, sample_exclude=self.config.sample_exclude)
         self._measured("eval_row", cell.dataset, time.time() - t0, self._eval_rows(cell.dataset))
 
     # ---- reporting ---------------------------------------------------------------------
     def report(self) -> Path:
-        from tca4rec.study_report import write_study_report
-
         return write_study_report(self)
+
+
+def _check_against_registries(config: StudyConfig) -> None:
+    """What ``StudyConfig`` cannot check without the zoo: the CF models of the grid and their
+    options, and the options of synthetic datasets."""
+    opts = dict(config.cf)
+    check_value(opts.pop("epochs", 1), int, "cf.epochs")
+    check_value(opts.pop("train_limit", None), int | None, "cf.train_limit")
+    for n, block in enumerate(config.grid):
+        for model in _as_list(block.get("cf", [])):
+            if model not in CF_MODELS:
+                raise ConfigError(f"field 'grid[{n}].cf': unknown CF model {model!r} (known: {', '.join(CF_MODELS)})")
+            config_class = CF_MODELS[model].config_class
+            check_fields(config_class, opts, "cf")
+            try:
+                make_config(model, opts)
+            except ConfigError as e:
+                raise ConfigError(f"field 'cf' (options of {model}): {e}") from None
+    for name, spec in config.datasets.items():
+        if isinstance(spec, dict):
+            values = spec["synthetic"] or {}
+            unknown = set(values) - {f.name for f in dataclasses.fields(SynthConfig)}
+            if unknown:
+                raise ConfigError(f"field 'datasets.{name}.synthetic': unknown option(s) {', '.join(sorted(unknown))}")
+            check_fields(SynthConfig, values, f"datasets.{name}.synthetic")
 
 
 def _config_record(config: StudyConfig) -> dict:
     """The config as saved in the study folder: paths relative to that folder, so it moves with it."""
-    import os
-
     rec = dataclasses.asdict(config)
     rec.pop("base")
     if not rec["eval_sample_exclude"]:  # records of studies that exclude nothing stay as they were
@@ -522,9 +396,8 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
         if not (path / "study.yaml").is_file():
             raise ConfigError(f"{path}: not a study folder (no study.yaml)")
         path = path / "study.yaml"
+    config = StudyConfig.from_yaml(path, overrides)
     try:
-        return Study(StudyConfig.from_yaml(path, overrides))
-    except TCA4RecError:
-        raise
-    except TypeError as e:
+        return Study(config)
+    except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

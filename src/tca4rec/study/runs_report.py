@@ -1,0 +1,48 @@
+"""``tca4rec report RUN... --data DIR``: tables, significance and plots for any evaluated runs.
+
+The first run is the reference: every other run is compared with it by a paired bootstrap
+over their common rows, and over the novel ones (the target's title not in the history).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tca4rec.data import load_dataset
+from tca4rec.evaluate.plots import plot_loss_curves, plot_metrics
+from tca4rec.evaluate.report import (
+    ROW_SETS,
+    bonferroni_lines,
+    compare,
+    describe_comparison,
+    load_run_result,
+    metrics_table,
+    print_table,
+    profile_table,
+    results_json,
+    row_profile,
+)
+from tca4rec.io import atomic_write_json, atomic_write_text
+
+
+def write_runs_report(runs: list[str], data: str, split: str = "test", out: str = "report") -> Path:
+    ds = load_dataset(data)
+    histories = ds.split(split).histories
+    results = [load_run_result(r, split, ds.title_group, histories=histories) for r in runs]
+    out_dir = Path(out)
+    tests = [compare(results[0], r, m, rows) for r in results[1:] for rows in ROW_SETS for m in ("NDCG@10", "HR@10")]
+    lines = [f"# Report ({split}, dataset {ds.name})", "", metrics_table(results), "",
+             "Repeat rows (the target's title is already in the history), novel rows and item-level hits "
+             "(the exact item; the table above counts identical titles):", "", profile_table(results), ""]
+    for t in tests:
+        lines.append(f"- {t['b']} vs {t['a']}: {describe_comparison(t)}")
+    lines += ["", *bonferroni_lines(tests)]
+    plots = [plot_metrics(results, out_dir / "metrics.png")]
+    if any(r.loss_curve for r in results):
+        plots.append(plot_loss_curves(results, out_dir / "training_loss.png"))
+    lines += [""] + [f"![{p.stem}]({p.name})" for p in plots]
+    atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
+    atomic_write_json(out_dir / "results.json", results_json(results, {
+        "significance": tests, "profiles": {r.label: row_profile(r) for r in results}}))
+    print_table(results, title=f"{ds.name} ({split})")
+    return out_dir

@@ -1,0 +1,78 @@
+"""Type checks of values a person wrote (a study file, ``--set`` overrides) against a
+dataclass's annotations.
+
+A YAML typo (``seeds: [zero]``, ``beams: ten``) should fail at once with the field and the
+value it holds, not minutes later as a ``TypeError`` from a comparison deep inside. This
+module knows the few annotation shapes our config dataclasses use: ``int``, ``float``,
+``bool``, ``str``, ``X | None``, ``list[X]``, ``dict[K, V]`` and bare ``list`` / ``dict``.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from typing import Any
+
+from tca4rec.errors import ConfigError
+
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
+          dict: "a mapping", type(None): "null"}
+
+
+def check_value(value: Any, annotation: Any, path: str) -> None:
+    """Raise ``ConfigError`` naming the field ``path`` (``train.max_steps``, ``seeds[1]``) and
+    ``value`` unless ``value`` fits ``annotation``."""
+    where = f"field '{path}'"
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any or annotation is object:
+        return
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return check_value(value, option, path)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {value!r} is not {' or '.join(_describe(a) for a in args)}")
+    if origin is list or annotation is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {value!r} is not a list")
+        for n, item in enumerate(value):
+            if args:
+                check_value(item, args[0], f"{path}[{n}]")
+        return
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {value!r} is not a mapping")
+        for key, item in value.items():
+            if args:
+                check_value(key, args[0], f"{path} (key {key!r})")
+                check_value(item, args[1], f"{path}.{key}")
+        return
+    if annotation is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    elif annotation is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif annotation is type(None):
+        ok = value is None
+    else:
+        ok = isinstance(value, annotation)
+    if not ok:
+        raise ConfigError(f"{where}: {value!r} is not {_describe(annotation)}")
+
+
+def check_fields(cls: type, values: dict[str, Any], prefix: str = "") -> None:
+    """Check every entry of ``values`` against the annotation of the dataclass field it names
+    (``prefix``: the path of ``values`` itself, e.g. ``train``). Names that are not fields are
+    left to the caller's unknown-key message."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if name in hints:
+            check_value(value, hints[name], f"{prefix}.{name}" if prefix else name)
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin in (list, dict):
+        return _NAMES[origin]
+    return _NAMES.get(annotation, getattr(annotation, "__name__", str(annotation)))
