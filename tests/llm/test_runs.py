@@ -77,13 +77,17 @@ def test_sigkill_then_resume_matches_uninterrupted_run(reference_run, tmp_path, 
     assert first["row"] == 0
 
 
-def test_same_seed_same_run(reference_run, small_config, tmp_path):
-    """Determinism, with evaluation-based model selection switched on."""
+def test_same_seed_same_run(reference_run, small_config, tmp_path, capsys):
+    """Determinism, with evaluation-based model selection switched on; the console shows one
+    training bar with loss, rows/s and valid HR@3, never the Trainer's raw log dicts."""
     from tca4rec.llm.evaluate import evaluate_llm_run
     from tca4rec.llm.train import train
 
     config = small_config(tmp_path / "a", max_steps=2, save_steps=1, eval_rows=2, eval_beams=2)
     first = train(config)
+    console = capsys.readouterr()
+    assert "{'loss'" not in console.out + console.err and "'eval_HR@3'" not in console.out + console.err
+    assert "train tallrec (alpha 0)" in console.err and "loss=" in console.err and "valid HR@3=" in console.err
     second = train(small_config(tmp_path / "b", max_steps=2, save_steps=1, eval_rows=2, eval_beams=2))
     _same_adapters(first, second, atol=0)
     state = json.loads((first / "train_state.json").read_text())

@@ -33,8 +33,12 @@ TEACHER = "teacher"  # the CF run a run was trained with (its config's ``cf``)
 
 def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, device=None,
                   desc: str = "beam search", beta: float = 0.0, length_normalize: bool = False,
-                  cf_model: torch.nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  cf_model: torch.nn.Module | None = None, progress: tqdm | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` items of every row of ``split`` by constrained beam search.
+
+    Progress: rows advance ``progress`` (a caller's bar spanning several calls) or, without
+    one, a bar of this call's own (``desc``) that goes away when done.
 
     Returns (item ids int64 [R, k], 0 where fewer than k items were found; scores float32
     [R, k], sums of token scores, -inf where empty). Every process of a distributed
@@ -57,8 +61,11 @@ def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, 
     host.eval()
     shard: list[tuple[int, list[int], list[float]]] = []
     with state.split_between_processes(list(range(len(split)))) as my_rows:
-        batches = range(0, len(my_rows), batch_size)
-        for start in tqdm(batches, desc=desc, unit="batch", disable=not state.is_local_main_process):
+        own_bar = progress is None
+        if own_bar:
+            progress = tqdm(total=len(my_rows), desc=desc, unit="row", leave=False,
+                            disable=not state.is_local_main_process)
+        for start in range(0, len(my_rows), batch_size):
             rows = torch.tensor(my_rows[start:start + batch_size], dtype=torch.long)
             prompt = host.prompts(histories[rows]).to(device)
             history_cf = user_cf = None
@@ -73,6 +80,9 @@ def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, 
                                                  cf_logits=cf_logits, **inputs)
             ids = torch.where(result.items >= 0, result.items + 1, 0).cpu()  # column -> item id
             shard += [(int(r), i.tolist(), s.tolist()) for r, i, s in zip(rows, ids, result.scores.cpu())]
+            progress.update(len(rows) * state.num_processes)
+        if own_bar:
+            progress.close()
     host.train(was_training)
     gathered = gather_object(shard) if state.num_processes > 1 else shard
     for row, ids, row_scores in gathered:

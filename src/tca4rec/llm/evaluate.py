@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from tca4rec.errors import ConfigError
 from tca4rec.evaluate.metrics import KS, exclude_record, hit_ranks, metrics_record, prediction_records
@@ -71,14 +72,17 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
            "weights": _weights_stamp(run.run_dir)}
     items, scores = _read_partial(partial, key)
     block = batch_size * BLOCK_BATCHES * state.num_processes
-    for start in range(len(items), len(rows), block):
-        new_items, new_scores = evaluate_rows(
-            run.host, run.signals, rows.rows_between(start, start + block), beams=beams, k=beams,
-            batch_size=batch_size, device=state.device, desc=f"evaluate {split} ({start}/{len(rows)} rows done)",
-            beta=beta, length_normalize=length_normalize, cf_model=cf_model)
-        items, scores = np.concatenate([items, new_items]), np.concatenate([scores, new_scores])
-        if state.is_main_process and len(items) < len(rows):
-            atomic_write_text(partial, json.dumps({"key": key, "items": items.tolist(), "scores": scores.tolist()}))
+    what = f"evaluate {run.run_dir.name} on {split}" + (f" (CF-guided, β={beta:g})" if beta > 0 else "")
+    with tqdm(total=len(rows), initial=len(items), desc=what, unit="row", dynamic_ncols=True,
+              disable=not state.is_local_main_process) as bar:
+        for start in range(len(items), len(rows), block):
+            new_items, new_scores = evaluate_rows(
+                run.host, run.signals, rows.rows_between(start, start + block), beams=beams, k=beams,
+                batch_size=batch_size, device=state.device, beta=beta, length_normalize=length_normalize,
+                cf_model=cf_model, progress=bar)
+            items, scores = np.concatenate([items, new_items]), np.concatenate([scores, new_scores])
+            if state.is_main_process and len(items) < len(rows):
+                atomic_write_text(partial, json.dumps({"key": key, "items": items.tolist(), "scores": scores.tolist()}))
     ranked = np.pad(items, ((0, 0), (0, max(0, max(KS) - beams))))  # empty slots never hit
     ranks = hit_ranks(ranked, rows.targets, run.dataset.title_group)
     name = run.name + (f"+cfdec(beta={beta:g})" if beta > 0 else "") + ("+lennorm" if length_normalize else "")

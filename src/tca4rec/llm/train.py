@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, Sampler
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from tqdm.auto import tqdm
+from transformers import EarlyStoppingCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from tca4rec.align import soft_ntp_loss
@@ -125,6 +126,39 @@ class JsonlLogCallback(TrainerCallback):
         if state.is_world_process_zero and logs:
             self.records.append({"step": state.global_step, "epoch": state.epoch, **logs})
             atomic_write_jsonl(self.path, self.records)
+
+
+class TrainingBar(ProgressCallback):
+    """Training progress as one bar: steps, ETA, and the latest loss, rows/s and valid HR@3 in
+    its postfix. Hugging Face's own bar prints every log record as a raw dict under it, which
+    scrolls the stage headers away; the full records are in ``train_log.jsonl``."""
+
+    def __init__(self, rows_per_step: int, desc: str) -> None:
+        super().__init__()
+        self.rows_per_step, self.desc = rows_per_step, desc
+        self.postfix: dict[str, str] = {}
+        self.last = (0, time.monotonic())  # (step, time) of the last training log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.training_bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step",
+                                     dynamic_ncols=True)
+        self.current_step = state.global_step
+        self.last = (state.global_step, time.monotonic())
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        if "loss" in logs:
+            step, since = self.last
+            seconds = time.monotonic() - since
+            if state.global_step > step and seconds > 0:
+                self.postfix["rows/s"] = f"{(state.global_step - step) * self.rows_per_step / seconds:.1f}"
+            self.postfix["loss"] = f"{logs['loss']:.3f}"
+            self.last = (state.global_step, time.monotonic())
+        if "eval_HR@3" in logs or "HR@3" in logs:
+            self.postfix["valid HR@3"] = f"{logs.get('eval_HR@3', logs.get('HR@3')):.3f}"
+        self.training_bar.set_postfix(self.postfix, refresh=True)
 
 
 class TimeBudgetCallback(TrainerCallback):
@@ -372,6 +406,9 @@ def build_trainer(config: TrainConfig, *, resume: bool = False, overwrite: bool 
         eval_split=eval_split,
         row_lengths=row_lengths(host, train_split) if config.group_by_length else None,
     )
+    trainer.remove_callback(ProgressCallback)
+    rows_per_step = config.batch_size * config.grad_accum * trainer.args.world_size
+    trainer.add_callback(TrainingBar(rows_per_step, f"train {config.host} (alpha {config.alpha:g})"))
     tca.to(trainer.args.device)
     return trainer, checkpoint
 
