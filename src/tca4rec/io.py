@@ -2,6 +2,10 @@
 
 Everything is written to a temporary file in the destination folder, flushed to disk, and
 then renamed over the destination (``os.replace`` is atomic on POSIX and Windows).
+
+The one deletion the project does (``--overwrite`` of a run folder) goes through
+``remove_own_folder``: it deletes a folder only if every entry in it is one the project
+writes, so no command can delete a file a person put there.
 """
 
 from __future__ import annotations
@@ -9,10 +13,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import IO, Any
+
+from tca4rec.errors import RunError
+
+TEMPORARY = ".*.tmp"  # what the atomic writers below leave behind when a process is killed
 
 
 @contextlib.contextmanager
@@ -64,8 +74,6 @@ def atomic_save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[s
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a folder in a temporary sibling, then rename it onto ``path`` (which must not exist)."""
-    import shutil
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -75,3 +83,23 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_own_folder(path: str | os.PathLike, own: Sequence[str], what: str) -> None:
+    """RunError unless ``path`` is a real folder whose every top-level entry matches one of the
+    ``own`` name patterns (``fnmatch``) of a ``what``; the message names what is in the way."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        kind = "a link" if path.is_symlink() else "a file"
+        raise RunError(f"{path} is {kind}, not a {what} folder; refusing to replace it (choose another --out)")
+    foreign = sorted(e.name for e in path.iterdir() if not any(fnmatch(e.name, p) for p in (*own, TEMPORARY)))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise RunError(f"{path} holds files tca4rec does not write in a {what} folder ({shown}); refusing to "
+                       "delete it: move them away or choose another --out")
+
+
+def remove_own_folder(path: str | os.PathLike, own: Sequence[str], what: str) -> None:
+    """Delete ``path`` after ``check_own_folder`` passed: only the project's own files go."""
+    check_own_folder(path, own, what)
+    shutil.rmtree(path)

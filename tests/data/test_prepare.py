@@ -193,6 +193,29 @@ def test_csv_import_errors(tmp_path):
     assert info.value.field == "name" and "items.csv" in str(info.value)
 
 
+def test_csv_import_counts_conflicting_titles_and_unknown_items_or_refuses_them(tmp_path):
+    users = [f"u{u}" for u in range(8) for _ in range(6)]
+    items = [f"i{(u + k) % 7}" for u in range(8) for k in range(6)]
+    items[9] = items[20] = "ghost"  # two events of an item the catalog does not list
+    times = list(range(len(users)))
+    pd.DataFrame({"user_id": users, "item_id": items, "timestamp": times}).to_csv(tmp_path / "log.csv", index=False)
+    catalog = [f"i{i},Title {i}" for i in range(7)] + ["i3,Another title", "i4,Title 4"]  # i3 conflicts, i4 repeats
+    (tmp_path / "items.csv").write_text("item_id,title\n" + "\n".join(catalog) + "\n")
+    warnings: list[str] = []
+    ds = import_csv(tmp_path / "log.csv", tmp_path / "items.csv", config=PrepareConfig(k_core=2), warn=warnings.append)
+    assert len(warnings) == 2
+    assert "items.csv: 1 item id(s) listed again with another title" in warnings[0] and "row 8" in warnings[0]
+    assert "log.csv: 2 event(s) name 1 item(s) missing" in warnings[1] and "row 10" in warnings[1]
+    assert "Title 3" in ds.titles and "Another title" not in ds.titles  # the first title is kept
+    with pytest.raises(DatasetError) as info:
+        import_csv(tmp_path / "log.csv", tmp_path / "items.csv", strict=True)
+    assert (info.value.row, info.value.field) == (8, "title") and "items.csv" in str(info.value)
+    (tmp_path / "items.csv").write_text("item_id,title\n" + "\n".join(catalog[:7]) + "\n")
+    with pytest.raises(DatasetError) as info:
+        import_csv(tmp_path / "log.csv", tmp_path / "items.csv", strict=True)
+    assert (info.value.row, info.value.field) == (10, "item_id") and "log.csv" in str(info.value)
+
+
 def test_nothing_survives_k_core(tmp_path):
     reviews_path, meta_path, _, _ = raw_amazon(tmp_path)
     with pytest.raises(DatasetError, match="no interactions survive"):

@@ -14,7 +14,6 @@ from tca4rec.errors import ConfigError
 from tca4rec.llm.prompts import left_pad
 
 
-
 def prompt_embeds_of(model, ids: list[int]) -> torch.Tensor:
     with torch.no_grad():
         return model.get_input_embeddings()(torch.tensor(ids))

@@ -8,8 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from tca4rec.evaluate.metrics import (EXACT_SIGN_FLIPS, KS, bootstrap_ci, hit_ranks, mcnemar_exact_p, paired_bootstrap,
-                                     per_row_metrics, sign_flip_p, summarize)
+from tca4rec.evaluate.metrics import (
+    EXACT_SIGN_FLIPS,
+    KS,
+    bootstrap_ci,
+    hit_ranks,
+    mcnemar_exact_p,
+    paired_bootstrap,
+    per_row_metrics,
+    sign_flip_p,
+    summarize,
+)
 
 
 def reference_metrics(ranked, targets, titles):

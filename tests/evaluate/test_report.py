@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 from tca4rec.errors import RunError
-from tca4rec.evaluate.report import (bonferroni_lines, collaborative_consistency, compare, load_run_result,
-                                     metrics_table, profile_table, row_profile)
+from tca4rec.evaluate.report import (
+    bonferroni_lines,
+    check_same_depth,
+    collaborative_consistency,
+    compare,
+    load_run_result,
+    metrics_table,
+    profile_table,
+    row_profile,
+)
 
 
 def write_run(folder, rows, targets, items):
@@ -93,3 +101,16 @@ def test_bonferroni_uses_the_largest_p_of_each_test():
              {"a": "x", "b": "y", "metric": "HR@10", "row_set": "all", "p": 0.004, "p_exact": 0.004}]
     (line,) = bonferroni_lines(tests)
     assert "1 of 2 remain significant" in line and "HR@10" in line and "NDCG@10" not in line.split(":", 1)[1]
+
+
+def test_runs_decoded_with_different_beam_widths_are_not_compared(tmp_path):
+    group = np.arange(10)
+    for name, beams in (("ten", 10), ("three", 3), ("twelve", 12)):
+        write_run(tmp_path / name, [0, 1], [3, 4], [[3, 4, 5], [1, 2, 4]])
+        (tmp_path / name / "metrics_test.json").write_text(json.dumps({"rows": 2, "beams": beams}))
+    write_run(tmp_path / "cf", [0, 1], [3, 4], [[3], [4]])  # a CF run: no beams, full ranking
+    ten, three, twelve, cf = (load_run_result(tmp_path / n, "test", group) for n in ("ten", "three", "twelve", "cf"))
+    assert (ten.beams, three.beams, cf.beams) == (10, 3, None)
+    check_same_depth([ten, twelve, cf])  # all complete up to @10
+    with pytest.raises(RunError, match="different beam widths.*three: 3"):
+        check_same_depth([ten, three])

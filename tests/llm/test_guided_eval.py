@@ -88,3 +88,29 @@ def test_run_without_teacher_needs_a_cf_run(runs, cf_run, capsys):
     assert main(["recommend", "--run", str(alone), "--history", ds.titles[3], "--k", "2", "--beta", "1",
                  "--cf-run", str(cf_run)]) == 0
     assert "item id" in capsys.readouterr().out
+
+
+def test_a_tuned_beta_belongs_to_the_cf_model_not_to_its_path(runs, cf_run, synth_dataset, tmp_path, monkeypatch):
+    """Tuned with runs/sasrec, then runs/sasrec means another model (another working folder):
+    refused. The same model named by another path (absolute, a copy) is accepted."""
+    import shutil
+
+    from tca4rec.cf import train_cf
+    from tca4rec.llm.evaluate import evaluate_llm_run
+    from tca4rec.llm.tune_beta import tune_beta
+
+    _, alone = runs
+    here, there = tmp_path / "here", tmp_path / "there"
+    (here / "runs").mkdir(parents=True)
+    shutil.copytree(cf_run, here / "runs" / "sasrec")
+    train_cf(synth_dataset, "mostpop", there / "runs" / "sasrec", progress=False)  # another model, same relative path
+    monkeypatch.chdir(here)
+    record = tune_beta(alone, rows=2, grid=[0, 1], cf_run="runs/sasrec", beams=2)
+    assert record["cf_fingerprint"]
+    auto = evaluate_llm_run(alone, split="valid", limit=2, beams=2, beta="auto", cf_run=str(here / "runs" / "sasrec"))
+    assert auto["beta"] == record["best_beta"]  # the same folder by its absolute path
+    assert evaluate_llm_run(alone, split="valid", limit=2, beams=2, beta="auto", cf_run=str(cf_run))["beta"] == \
+        record["best_beta"]  # the original, of identical content
+    monkeypatch.chdir(there)
+    with pytest.raises(ConfigError, match="another CF model"):
+        evaluate_llm_run(alone, split="valid", limit=2, beams=2, beta="auto", cf_run="runs/sasrec")

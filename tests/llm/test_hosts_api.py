@@ -48,6 +48,14 @@ def test_train_evaluate_recommend(host, alpha, small_config, cf_run, synth_datas
     recs = recommend(run_dir, history, k=2)
     assert len(recs) == 2 and recs[0].score >= recs[1].score
     assert all(synth_dataset.titles[r.item_id] == r.title for r in recs)
+    if host == "tallrec" and alpha == 0:  # a history longer than the model reads: said, and the same answer
+        width = test.histories.shape[1]
+        notes: list[str] = []
+        long = [synth_dataset.titles[1 + i % 50] for i in range(600)] + history
+        cut = recommend(run_dir, long, k=2, note=notes.append)
+        assert notes == [f"the history has {len(long)} titles; the model reads the last {width} (the dataset's "
+                         f"history width), the first {len(long) - width} are not used"]
+        assert cut == recommend(run_dir, long[-width:], k=2, note=notes.append) and len(notes) == 1
 
 
 def test_host_prompts_match_prompt_builder(small_config, cf_run, tmp_path, tokenizer):
@@ -88,8 +96,8 @@ def test_overfits_a_tiny_catalog(synth_dataset, sharp_llm_dir, tmp_path):
     import dataclasses
 
     from tca4rec.data import save_dataset
-    from tca4rec.llm.evaluate import evaluate_llm_run
     from tca4rec.llm.config import TrainConfig
+    from tca4rec.llm.evaluate import evaluate_llm_run
     from tca4rec.llm.train import train
 
     train_rows = synth_dataset.split("train")

@@ -181,8 +181,8 @@ def test_killed_evaluation_resumes_with_the_rows_it_decoded(reference_run, tmp_p
     the rest, and metrics and predictions equal an uninterrupted evaluation's."""
     import shutil
 
-    import tca4rec.llm.evaluate as llm_eval
     import tca4rec.llm.decoding as decoding
+    import tca4rec.llm.evaluate as llm_eval
 
     _, reference = reference_run
     run = tmp_path / "run"
@@ -219,3 +219,29 @@ def test_killed_evaluation_resumes_with_the_rows_it_decoded(reference_run, tmp_p
     assert record["metrics"] == uninterrupted["metrics"]
     assert (run / "predictions_test.jsonl").read_text() == expected_predictions
     assert not (run / "decode_test.partial.json").exists()
+
+
+def test_train_never_deletes_what_it_did_not_write_and_refuses_before_making_a_folder(small_config, tmp_path, capsys):
+    from tca4rec.cli import main
+
+    def fails(argv, needle):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+
+    user = tmp_path / "userdir"
+    (user / "sub").mkdir(parents=True)
+    (user / "notes.txt").write_text("precious")
+    (user / "config.json").write_text('{"format": "tca4rec.llm_run/1", "config": {}}')  # looks like a run
+    fails([*cli_train_args(small_config(user)), "--overwrite"], "notes.txt")
+    assert (user / "notes.txt").read_text() == "precious" and (user / "sub").is_dir()
+    afile = tmp_path / "afile"
+    afile.write_text("precious")
+    fails([*cli_train_args(small_config(afile)), "--overwrite"], "is a file")
+    assert afile.read_text() == "precious"
+    # Refused options leave no folder behind, so the retry needs no --overwrite.
+    fresh = tmp_path / "fresh"
+    fails([*cli_train_args(small_config(fresh)), "--lora-targets", "no_such_module"], "no_such_module")
+    fails([*cli_train_args(small_config(fresh)), "--temperature", "inf"], "--temperature inf")
+    assert not fresh.exists()

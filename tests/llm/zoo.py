@@ -75,8 +75,7 @@ def build_tokenizer(kind: str, default, corpus: list[str]):
 
 def tiny_config(arch: str, tok):
     """A 2-layer, width-32 config of ``arch`` over ``tok``'s vocabulary."""
-    from transformers import (GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, OPTConfig, Phi3Config,
-                              Qwen2Config)
+    from transformers import GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, OPTConfig, Phi3Config, Qwen2Config
 
     ids = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)

@@ -8,6 +8,7 @@ items; ties go to the smaller item id so results do not depend on the sort kerne
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -26,6 +27,33 @@ WEIGHTS_FILE = "model.safetensors"
 # Logits scored at once in full ranking: rows per chunk shrink as the catalog grows, so a
 # million-item catalog ranks 16 rows at a time in 64 MB instead of a [rows x N] matrix.
 RANKING_CHUNK_ELEMENTS = 1 << 24
+
+
+# Everything a CF run folder holds (top level): what --overwrite may delete, and nothing else.
+CF_RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, "train_log.jsonl", "metrics_*.json", "predictions_*.jsonl")
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cf_fingerprint(run_dir: str | Path) -> str:
+    """A short hash of what a CF run is (model, catalog and trained weights), whatever path
+    names it: what a tuned beta is tied to, so another model at the same path is never taken
+    for it. The weights' hash is read from config.json (written there at training), so a run
+    kept without its weights is still known; older runs hash the weights file."""
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    weights = config.get("weights_sha256")
+    if weights is None:
+        path = run_dir / WEIGHTS_FILE
+        weights = file_sha256(path) if path.is_file() else "missing"
+    identity = f"{config['model']}\x00{config['dataset'].get('fingerprint')}\x00{weights}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def read_run_config(run_dir: str | Path) -> dict:

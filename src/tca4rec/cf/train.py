@@ -19,12 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from tca4rec.cf.base import CFConfig, CFModel
-from tca4rec.cf.run import CONFIG_FILE, WEIGHTS_FILE, split_ranks
+from tca4rec.cf.run import CF_RUN_FILES, CONFIG_FILE, WEIGHTS_FILE, file_sha256, read_run_config, split_ranks
 from tca4rec.cf.zoo import cf_model_class
 from tca4rec.data import RecDataset
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.evaluate.metrics import metrics_record, summarize
-from tca4rec.io import atomic_dir, atomic_save_tensors, atomic_write_json, atomic_write_jsonl
+from tca4rec.io import atomic_dir, atomic_save_tensors, atomic_write_json, atomic_write_jsonl, check_own_folder
 
 
 def make_config(model_name: str, config: CFConfig | dict[str, Any] | None) -> CFConfig:
@@ -59,17 +59,34 @@ def _run_epoch(model: CFModel, optimizer, accelerator, tensors, batch_size: int,
     return total / max(batches, 1)
 
 
+def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """RunError unless ``out_dir`` is new (or an empty folder), or ``overwrite`` and it is a CF
+    run this project wrote, holding nothing else: ``--overwrite`` never deletes a person's files."""
+    if (not out_dir.exists() and not out_dir.is_symlink()) or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        return
+    if not overwrite:
+        raise RunError(f"run folder {out_dir} exists; a run folder that exists needs --overwrite")
+    check_own_folder(out_dir, CF_RUN_FILES, "tca4rec CF run")
+    try:
+        read_run_config(out_dir)
+    except RunError:
+        raise RunError(f"{out_dir} is not a tca4rec CF run folder (no valid {CONFIG_FILE}); "
+                       "refusing to delete it") from None
+
+
 def _write_run(out_dir: Path, overwrite: bool, files: dict[str, Any], weights: dict[str, torch.Tensor]) -> None:
     """Build the run folder beside ``out_dir`` and swap it in, so a crash leaves no half run."""
     old = out_dir.with_name(f".{out_dir.name}.old")
+    check_out_dir(out_dir, overwrite)  # again: the folder may have changed during training
     if out_dir.exists():
-        if not overwrite:
-            raise RunError(f"run folder {out_dir} exists; a run folder that exists needs --overwrite")
         shutil.rmtree(old, ignore_errors=True)
         out_dir.rename(old)
     try:
         with atomic_dir(out_dir) as tmp:
             atomic_save_tensors(tmp / WEIGHTS_FILE, weights)
+            # The weights' hash goes into config.json, which is always kept: the run stays
+            # identifiable (cf_fingerprint) when its weights are not (a study committed without them).
+            files[CONFIG_FILE] = {**files[CONFIG_FILE], "weights_sha256": file_sha256(tmp / WEIGHTS_FILE)}
             for name, content in files.items():
                 (atomic_write_jsonl if name.endswith(".jsonl") else atomic_write_json)(tmp / name, content)
     except BaseException:
@@ -90,8 +107,7 @@ def train_cf(dataset: RecDataset, model_name: str, out_dir: str | Path, *,
     from accelerate import Accelerator
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise RunError(f"run folder {out_dir} exists; a run folder that exists needs --overwrite")
+    check_out_dir(out_dir, overwrite)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     cfg = make_config(model_name, config)

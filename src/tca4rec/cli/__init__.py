@@ -3,8 +3,11 @@
 Each area registers its commands from its own module (``cli/data.py``, ``cli/cf.py``, ...),
 so adding a command never touches this file. Command modules import the API inside each
 command's function, the one place the package does so: the API loads torch and
-transformers (seconds), and ``--help`` or a mistyped option must answer at once. Errors the library raises on purpose
-(``TCA4RecError``) print as one line with exit status 2; ``--debug`` shows the traceback.
+transformers (seconds), and ``--help`` or a mistyped option must answer at once.
+
+Errors the library raises on purpose (``TCA4RecError``) and refusals of the file system
+(``OSError``: a read-only folder, a file where a folder should be, a full disk) print as one
+line naming the path, with exit status 2; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ EPILOG = """examples:
   tca4rec evaluate --run runs/tca --split test
   tca4rec demo
 """
+
+
+_OS_HINTS = {PermissionError: " (is it read-only?)", NotADirectoryError: " (a file stands where a folder is needed)",
+             FileExistsError: " (a file stands where a folder is needed?)", IsADirectoryError: " (a folder, not a file)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no (read-only folder, a file where a folder goes, a full disk)
+        if args.debug:
+            raise
+        where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        hint = _OS_HINTS.get(type(e), "")
+        print(f"error: {where + ': ' if where else ''}{e.strerror or e}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -86,7 +86,8 @@ def _import(args: argparse.Namespace) -> int:
     columns = ImportColumns(user=args.user_col, item=args.item_col, time=args.time_col, title=args.title_col,
                             brand=args.brand_col, items_item=args.items_item_col)
     recbole = args.format == "recbole" or (args.format is None and Path(args.interactions).suffix == ".inter")
-    ds = (import_recbole if recbole else import_csv)(args.interactions, args.items, columns, _prepare_config(args))
+    ds = (import_recbole if recbole else import_csv)(args.interactions, args.items, columns, _prepare_config(args),
+                                                     strict=args.strict)
     _report(ds, save_dataset(ds, args.out))
     return 0
 
@@ -144,4 +145,7 @@ def register(sub) -> None:
     p.add_argument("--title-col", default="title", help="title column of --items (default title)")
     p.add_argument("--brand-col", default=None, help="optional brand/category column of --items")
     p.add_argument("--items-item-col", default=None, help="item column of --items (default: --item-col)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse items listed twice with different titles and events of unknown items "
+                        "(default: warn with their counts, keep the first title, drop those events)")
     _add_pipeline_options(p)

@@ -22,7 +22,8 @@ def _study(args: argparse.Namespace) -> int:
     from tca4rec.study.runner import load_study
 
     report = load_study(args.config, args.set).run(jobs=args.jobs, only=args.only, finish_within=args.finish_within,
-                                                   eval_reserve=args.eval_reserve, stage=args.stage)
+                                                   eval_reserve=args.eval_reserve, stage=args.stage,
+                                                   rerun_changed=args.rerun_changed)
     if report is not None:
         print(f"report folder: {report}")
     return 0
@@ -78,6 +79,9 @@ def register(sub) -> None:
                    help="train: CF cells and LLM fine-tuning only; evaluate: decode the fine-tuned cells only")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a field of the study file (YAML value), e.g. --set train.max_minutes=4; repeatable")
+    p.add_argument("--rerun-changed", action="store_true", dest="rerun_changed",
+                   help="train and evaluate again the cells made with other settings than the study file's "
+                        "(without it such a study is refused)")
     p.add_argument("--only", nargs="+", metavar="CELL",
                    help="run only these cells (folders such as Office_Products/llm/tallrec-nocf-a0-s0); no report")
 

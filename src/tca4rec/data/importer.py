@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,18 +41,26 @@ class ImportColumns:
     items_item: str | None = None  # item key column of the items file (default: ``item``)
 
 
+def _stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def import_csv(interactions: str | Path, items: str | Path, columns: ImportColumns = ImportColumns(),
-               config: PrepareConfig = PrepareConfig()) -> RecDataset:
-    """Read the two CSV files and run the shared pipeline; errors name file, row and column."""
+               config: PrepareConfig = PrepareConfig(), strict: bool = False,
+               warn: Callable[[str], None] = _stderr) -> RecDataset:
+    """Read the two CSV files and run the shared pipeline; errors name file, row and column.
+    What the files disagree on (``check_consistency``) is a warning, or with ``strict`` an error."""
     interactions, items = Path(interactions), Path(items)
     log = read_csv_table(interactions, (columns.user, columns.item, columns.time))
     catalog = read_csv_table(items, _item_columns(columns))
     times = int_column(log, columns.time, interactions, 0, None)
+    check_consistency(log, catalog, columns, interactions, items, strict, warn)
     return _build(log, times, catalog, columns, interactions.stem, config)
 
 
 def import_recbole(interactions: str | Path, items: str | Path, columns: ImportColumns = ImportColumns(),
-                   config: PrepareConfig = PrepareConfig()) -> RecDataset:
+                   config: PrepareConfig = PrepareConfig(), strict: bool = False,
+                   warn: Callable[[str], None] = _stderr) -> RecDataset:
     """Read a RecBole ``.inter`` and ``.item`` pair and run the shared pipeline.
 
     Errors name the file, the 1-based data row (the header is row 0) and the field.
@@ -59,7 +69,36 @@ def import_recbole(interactions: str | Path, items: str | Path, columns: ImportC
     log = read_atomic_file(interactions, (columns.user, columns.item, columns.time))
     catalog = read_atomic_file(items, _item_columns(columns))
     times = _seconds_column(log, columns.time, interactions)
+    check_consistency(log, catalog, columns, interactions, items, strict, warn)
     return _build(log, times, catalog, columns, interactions.stem, config)
+
+
+def check_consistency(log: pd.DataFrame, catalog: pd.DataFrame, columns: ImportColumns, interactions: Path,
+                      items: Path, strict: bool, warn: Callable[[str], None]) -> None:
+    """Count what the pipeline would otherwise drop or choose silently: an item listed twice in
+    the items file with different titles (the first is kept), and events whose item is not in
+    the items file (dropped). ``strict``: the first such row is a DatasetError instead."""
+    key = catalog[columns.items_item or columns.item].str.strip()
+    titles = catalog[columns.title]
+    first_title = titles.groupby(key).transform("first")
+    conflicting = (titles != first_title).to_numpy()
+    if conflicting.any():
+        row = int(np.flatnonzero(conflicting)[0])
+        count = int(key[conflicting].nunique())
+        message = (f"{count} item id(s) listed again with another title (the first title is kept), "
+                   f"first at row {row + 1}: {key.iloc[row]!r}")
+        if strict:
+            raise DatasetError(message, file=items, row=row + 1, field=columns.title)
+        warn(f"{items}: {message}")
+    missing = (~log[columns.item].str.strip().isin(set(key))).to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        distinct = int(log[columns.item][missing].str.strip().nunique())
+        message = (f"{int(missing.sum())} event(s) name {distinct} item(s) missing from {items.name} and are "
+                   f"dropped, first at row {row + 1}: {log[columns.item].iloc[row].strip()!r}")
+        if strict:
+            raise DatasetError(message, file=interactions, row=row + 1, field=columns.item)
+        warn(f"{interactions}: {message}")
 
 
 def read_atomic_file(path: Path, required: tuple[str, ...]) -> pd.DataFrame:

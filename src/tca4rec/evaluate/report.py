@@ -45,6 +45,7 @@ class RunResult:
     loss_curve: list[tuple[float, float]] = field(default_factory=list)  # (step, loss)
     item_ranks: np.ndarray | None = None  # int64 [R] rank of the exact target item (no identical-title credit)
     repeat: np.ndarray | None = None  # bool [R]: the target's title is already in the row's history
+    beams: int | None = None  # beam width of an LLM run's decoding (None: a CF run's full ranking)
 
     @property
     def novel(self) -> np.ndarray:
@@ -118,8 +119,10 @@ def load_run_result(run_dir: str | Path, split: str, title_group: np.ndarray, la
             raise RunError(f"{run_dir}: predictions name row {rows.max()}, but the {split} split has {len(histories)}")
         history = histories[rows]  # [R, H], 0 = padding
         repeat = ((title_group[history] == title_group[targets][:, None]) & (history > 0)).any(axis=1)
+    metrics_path = run_dir / f"metrics_{split}{suffix}.json"
+    beams = _read_json(metrics_path).get("beams") if metrics_path.is_file() else None
     return RunResult(label=label or run_dir.name, run_dir=run_dir, config=config, rows=rows, targets=targets,
-                     topk=topk, ranks=ranks, metrics=summarize(ranks),
+                     topk=topk, ranks=ranks, metrics=summarize(ranks), beams=beams,
                      ci95={k: tuple(v) for k, v in bootstrap_ci(ranks).items()}, loss_curve=_loss_curve(run_dir),
                      item_ranks=hit_ranks(topk, targets, np.arange(len(title_group))), repeat=repeat)
 
@@ -135,6 +138,17 @@ def _common_rows(a: RunResult, b: RunResult) -> tuple[np.ndarray, np.ndarray]:
 
 
 ROW_SETS = ("all", "novel")
+
+
+def check_same_depth(results: list[RunResult]) -> None:
+    """RunError if the runs' ranked lists come from different beam widths: a 3-beam run's
+    "HR@10" is its HR@3, so the comparison would be meaningless (a CF run ranks everything)."""
+    depth = {r.label: min(r.beams or max(KS), max(KS)) for r in results}
+    if len(set(depth.values())) > 1:
+        shown = ", ".join(f"{label}: {d}" for label, d in depth.items())
+        raise RunError(f"these runs were decoded with different beam widths ({shown}; a CF run ranks all items): "
+                       "metrics at K above a run's beams are not comparable. Evaluate them with the same --beams "
+                       f"(at least {max(KS)})")
 
 
 def compare(a: RunResult, b: RunResult, metric: str = "NDCG@10", rows: str = "all") -> dict:

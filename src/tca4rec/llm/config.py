@@ -9,6 +9,7 @@ naming it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from tca4rec.errors import ConfigError
@@ -98,6 +99,9 @@ class TrainConfig:
             raise ConfigError(f"--host {self.host}: unknown host (choose from {', '.join(HOSTS)})")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"--alpha {self.alpha}: must be in [0, 1]")
+        for name in ("temperature", "tau", "lr", "epochs", "alpha", "lora_dropout"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a finite number")
         if not self.temperature > 0:
             raise ConfigError(f"--temperature {self.temperature}: must be > 0")
         if not self.tau > 0:

@@ -23,6 +23,7 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from tca4rec.cf import load_cf_run
+from tca4rec.cf.run import cf_fingerprint
 from tca4rec.decode import BeamSearchConfig, constrained_beam_search
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.llm.run import process_state
@@ -120,7 +121,8 @@ def guide_cf_model(run, cf_run: str | Path | None):
 
 
 def read_tuned_beta(run_dir: Path, cf_run: str | Path | None) -> float:
-    """The beta ``tune_beta`` chose for this run (and this CF run)."""
+    """The beta ``tune_beta`` chose for this run, if it was tuned with this CF run (the run's
+    teacher when ``cf_run`` is None, else the same model, by content)."""
     path = run_dir / TUNED_BETA_FILE
     if not path.is_file():
         raise ConfigError(f"--beta auto: {path} does not exist; choose beta first with "
@@ -130,7 +132,17 @@ def read_tuned_beta(run_dir: Path, cf_run: str | Path | None) -> float:
         best, tuned_with = float(record["best_beta"]), str(record["cf_run"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise RunError(f"{path} is not a tune-beta result ({e})") from None
-    wanted = TEACHER if cf_run is None else str(cf_run)
-    if tuned_with != wanted:
-        raise ConfigError(f"--beta auto: {path} was tuned with --cf-run {tuned_with}, not {wanted}")
+    if cf_run is None or str(cf_run) == TEACHER:
+        if tuned_with != TEACHER:
+            raise ConfigError(f"--beta auto: {path} was tuned with --cf-run {tuned_with}, not the run's own teacher")
+        return best
+    if tuned_with == TEACHER:
+        raise ConfigError(f"--beta auto: {path} was tuned with the run's own teacher, not --cf-run {cf_run}")
+    # The CF run is known by its content: the same model under another path is accepted, another
+    # model under the same path is not (records without a fingerprint fall back to the path).
+    fingerprint = record.get("cf_fingerprint")
+    same = fingerprint == cf_fingerprint(cf_run) if fingerprint else tuned_with == str(cf_run)
+    if not same:
+        raise ConfigError(f"--beta auto: {path} was tuned with another CF model than {cf_run} (--cf-run "
+                          f"{tuned_with} then): tune beta again with this one")
     return best

@@ -26,11 +26,13 @@ import functools
 import hashlib
 import importlib.util
 import os
+import struct
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+from transformers.utils import logging as hf_logging
 
 from tca4rec.errors import ConfigError
 from tca4rec.io import atomic_dir
@@ -84,9 +86,11 @@ def convert_gguf(gguf: Path, dest: Path) -> None:
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kw)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
-    except (ValueError, KeyError, OSError, NotImplementedError) as e:
+    except (ValueError, KeyError, OSError, NotImplementedError, struct.error, EOFError, IndexError) as e:
+        # struct.error / EOFError / IndexError: a file cut short (a partial download or copy)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"--llm {gguf}: transformers cannot load this GGUF file ({reason})") from None
+        cut = " (the file looks cut short)" if isinstance(e, (struct.error, EOFError, IndexError)) else ""
+        raise ConfigError(f"--llm {gguf}: transformers cannot load this GGUF file{cut} ({reason})") from None
     # transformers refuses save_pretrained on a GGUF-loaded model: rebuild a plain model
     # from its config without the quantization entry and copy the weights over.
     config = copy.deepcopy(loaded.config)
@@ -164,5 +168,6 @@ def llm_dtype():
 
 def load_causal_lm(name_or_path: str | os.PathLike | None = None, dtype=None):
     """The causal LM in ``dtype`` (default ``llm_dtype()``, whatever the folder stores)."""
+    hf_logging.disable_progress_bar()  # a bar per weight file, every time a run loads: noise on our console
     return AutoModelForCausalLM.from_pretrained(resolve_llm(name_or_path), local_files_only=True,
                                                 dtype=dtype or llm_dtype())

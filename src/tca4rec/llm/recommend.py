@@ -8,7 +8,8 @@ so CF-based parts (the llara user slot, CF-guided decoding) see user 0 and the g
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,10 @@ class Recommendation:
     title: str
     item_id: int
     score: float  # sum of the title's token scores: LLM log-probs (+ beta * CF log-probs when guided)
+
+
+def _stderr_note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
 
 
 def history_item_ids(titles: Sequence[str], catalog: Sequence[str], max_history: int) -> list[int]:
@@ -44,8 +49,11 @@ def history_item_ids(titles: Sequence[str], catalog: Sequence[str], max_history:
 
 def recommend(run_dir: str | Path, history_titles: Sequence[str], k: int = 10, beams: int | None = None,
               run=None, beta: float | str = 0.0, cf_run: str | Path | None = None,
-              length_normalize: bool = False) -> list[Recommendation]:
+              length_normalize: bool = False, note: Callable[[str], None] | None = None) -> list[Recommendation]:
     """The ``k`` best items after ``history_titles`` (``beams`` defaults to max(k, 10)).
+
+    The model reads the last H titles (H: the dataset's history width); a longer history is
+    cut, and ``note`` (default: a line on stderr) says so.
 
     ``run``: an already loaded ``LLMRun`` to reuse (then ``run_dir`` is only informative).
     ``beta``, ``cf_run``, ``length_normalize``: CF-guided decoding, as in ``evaluate_llm_run``.
@@ -61,6 +69,9 @@ def recommend(run_dir: str | Path, history_titles: Sequence[str], k: int = 10, b
     run = run if run is not None else load_llm_run(run_dir)
     width = run.dataset.split("train").histories.shape[1]
     ids = history_item_ids(history_titles, run.dataset.titles, width)
+    if len(history_titles) > width:
+        (note or _stderr_note)(f"the history has {len(history_titles)} titles; the model reads the last {width} "
+                               f"(the dataset's history width), the first {len(history_titles) - width} are not used")
     history = np.zeros((1, width), dtype=np.int64)
     history[0, width - len(ids):] = ids
     row = Split("recommend", np.zeros(1, dtype=np.int64), history, np.zeros(1, dtype=np.int64),

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -39,11 +38,11 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 from tca4rec.align import soft_ntp_loss
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.evaluate.metrics import hit_ranks, summarize
-from tca4rec.io import atomic_write_json, atomic_write_jsonl
+from tca4rec.io import atomic_write_json, atomic_write_jsonl, check_own_folder, remove_own_folder
 from tca4rec.llm.config import RESUMABLE_CHANGES, RUN_FORMAT, TrainConfig
 from tca4rec.llm.decoding import evaluate_rows
 from tca4rec.llm.hosts import Host
-from tca4rec.llm.run import CT_FILE, Signals, build_host, fingerprints_of, process_state, report_adapters
+from tca4rec.llm.run import CT_FILE, LLM_RUN_FILES, Signals, build_host, fingerprints_of, process_state, report_adapters
 from tca4rec.llm.weights import load_weights, save_weights
 
 
@@ -300,44 +299,66 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool, fingerprints: dict) -> Path | None:
-    """Check the run folder against --resume / --overwrite; returns the checkpoint to resume from.
+def check_run_dir(config: TrainConfig, resume: bool, overwrite: bool, fingerprints: dict) -> bool:
+    """Check the run folder against --resume / --overwrite before anything is written or
+    deleted (or a model loaded); returns whether a run is there to resume.
 
-    Only the main process deletes or writes; callers synchronize afterwards.
+    ``--overwrite`` replaces only a folder this project wrote: a tca4rec LLM run whose every
+    entry is one a run writes (``LLM_RUN_FILES``); anything else is refused, never deleted.
     """
     run_dir = Path(config.out)
-    state = process_state()
-    exists = run_dir.exists() and any(run_dir.iterdir())
-    state.wait_for_everyone()  # every process looks before the main one deletes or writes
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"--out {run_dir} is a file, not a run folder; choose another --out")
+    exists = run_dir.exists() and any(run_dir.iterdir())
     if exists and not resume and not overwrite:
         raise RunError(f"{run_dir} already exists: pass --resume to continue it or --overwrite to start over")
-    if exists and overwrite:
-        if not (run_dir / "config.json").is_file():
-            raise RunError(f"{run_dir} is not a tca4rec run folder (no config.json); refusing to delete it")
-        if state.is_main_process:
-            shutil.rmtree(run_dir)
-        state.wait_for_everyone()
-        exists = False
     stored_path = run_dir / "config.json"
-    stored = json.loads(stored_path.read_text()) if exists and stored_path.is_file() else None
+    stored = _read_run_record(stored_path) if exists else None
+    if exists and stored is None:
+        raise RunError(f"{run_dir} is not a tca4rec run folder (no tca4rec config.json); refusing to "
+                       f"{'delete' if overwrite else 'resume'} it")
+    if exists and overwrite:
+        check_own_folder(run_dir, LLM_RUN_FILES, "tca4rec LLM run")
+        return False
     if stored is not None and config.lora_targets is None:
         # Runs made before LoRA targets were chosen per architecture stored the list itself: keep it.
         config.lora_targets = stored.get("config", {}).get("lora_targets")
-    record = {"format": RUN_FORMAT, **fingerprints, "config": dataclasses.asdict(config)}
     if exists:
-        if stored is None:
-            raise RunError(f"{run_dir} is not a tca4rec run folder (no config.json); cannot resume it")
         for key, value in fingerprints.items():
             if stored.get(key) != value:
                 raise RunError(f"{run_dir} was trained with another {key.replace('_', ' ')}; cannot resume it here")
-        differ = sorted(k for k, v in record["config"].items()
+        differ = sorted(k for k, v in dataclasses.asdict(config).items()
                         if k not in RESUMABLE_CHANGES and stored["config"].get(k) != v)
         if differ:
             raise RunError(f"--resume {run_dir}: options differ from the run's config.json: {', '.join(differ)}")
+    return exists
+
+
+def _read_run_record(path: Path) -> dict | None:
+    """The run record in ``path`` if it is a tca4rec LLM run's config.json, else None."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("format") == RUN_FORMAT else None
+
+
+def prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool, fingerprints: dict) -> Path | None:
+    """Make the run folder (after ``check_run_dir``): an overwritten run is removed, the
+    config written; returns the checkpoint to resume from. Only the main process deletes or
+    writes; the others wait for it."""
+    run_dir = Path(config.out)
+    state = process_state()
+    exists = check_run_dir(config, resume, overwrite, fingerprints)
+    state.wait_for_everyone()  # every process looks before the main one deletes or writes
+    if overwrite and run_dir.is_dir() and any(run_dir.iterdir()) and state.is_main_process:
+        remove_own_folder(run_dir, LLM_RUN_FILES, "tca4rec LLM run")
+    state.wait_for_everyone()
     if state.is_main_process:
-        atomic_write_json(run_dir / "config.json", record)
+        atomic_write_json(run_dir / "config.json",
+                          {"format": RUN_FORMAT, **fingerprints, "config": dataclasses.asdict(config)})
     state.wait_for_everyone()
     return latest_checkpoint(run_dir) if exists else None
 
@@ -384,9 +405,11 @@ def build_trainer(config: TrainConfig, *, resume: bool = False, overwrite: bool 
     run_dir = Path(config.out)
     set_seed(config.seed)
     tca = Signals.build(config)
-    checkpoint = prepare_run_dir(config, resume, overwrite, fingerprints_of(tca.dataset, tca.tokenizer))
+    fingerprints = fingerprints_of(tca.dataset, tca.tokenizer)
+    check_run_dir(config, resume, overwrite, fingerprints)  # refusals come before the model loads
     set_seed(config.seed)  # the same LoRA / projector initialization whatever was loaded before
-    host = build_host(config, tca, trainable=True)
+    host = build_host(config, tca, trainable=True)  # a bad --lora-targets is refused before the folder exists
+    checkpoint = prepare_run_dir(config, resume, overwrite, fingerprints)
     report_adapters(host, config, run_dir)
     train_split = tca.dataset.split("train").head(config.train_limit)
     eval_split = tca.dataset.split("valid").head(config.eval_rows) if config.eval_rows else None

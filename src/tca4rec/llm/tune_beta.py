@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tca4rec.cf.run import cf_fingerprint
 from tca4rec.errors import ConfigError
 from tca4rec.evaluate.metrics import KS, hit_ranks, summarize
 from tca4rec.io import atomic_write_json
@@ -48,7 +49,8 @@ def tune_beta(run_dir: str | Path, split: str = "valid", rows: int = 100, grid: 
         table.append({"beta": beta, **summarize(hit_ranks(ranked, split_rows.targets, run.dataset.title_group))})
     best = max(table, key=lambda row: (row[SELECTION_METRIC], -row["beta"]))  # ties: the smallest beta
     record = {"run": run.run_dir.name, "split": split, "rows": len(split_rows), "beams": beams,
-              "cf_run": str(cf_run) if cf_run is not None else TEACHER, "metric": SELECTION_METRIC,
+              "cf_run": str(cf_run) if cf_run is not None else TEACHER,
+              "cf_fingerprint": cf_fingerprint(cf_run) if cf_run is not None else None, "metric": SELECTION_METRIC,
               "best_beta": best["beta"], "table": table}
     if state.is_main_process:
         atomic_write_json(run.run_dir / TUNED_BETA_FILE, record)

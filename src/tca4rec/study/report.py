@@ -184,13 +184,17 @@ def write_study_report(study) -> Path:
                                             title=f"{name}: share of LLM top-10 also in CF top-10"))
 
         n_train = len(ds.split("train"))
-        limit = cfg.train.get("train_limit")
+        # What each cell was trained with, from its own config.json (not from the study file).
+        limits = sorted({(results[c].config.get("config") or {}).get("train_limit") or n_train
+                         for c in llm_cells if c in results}) or [n_train]
+        train_text = (f"{min(limits[0], n_train)} training rows available to the LLM (of {n_train})" if len(limits) == 1
+                      else f"training rows available to the LLM differ by cell ({', '.join(map(str, limits))}, "
+                           f"of {n_train})")
         row_counts = sorted({len(r.ranks) for r in results.values()})
         rows_text = (f"{row_counts[0]} {split} rows, the same for every method" if len(row_counts) == 1 else
                      f"{split} rows differ by method (column 'test rows'; paired tests use the rows both share)")
         lines += [f"## {name}", "",
-                  f"{ds.num_items} items; {min(n_train, limit) if limit else n_train} training rows available to "
-                  f"the LLM (of {n_train}); {rows_text}; {seeds} seed(s). Brackets: 95% bootstrap CI over {split} rows"
+                  f"{ds.num_items} items; {train_text}; {rows_text}; {seeds} seed(s). Brackets: 95% bootstrap CI over {split} rows"
                   f"{'; ± : std over seeds' if seeds > 1 else ''}. Consistency@10: share of the LLM's top-10 "
                   "items also in the CF model's top-10 for the same row. Hits count an item with the target's "
                   "title (the paper's protocol; many titles are shared, so the item-level columns below count "

@@ -29,14 +29,17 @@ import torch
 import yaml
 
 from tca4rec.cf import CF_MODELS, evaluate_cf, train_cf
+from tca4rec.cf.base import CFConfig
+from tca4rec.cf.run import CF_RUN_FILES
 from tca4rec.cf.train import make_config
 from tca4rec.data import load_dataset
 from tca4rec.data.synth import SynthConfig, write_synthetic_dataset
 from tca4rec.errors import ConfigError, TCA4RecError
-from tca4rec.io import atomic_write_text
+from tca4rec.io import atomic_write_text, remove_own_folder
 from tca4rec.llm.config import TrainConfig
 from tca4rec.llm.decoding import read_tuned_beta
 from tca4rec.llm.evaluate import decoding_suffix, evaluate_llm_run
+from tca4rec.llm.run import LLM_RUN_FILES
 from tca4rec.llm.train import latest_checkpoint, train
 from tca4rec.llm.tune_beta import DEFAULT_GRID, tune_beta
 from tca4rec.study.cells import CFCell, LLMCell
@@ -206,7 +209,7 @@ class Study:
         self.rates[kind] = self.rates[(kind, dataset)] = seconds / max(units, 1)
 
     def run(self, jobs: int = 1, only: list[str] | None = None, finish_within: float | None = None,
-            eval_reserve: float = 120.0, stage: str = "all") -> Path | None:
+            eval_reserve: float = 120.0, stage: str = "all", rerun_changed: bool = False) -> Path | None:
         """Run every stage left (``only``: just the cells with these folders, and no report).
 
         ``jobs > 1`` fine-tunes and evaluates that many LLM cells at once, each in its own
@@ -214,6 +217,10 @@ class Study:
         they read. On a GPU too small a model to fill it this multiplies throughput; with
         several GPUs, job i gets GPU i mod count. ``stage``: see ``plan``. Returns the report
         folder (None with ``only`` or ``stage="train"``).
+
+        Cells already in the folder that were made with other settings (``changed_cells``: a
+        ``--set train.lr=...`` on a finished study) are refused, or with ``rerun_changed``
+        deleted and run again, so no result is ever reported under settings it was not made with.
 
         ``finish_within`` (seconds from now; needs every LLM cell running at once) gives each
         LLM cell the same budget, ``train.max_minutes``: what is left once the CF cells are done,
@@ -226,6 +233,7 @@ class Study:
         if deadline is not None and jobs < len(self.config.llm_cells()):
             raise ConfigError(f"--finish-within needs every LLM cell running at once: --jobs {jobs} < "
                               f"{len(self.config.llm_cells())} cells")
+        self._refuse_or_clear_changed(rerun_changed)
         self.out.mkdir(parents=True, exist_ok=True)
         if only is None:
             atomic_write_text(self.out / "study.yaml", yaml.safe_dump(_config_record(self.config), sort_keys=False))
@@ -298,24 +306,74 @@ class Study:
         if failed:
             raise TCA4RecError(f"{len(failed)} study cell(s) failed: {'; '.join(failed)}")
 
+    def _cf_settings(self, cell: CFCell) -> tuple[CFConfig, int | None]:
+        """The config and train-row limit a CF cell is trained with."""
+        opts = dict(self.config.cf)
+        epochs, limit = opts.pop("epochs", None), opts.pop("train_limit", None)
+        config = make_config(cell.model, {**opts, "seed": cell.seed})
+        return (config if epochs is None else dataclasses.replace(config, epochs=epochs)), limit
+
+    def _train_config(self, cell: LLMCell) -> TrainConfig:
+        """The TrainConfig an LLM cell is fine-tuned with."""
+        cf_run = str(self.out / CFCell(cell.dataset, cell.cf, cell.seed).folder) if cell.cf else None
+        return TrainConfig(data=str(self.dataset_dir(cell.dataset)), out=str(self.out / cell.folder), host=cell.host,
+                           cf=cf_run, alpha=cell.alpha, seed=cell.seed, **self.config.train)
+
+    def changed_cells(self) -> dict[str, list[str]]:
+        """Cells already in the study folder that were made with other settings than this study
+        asks for (folder -> what differs), and the LLM cells whose CF teacher is such a cell.
+        Their results must not be reported under the new settings."""
+        changed: dict[str, list[str]] = {}
+        for cell in self.config.cf_cells():
+            stored = _stored_config(self.out / cell.folder)
+            if stored is not None:
+                config, limit = self._cf_settings(cell)
+                diff = _differences({**stored.get("config", {}), "train_limit": stored.get("limit")},
+                                    {**dataclasses.asdict(config), "train_limit": limit})
+                if diff:
+                    changed[cell.folder] = diff
+        for cell in self.config.llm_cells():
+            stored = _stored_config(self.out / cell.folder)
+            if stored is not None:
+                want = dataclasses.asdict(self._train_config(cell))
+                if want["lora_targets"] is None:  # the architecture's default; older runs stored the list
+                    want.pop("lora_targets")
+                diff = _differences(stored.get("config", {}), want, skip=NOT_RESULT_FIELDS)
+                teacher = CFCell(cell.dataset, cell.cf, cell.seed).folder if cell.cf else None
+                if teacher in changed:
+                    diff.append(f"its CF teacher {teacher} changed")
+                if diff:
+                    changed[cell.folder] = diff
+        return changed
+
+    def _refuse_or_clear_changed(self, rerun_changed: bool) -> None:
+        changed = self.changed_cells()
+        if not changed:
+            return
+        listing = "; ".join(f"{folder} ({', '.join(diff)})" for folder, diff in changed.items())
+        if not rerun_changed:
+            raise ConfigError(f"{self.out} holds cells made with other settings than this study asks for: {listing}. "
+                              "Give the new settings a new 'out', or pass --rerun-changed to train and evaluate those "
+                              "cells again (their results are replaced)")
+        for folder in changed:
+            own = CF_RUN_FILES if "/cf/" in folder else LLM_RUN_FILES
+            remove_own_folder(self.out / folder, own, "tca4rec run")
+            self.log(f"settings changed: {folder} is run again")
+
     def run_cf(self, cell: CFCell) -> None:
         ds = self.dataset(cell.dataset)
         run = self.out / cell.folder
         t0 = time.time()
         if not (run / "model.safetensors").is_file() or not (run / "config.json").is_file():
-            opts = dict(self.config.cf)
-            epochs, limit = opts.pop("epochs", None), opts.pop("train_limit", None)
-            train_cf(ds, cell.model, run, config={**opts, "seed": cell.seed}, epochs=epochs, limit=limit,
-                     overwrite=True)
+            config, limit = self._cf_settings(cell)
+            train_cf(ds, cell.model, run, config=config, limit=limit, overwrite=True)
         evaluate_cf(run, ds, split=self.config.split, limit=self.config.eval_limit,
                     sample_seed=self.config.eval_sample_seed, sample_exclude=self.config.sample_exclude)
         self._measured("cf_run", cell.dataset, time.time() - t0, 1)
 
     def train_llm(self, cell: LLMCell) -> None:
         run = self.out / cell.folder
-        cf_run = str(self.out / CFCell(cell.dataset, cell.cf, cell.seed).folder) if cell.cf else None
-        config = TrainConfig(data=str(self.dataset_dir(cell.dataset)), out=str(run), host=cell.host, cf=cf_run,
-                             alpha=cell.alpha, seed=cell.seed, **self.config.train)
+        config = self._train_config(cell)
         resume = run.is_dir() and latest_checkpoint(run) is not None
         t0 = time.time()
         train(config, resume=resume, overwrite=not resume)
@@ -340,6 +398,24 @@ class Study:
     # ---- reporting ---------------------------------------------------------------------
     def report(self) -> Path:
         return write_study_report(self)
+
+
+# TrainConfig fields that say where things are or how often to log, not what was trained (the
+# CF teacher is compared as a cell of its own).
+NOT_RESULT_FIELDS = {"data", "out", "cf", "logging_steps", "save_total_limit", "max_minutes", "budget_eval_rows"}
+
+
+def _stored_config(run: Path) -> dict | None:
+    try:
+        return json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _differences(have: dict, want: dict, skip: set[str] = frozenset()) -> list[str]:
+    """'name old -> new' for every setting of ``want`` that ``have`` (a cell's own config) holds
+    with another value (a setting the cell does not record is one it predates: not a change)."""
+    return [f"{k} {have[k]!r} -> {v!r}" for k, v in want.items() if k not in skip and k in have and have[k] != v]
 
 
 def _check_against_registries(config: StudyConfig) -> None:

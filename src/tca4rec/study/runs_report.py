@@ -13,6 +13,7 @@ from tca4rec.evaluate.plots import plot_loss_curves, plot_metrics
 from tca4rec.evaluate.report import (
     ROW_SETS,
     bonferroni_lines,
+    check_same_depth,
     compare,
     describe_comparison,
     load_run_result,
@@ -29,6 +30,7 @@ def write_runs_report(runs: list[str], data: str, split: str = "test", out: str 
     ds = load_dataset(data)
     histories = ds.split(split).histories
     results = [load_run_result(r, split, ds.title_group, histories=histories) for r in runs]
+    check_same_depth(results)
     out_dir = Path(out)
     tests = [compare(results[0], r, m, rows) for r in results[1:] for rows in ROW_SETS for m in ("NDCG@10", "HR@10")]
     lines = [f"# Report ({split}, dataset {ds.name})", "", metrics_table(results), "",
