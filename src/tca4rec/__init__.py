@@ -2,8 +2,9 @@
 
 The package is organized by stage: ``data`` (datasets), ``cf`` (collaborative-filtering
 models), ``align`` (title trie, Collaborative Tokenizer, soft next-token loss), ``llm``
-(prompts, hosts, LoRA fine-tuning), ``decode`` (trie-constrained beam search) and
-``evaluate`` (metrics, reports, plots). ``cli`` is a thin layer over these.
+(prompts, hosts, LoRA fine-tuning), ``decode`` (trie-constrained beam search),
+``evaluate`` (metrics, reports, plots) and, on top, ``serve`` (the HTTP service). ``cli`` is
+a thin layer over these.
 """
 
 from tca4rec.errors import DatasetError, TCA4RecError

@@ -52,7 +52,7 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
     ``sample_exclude``, pairs of (limit, seed)).
     """
     from tca4rec.llm.decoding import TEACHER, evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
-    from tca4rec.llm.run import load_llm_run, process_state
+    from tca4rec.llm.run import load_llm_run, process_state, weights_stamp
 
     if beams < 1:
         raise ConfigError(f"--beams {beams}: must be >= 1")
@@ -69,7 +69,7 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
     partial = run.run_dir / f"decode_{split}{suffix}.partial.json"
     key = {"rows": rows.row_ids.tolist(), "beams": beams, "batch_size": batch_size, "beta": beta,
            "cf_run": str(cf_run) if cf_run is not None else None, "processes": state.num_processes,
-           "weights": _weights_stamp(run.run_dir)}
+           "weights": weights_stamp(run.run_dir)}
     items, scores = _read_partial(partial, key)
     block = batch_size * BLOCK_BATCHES * state.num_processes
     for start in range(len(items), len(rows), block):
@@ -96,12 +96,6 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
         partial.unlink(missing_ok=True)
     state.wait_for_everyone()
     return record
-
-
-def _weights_stamp(run_dir: Path) -> list:
-    """Size and modification time of every trained-weights file: a retrained run never reuses old rows."""
-    files = sorted(p for p in run_dir.rglob("*.safetensors") if "checkpoints" not in p.parts)
-    return [[str(p.relative_to(run_dir)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
 def _read_partial(path: Path, key: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -28,12 +28,13 @@ TEACHER = "teacher"  # the CF run a run was trained with (its config's ``cf``)
 
 def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, device=None,
                   desc: str = "beam search", beta: float = 0.0, length_normalize: bool = False,
-                  cf_model: torch.nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  cf_model: torch.nn.Module | None = None, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` items of every row of ``split`` by constrained beam search.
 
     Returns (item ids int64 [R, k], 0 where fewer than k items were found; scores float32
     [R, k], sums of token scores, -inf where empty). Every process of a distributed
     launch must call this; each decodes its share of the rows and all get the full result.
+    ``progress``: a progress bar per batch (off for callers that show their own, or none).
     """
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
@@ -59,7 +60,7 @@ def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, 
     shard: list[tuple[int, list[int], list[float]]] = []
     with state.split_between_processes(list(range(len(split)))) as my_rows:
         batches = range(0, len(my_rows), batch_size)
-        for start in tqdm(batches, desc=desc, unit="batch", disable=not state.is_local_main_process):
+        for start in tqdm(batches, desc=desc, unit="batch", disable=not (progress and state.is_local_main_process)):
             rows = torch.tensor(my_rows[start:start + batch_size], dtype=torch.long)
             prompt = host.prompts(histories[rows]).to(device)
             history_cf = user_cf = None
