@@ -119,9 +119,9 @@ def running_server(run: Path, log: Path, *options: str):
 
 @pytest.fixture(scope="session")
 def teacher_server(teacher_run, tmp_path_factory):
-    """The teacher run served with small limits (batches gather for up to 200 ms, so concurrent requests meet)."""
+    """The teacher run served with small limits (batches gather for up to 100 ms, so concurrent requests meet)."""
     log = tmp_path_factory.mktemp("teacher_server") / "serve.log"
-    with running_server(teacher_run, log, "--max-batch", "8", "--max-wait-ms", "200", "--max-history", "20",
+    with running_server(teacher_run, log, "--max-batch", "8", "--max-wait-ms", "100", "--max-history", "20",
                         "--max-body", "4096") as server:
         yield server
 

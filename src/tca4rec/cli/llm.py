@@ -195,7 +195,7 @@ def register(sub) -> None:
         "tca4rec evaluate --run runs/tca --split valid --limit 200 --beams 10",
         "tca4rec evaluate --run runs/tca --split test --beta auto",
         "tca4rec evaluate --run runs/tallrec --split test --beta 1 --cf-run runs/sasrec",
-        "torchrun --nproc_per_node 2 -m tca4rec.cli evaluate --run runs/tca --split test",
+        "torchrun --nproc_per_node 2 -m tca4rec.cli -- evaluate --run runs/tca --split test",
     ))
     p.add_argument("--run", required=True, help="LLM run folder")
     p.add_argument("--split", choices=("valid", "test"), default="test")
@@ -226,7 +226,8 @@ def register(sub) -> None:
         'tca4rec recommend --run runs/tca --history "Uno Card Game" --k 5',
         "tca4rec recommend --run runs/tca --histories users.jsonl --out recs.jsonl --k 10",
         "tca4rec recommend --run runs/tca --histories users.csv --out recs.jsonl --skip-bad-rows bad.jsonl",
-        "torchrun --nproc_per_node 2 -m tca4rec.cli recommend --run runs/tca --histories users.jsonl --out recs.jsonl",
+        "torchrun --nproc_per_node 2 -m tca4rec.cli -- recommend --run runs/tca --histories users.jsonl "
+        "--out recs.jsonl",
     ))
     p.add_argument("--run", required=True, help="LLM run folder")
     source = p.add_mutually_exclusive_group(required=True)

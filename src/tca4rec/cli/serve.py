@@ -13,7 +13,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve(ServeConfig(run=args.run, cf_run=args.cf_run, beta=args.beta, host=args.host, port=args.port,
                       beams=args.beams, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                      max_history=args.max_history, max_body=args.max_body, access_log=not args.no_access_log))
+                      max_history=args.max_history, max_body=args.max_body, access_log=not args.no_access_log,
+                      threads=args.threads))
     return 0
 
 
@@ -41,4 +42,6 @@ def register(sub) -> None:
                    help="entries accepted in a request's history; the model reads the last ones (default %(default)s)")
     p.add_argument("--max-body", type=int, default=64 * 1024, dest="max_body",
                    help="largest request body in bytes (default %(default)s)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores; "
+                                               "give each of N replicas on one machine cores / N)")
     p.add_argument("--no-access-log", action="store_true", dest="no_access_log", help="do not log every request")

@@ -23,12 +23,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from tca4rec.data import load_dataset
 from tca4rec.errors import ConfigError
 from tca4rec.io import atomic_write_json, atomic_write_jsonl
 from tca4rec.llm.decoding import read_tuned_beta
 from tca4rec.llm.histories import HistoryRow, read_histories
-from tca4rec.llm.recommend import Recommendation, Recommender
-from tca4rec.llm.run import load_llm_run, process_state, weights_stamp
+from tca4rec.llm.recommend import Catalog, Recommendation, Recommender
+from tca4rec.llm.run import load_llm_run, process_state, read_run_record, weights_stamp
 
 
 def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, *, k: int = 10,
@@ -49,9 +50,12 @@ def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, 
     if beta == "auto":
         beta = read_tuned_beta(Path(run_dir), cf_run)  # before the slow load: a missing tuning fails fast
     state = process_state()
+    # The input is checked against the run's catalog before the (slow) model load: a bad row fails fast.
+    dataset = load_dataset(data if data is not None else read_run_record(Path(run_dir))["config"]["data"])
+    rows, bad = read_histories(histories, Catalog(dataset.titles), int(dataset.split("train").histories.shape[1]),
+                               skip_bad=skip_bad_rows is not None)
     recommender = Recommender(load_llm_run(run_dir, data=data, device=state.device), beams=beams, beta=beta,
                               cf_run=cf_run, length_normalize=length_normalize)
-    rows, bad = read_histories(histories, recommender.catalog, recommender.width, skip_bad=skip_bad_rows is not None)
     if skip_bad_rows is not None and state.is_main_process:
         atomic_write_jsonl(skip_bad_rows, [b.record() for b in bad])
     key = {"histories": str(histories.resolve()), "histories_sha256": _sha256(histories),

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
@@ -48,10 +49,13 @@ class ServeConfig:
     max_history: int = Limits.max_history
     max_body: int = Limits.max_body
     access_log: bool = True
+    threads: int | None = None  # torch CPU threads (None: torch's choice); replicas sharing a machine split its cores
 
     def check(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port {self.port}: must be in 0..65535")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads {self.threads}: must be >= 1")
         for name in ("beams", "max_batch", "max_history", "max_body"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
@@ -118,6 +122,8 @@ def serve(config: ServeConfig) -> None:
     config.check()
     logging.config.dictConfig(log_config())
     started = time.monotonic()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     LOG.info("loading %s", config.run)
     if config.beta == "auto":
         config.beta = read_tuned_beta(Path(config.run), config.cf_run)  # before the slow load: fail fast
