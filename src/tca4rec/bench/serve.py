@@ -42,7 +42,8 @@ def check_loopback(url: str) -> str:
     except ValueError:
         loopback = False
     if not loopback:
-        raise ConfigError(f"URL {url!r}: bench serve only measures a server on this machine (127.0.0.1, ::1, localhost)")
+        raise ConfigError(f"URL {url!r}: bench serve only measures a server on this machine "
+                          "(127.0.0.1, ::1, localhost)")
     return url.rstrip("/")
 
 
@@ -80,7 +81,7 @@ async def _send_all(url: str, bodies: list[dict], concurrency: int, max_seconds:
 
 
 def run_bench(url: str, requests: int, concurrency: int, *, k: int = 10, history_len: int | None = None,
-              warmup: int = 1, max_seconds: float = 300.0, timeout: float = 120.0, seed: int = 0) -> dict:
+              warmup: int = 1, max_seconds: float = 300.0, timeout: float = 600.0, seed: int = 0) -> dict:
     """Measure ``url``; returns the figures ``_format`` prints (and ``--out`` stores)."""
     url = check_loopback(url)
     if not 1 <= requests <= MAX_REQUESTS:
@@ -101,28 +102,32 @@ def run_bench(url: str, requests: int, concurrency: int, *, k: int = 10, history
     after = httpx.get(f"{url}/v1/info", timeout=timeout).json()["stats"]
     ok = np.array([latency for latency, outcome in results if outcome == "200"])
     calls, rows = after["calls"] - before["calls"], after["rows"] - before["rows"]
+    decode_s = after.get("seconds", 0.0) - before.get("seconds", 0.0)  # 0 from a server without the counter
     return {
-        "url": url, "model": info.get("model"), "max_batch": info.get("max_batch"), "max_wait_ms": info.get("max_wait_ms"),
+        "url": url, "model": info.get("model"), "max_batch": info.get("max_batch"),
+        "max_wait_ms": info.get("max_wait_ms"),
         "requests": requests, "sent": len(results), "concurrency": concurrency, "k": k,
         "history_len": len(bodies[0]["history"]), "ok": int(ok.size), "errors": len(results) - int(ok.size),
         "outcomes": dict(Counter(outcome for _, outcome in results)), "wall_s": wall,
         "throughput_rps": ok.size / wall if wall > 0 else 0.0,
         **{f"latency_p{q}_s": float(np.percentile(ok, q)) if ok.size else None for q in (50, 95, 99)},
-        "server_decode_calls": calls, "server_rows_per_call": rows / calls if calls else None}
+        "server_decode_calls": calls, "server_rows_per_call": rows / calls if calls else None,
+        "server_seconds_per_call": decode_s / calls if calls else None}
 
 
 def _format(r: dict) -> str:
     def seconds(value) -> str:
         return "-" if value is None else f"{value:.2f} s"
 
-    per_call = "-" if r["server_rows_per_call"] is None else f"{r['server_rows_per_call']:.1f}"
+    per_call = "-" if r["server_rows_per_call"] is None else (
+        f"{r['server_rows_per_call']:.1f} rows and {r['server_seconds_per_call']:.1f} s per call")
     return (f"bench serve: {r['sent']} of {r['requests']} requests at concurrency {r['concurrency']} against {r['url']} "
             f"(model {r['model']}, max batch {r['max_batch']}, max wait {r['max_wait_ms']:g} ms; histories of "
             f"{r['history_len']} items, k {r['k']})\n"
             f"ok {r['ok']}, errors {r['errors']} {r['outcomes'] if r['errors'] else ''}| {r['wall_s']:.1f} s | "
             f"{r['throughput_rps']:.3f} requests/s | latency p50 {seconds(r['latency_p50_s'])}, "
             f"p95 {seconds(r['latency_p95_s'])}, p99 {seconds(r['latency_p99_s'])} | server: "
-            f"{r['server_decode_calls']} decode calls, {per_call} rows per call")
+            f"{r['server_decode_calls']} decode calls, {per_call}")
 
 
 def run(args) -> int:
@@ -140,7 +145,8 @@ def run(args) -> int:
 def register(group) -> None:
     from tca4rec.cli import add_command
 
-    p = add_command(group, "serve", run, "throughput and p50/p95/p99 latency of a running `tca4rec serve` (loopback)",
+    p = add_command(group, "serve", run,
+                    "throughput and p50/p95/p99 latency of a running `tca4rec serve` (loopback)",
                     ("tca4rec bench serve http://127.0.0.1:8000 --requests 64 --concurrency 16",
                      "tca4rec bench serve http://127.0.0.1:8000 --requests 8 --concurrency 1 --out bench_c1.json"))
     p.add_argument("url", help="the server's address (loopback only), e.g. http://127.0.0.1:8000")
@@ -152,6 +158,6 @@ def register(group) -> None:
     p.add_argument("--warmup", type=int, default=1, help="requests sent first, one at a time, not counted (default 1)")
     p.add_argument("--max-seconds", type=float, default=300.0, dest="max_seconds",
                    help="send no new request after this many seconds (default 300)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds before a request is abandoned (default 120)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds before a request is abandoned (default 600)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random histories")
     p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")

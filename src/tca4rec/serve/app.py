@@ -94,8 +94,9 @@ def create_app(recommender: Recommender, batcher: MicroBatcher, info: dict, limi
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
-        status = "draining" if state.draining else "ok"
-        return JSONResponse({"status": status, "in_flight": state.in_flight}, status_code=503 if state.draining else 200)
+        if state.draining:
+            return JSONResponse({"status": "draining", "in_flight": state.in_flight}, status_code=503)
+        return JSONResponse({"status": "ok", "in_flight": state.in_flight})
 
     @app.get("/v1/info")
     async def v1_info() -> dict:
@@ -154,7 +155,7 @@ def validation_error(exc: RequestValidationError) -> JSONResponse:
         reason = (first.get("ctx") or {}).get("error", "not JSON")
         body = exc.body if isinstance(exc.body, str) else None
         return error(400, f"the body is not valid JSON ({reason} at position {loc[-1]})", "body", body)
-    path = [part for part in loc[1:]]  # drop "body"
+    path = list(loc[1:])  # without "body"
     if len(path) >= 2 and path[0] == "history" and isinstance(path[1], int):
         field = f"history[{path[1]}]"
         return error(422, f"{field} {value!r} is neither a title (string) nor an item id (integer)", field, value)

@@ -49,6 +49,7 @@ class BatchStats:
     rows: int = 0  # rows decoded, retries included
     largest: int = 0  # most rows in one call
     failures: int = 0  # rows answered with an error
+    seconds: float = 0.0  # time spent in decode calls
 
 
 class MicroBatcher:
@@ -121,9 +122,11 @@ class MicroBatcher:
         self.stats.calls += 1
         self.stats.rows += len(jobs)
         self.stats.largest = max(self.stats.largest, len(jobs))
+        began = time.monotonic()
         try:
             lists = self.decode([job.history for job in jobs], max(job.k for job in jobs), beta)
         except Exception as e:  # noqa: BLE001 - any model failure is answered, never raised in the worker
+            self.stats.seconds += time.monotonic() - began
             if retry_alone:
                 LOG.warning("a batch of %d rows failed (%s); decoding them one by one", len(jobs), one_line(e))
                 for job in jobs:
@@ -133,6 +136,7 @@ class MicroBatcher:
             self.stats.failures += 1
             jobs[0].future.set_exception(e)
             return
+        self.stats.seconds += time.monotonic() - began
         for job, ranked in zip(jobs, lists):
             job.future.set_result(ranked[:job.k])
 
