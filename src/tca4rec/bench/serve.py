@@ -26,6 +26,7 @@ import httpx
 import numpy as np
 
 from tca4rec.errors import ConfigError
+from tca4rec.io import atomic_write_json
 
 MAX_REQUESTS = 100_000
 MAX_CONCURRENCY = 1_024
@@ -135,8 +136,6 @@ def run(args) -> int:
                        warmup=args.warmup, max_seconds=args.max_seconds, timeout=args.timeout, seed=args.seed)
     print(_format(result))
     if args.out:
-        from tca4rec.io import atomic_write_json
-
         atomic_write_json(args.out, result)
         print(f"wrote {args.out}")
     return 0

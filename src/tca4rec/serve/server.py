@@ -26,12 +26,12 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 import tca4rec
-from tca4rec.errors import ConfigError
+from tca4rec.errors import ConfigError, RunError
 from tca4rec.llm.decoding import TEACHER, read_tuned_beta
 from tca4rec.llm.recommend import Recommender
 from tca4rec.llm.run import load_llm_run
 from tca4rec.serve.app import Limits, ServerState, create_app
-from tca4rec.serve.batcher import MicroBatcher
+from tca4rec.serve.batcher import MicroBatcher, one_line
 
 LOG = logging.getLogger("tca4rec.serve")
 
@@ -129,7 +129,11 @@ def serve(config: ServeConfig) -> None:
         config.beta = read_tuned_beta(Path(config.run), config.cf_run)  # before the slow load: fail fast
     recommender = Recommender(load_llm_run(config.run), beams=config.beams, beta=config.beta, cf_run=config.cf_run)
     sock = bind(config.host, config.port)
-    recommender.decode([[1]], k=1, beta=recommender.beta)  # warm-up: the first request is not the slow one
+    try:  # warm-up: the first request is not the slow one, and a model that cannot decode never takes traffic
+        recommender.decode([[1]], k=1, beta=recommender.beta)
+    except Exception as e:
+        sock.close()
+        raise RunError(f"{config.run}: the model failed to decode a one-item history ({one_line(e)})") from e
     info = run_info(recommender, config)
     batcher = MicroBatcher(recommender.decode, max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000)
     app = create_app(recommender, batcher, info, Limits(max_history=config.max_history, max_body=config.max_body))
