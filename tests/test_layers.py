@@ -73,21 +73,20 @@ def violations(package_dir: Path, layers: list[tuple[str, ...]]) -> list[str]:
     graph: dict[str, set[str]] = {m: set() for m in modules}
     problems = []
     for module, path in files.items():
-        if module == package_dir.name:  # the package's own __init__ re-exports the lowest layer
-            continue
-        here = layer_of(module, layers)
-        room = module.split(".")[1]
+        # The package root holds the version and re-exports the lowest layer, so it sits in layer 0.
+        root = module == package_dir.name
+        here = 0 if root else layer_of(module, layers)
+        room = layers[0][0] if root else module.split(".")[1]
         for name, line, at_top in package_imports(path.read_text(encoding="utf-8"), module,
                                                  path.name == "__init__.py"):
             target = resolve(name, modules)
             if target is None or target == module:
                 continue
             where = f"{path.relative_to(package_dir.parent)}:{line}"
-            if target == package_dir.name:
-                problems.append(f"{where}: imports the package root; import the module that defines the name")
+            if target == package_dir.name:  # the root: layer 0, like the errors it re-exports
                 continue
             there, target_room = layer_of(target, layers), target.split(".")[1]
-            if there > here or (there == here and target_room != room):
+            if there > here or (there == here and target_room != room and not root):
                 problems.append(f"{where}: {module} (layer {here}) imports {target} (layer {there})")
             if not at_top and room != "cli":
                 problems.append(f"{where}: function-level import of {target}; import it at module top")

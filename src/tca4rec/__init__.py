@@ -24,4 +24,4 @@ __all__ = ["DatasetError", "LAYERS", "TCA4RecError", "__version__"]
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",), ("io", "validate"), ("data", "align"), ("decode",), ("evaluate",), ("cf",), ("llm",), ("study",),
-    ("bench",), ("cli",))
+    ("bench", "serve"), ("cli",))

@@ -1,7 +1,9 @@
 """``tca4rec bench ...``: benchmarks measured as ratios against a baseline in the same process.
 
 The arguments are defined here and each benchmark's module (``tca4rec.bench.*``) is imported
-only when it runs, like every command's API: they load torch and transformers.
+only when it runs, like every command's API: they load torch and transformers. ``bench serve``
+loads a running server over HTTP; its baseline is the same server started with
+``--max-batch 1`` and measured in the same session.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ def _run_scale(args: argparse.Namespace) -> int:
 
 def _run_train(args: argparse.Namespace) -> int:
     from tca4rec.bench.train import run
+
+    return run(args)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from tca4rec.bench.serve import run
 
     return run(args)
 
@@ -97,8 +105,27 @@ def _train(group) -> None:
     p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")
 
 
+def _serve(group) -> None:
+    p = add_command(group, "serve", _run_serve,
+                    "throughput and p50/p95/p99 latency of a running `tca4rec serve` (loopback)",
+                    ("tca4rec bench serve http://127.0.0.1:8000 --requests 64 --concurrency 16",
+                     "tca4rec bench serve http://127.0.0.1:8000 --requests 8 --concurrency 1 --out bench_c1.json"))
+    p.add_argument("url", help="the server's address (loopback only), e.g. http://127.0.0.1:8000")
+    p.add_argument("--requests", type=int, default=64, help="requests to send, warm-up excluded (default 64)")
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight at once (default 16)")
+    p.add_argument("--k", type=int, default=10, help="items per request (default 10)")
+    p.add_argument("--history-len", type=int, dest="history_len",
+                   help="items per history (default: the server's history width)")
+    p.add_argument("--warmup", type=int, default=1, help="requests sent first, one at a time, not counted (default 1)")
+    p.add_argument("--max-seconds", type=float, default=300.0, dest="max_seconds",
+                   help="send no new request after this many seconds (default 300)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds before a request is abandoned (default 600)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random histories")
+    p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")
+
+
 def register(sub) -> None:
-    bench = sub.add_parser("bench", help="benchmarks (align, decode, scale, train)", description=__doc__)
+    bench = sub.add_parser("bench", help="benchmarks (align, decode, scale, serve, train)", description=__doc__)
     group = bench.add_subparsers(dest="bench_command", metavar="BENCH")
-    for add in (_align, _decode, _scale, _train):
+    for add in (_align, _decode, _scale, _serve, _train):
         add(group)

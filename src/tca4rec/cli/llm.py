@@ -1,4 +1,7 @@
-"""``tca4rec train | evaluate | recommend | tune-beta``: the LLM recommender from the command line."""
+"""``tca4rec train | evaluate | recommend | tune-beta``: the LLM recommender from the command line.
+
+``recommend --histories FILE --out FILE`` is offline batch scoring (``tca4rec.llm.recommend_file``).
+"""
 
 from __future__ import annotations
 
@@ -81,16 +84,39 @@ def _recommend(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from tca4rec.errors import ConfigError
     from tca4rec.llm.recommend import recommend
 
+    if args.histories is not None:
+        return _recommend_file(args)
+    if args.out or args.skip_bad_rows:
+        raise ConfigError("--out and --skip-bad-rows go with --histories FILE")
     recs = recommend(args.run, args.history, k=args.k, beams=args.beams, beta=args.beta, cf_run=args.cf_run,
-                     length_normalize=args.length_normalize)
+                     length_normalize=args.length_normalize, data=args.data)
     table = Table(title=f"top {args.k} after {len(args.history)} item(s)")
     for column, justify in (("#", "right"), ("title", "left"), ("item id", "right"), ("score", "right")):
         table.add_column(column, justify=justify)
     for rank, rec in enumerate(recs, 1):
         table.add_row(str(rank), rec.title, str(rec.item_id), f"{rec.score:.3f}")
     Console().print(table)
+    return 0
+
+
+def _recommend_file(args: argparse.Namespace) -> int:
+    from tca4rec.errors import ConfigError
+    from tca4rec.llm.recommend_file import recommend_file
+    from tca4rec.llm.run import process_state
+
+    if not args.out:
+        raise ConfigError("--histories needs --out FILE (JSON lines, one per user)")
+    summary = recommend_file(args.run, args.histories, args.out, k=args.k, beams=args.beams, beta=args.beta,
+                             cf_run=args.cf_run, batch_size=args.batch_size, skip_bad_rows=args.skip_bad_rows,
+                             data=args.data, length_normalize=args.length_normalize)
+    if process_state().is_main_process:
+        resumed = f" ({summary['resumed_after']} were already there)" if summary["resumed_after"] else ""
+        bad = (f"; {summary['bad_rows']} bad row(s) skipped, listed in {summary['bad_rows_file']}"
+               if summary["bad_rows_file"] else "")
+        print(f"wrote the top {args.k} of {summary['rows']} users to {summary['out']}{resumed}{bad}")
     return 0
 
 
@@ -165,7 +191,7 @@ def register(sub) -> None:
         "tca4rec evaluate --run runs/tca --split valid --limit 200 --beams 10",
         "tca4rec evaluate --run runs/tca --split test --beta auto",
         "tca4rec evaluate --run runs/tallrec --split test --beta 1 --cf-run runs/sasrec",
-        "torchrun --nproc_per_node 2 -m tca4rec.cli evaluate --run runs/tca --split test",
+        "torchrun --nproc_per_node 2 -m tca4rec.cli -- evaluate --run runs/tca --split test",
     ))
     p.add_argument("--run", required=True, help="LLM run folder")
     p.add_argument("--split", choices=("valid", "test"), default="test")
@@ -191,13 +217,26 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=8, help="prompts decoded together")
     p.add_argument("--data", help="dataset folder, if it moved since training")
 
-    p = add_command(sub, "recommend", _recommend, "recommend items after a history of catalog titles", (
+    p = add_command(sub, "recommend", _recommend, "recommend items after a history of titles, or for a file of users", (
         'tca4rec recommend --run runs/tca --history "Lego City Police Car" "Uno Card Game"',
         'tca4rec recommend --run runs/tca --history "Uno Card Game" --k 5',
+        "tca4rec recommend --run runs/tca --histories users.jsonl --out recs.jsonl --k 10",
+        "tca4rec recommend --run runs/tca --histories users.csv --out recs.jsonl --skip-bad-rows bad.jsonl",
+        "torchrun --nproc_per_node 2 -m tca4rec.cli -- recommend --run runs/tca --histories users.jsonl "
+        "--out recs.jsonl",
     ))
     p.add_argument("--run", required=True, help="LLM run folder")
-    p.add_argument("--history", required=True, nargs="+", metavar="TITLE", help="item titles, oldest first")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--history", nargs="+", metavar="TITLE", help="item titles, oldest first")
+    source.add_argument("--histories", metavar="FILE",
+                        help='JSON lines {"user": ..., "history": [titles or item ids]} (or a .csv with columns user '
+                             "and history, a JSON list); with --out, resumable")
+    p.add_argument("--out", metavar="FILE", help="with --histories: output JSON lines, one per user")
+    p.add_argument("--skip-bad-rows", metavar="FILE", dest="skip_bad_rows",
+                   help="with --histories: list bad input rows in FILE (JSON lines) and go on, instead of stopping")
     p.add_argument("--k", type=int, default=10, help="number of items (default 10)")
     p.add_argument("--beams", type=int, help="beam width (default max(k, 10); must be >= k)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="with --histories: rows decoded together")
+    p.add_argument("--data", help="dataset folder, if it moved since training")
     _add_guidance_options(p)
 

@@ -34,12 +34,12 @@ TEACHER = "teacher"  # the CF run a run was trained with (its config's ``cf``)
 
 def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, device=None,
                   desc: str = "beam search", beta: float = 0.0, length_normalize: bool = False,
-                  cf_model: torch.nn.Module | None = None, progress: tqdm | None = None,
+                  cf_model: torch.nn.Module | None = None, progress: tqdm | bool = True,
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` items of every row of ``split`` by constrained beam search.
 
-    Progress: rows advance ``progress`` (a caller's bar spanning several calls) or, without
-    one, a bar of this call's own (``desc``) that goes away when done.
+    ``progress``: a caller's bar (spanning several calls) that rows advance; True: a bar of this
+    call's own (``desc``) that goes away when done; False: none.
 
     Returns (item ids int64 [R, k], 0 where fewer than k items were found; scores float32
     [R, k], sums of token scores, -inf where empty). Every process of a distributed
@@ -62,10 +62,10 @@ def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, 
     host.eval()
     shard: list[tuple[int, list[int], list[float]]] = []
     with state.split_between_processes(list(range(len(split)))) as my_rows:
-        own_bar = progress is None
+        own_bar = not isinstance(progress, tqdm)
         if own_bar:
             progress = tqdm(total=len(my_rows), desc=desc, unit="row", leave=False,
-                            disable=not state.is_local_main_process)
+                            disable=not (progress and state.is_local_main_process))
         for start in range(0, len(my_rows), batch_size):
             rows = torch.tensor(my_rows[start:start + batch_size], dtype=torch.long)
             prompt = host.prompts(histories[rows]).to(device)

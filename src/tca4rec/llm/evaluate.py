@@ -30,7 +30,7 @@ from tca4rec.errors import ConfigError
 from tca4rec.evaluate.metrics import KS, exclude_record, hit_ranks, metrics_record, prediction_records
 from tca4rec.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from tca4rec.llm.decoding import TEACHER, evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
-from tca4rec.llm.run import load_llm_run, process_state
+from tca4rec.llm.run import load_llm_run, process_state, weights_stamp
 
 BLOCK_BATCHES = 8  # decoded rows are saved after every BLOCK_BATCHES batches (per process)
 
@@ -69,7 +69,7 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
     partial = run.run_dir / f"decode_{split}{suffix}.partial.json"
     key = {"rows": rows.row_ids.tolist(), "beams": beams, "batch_size": batch_size, "beta": beta,
            "cf_run": str(cf_run) if cf_run is not None else None, "processes": state.num_processes,
-           "weights": _weights_stamp(run.run_dir)}
+           "weights": weights_stamp(run.run_dir)}
     items, scores = _read_partial(partial, key)
     block = batch_size * BLOCK_BATCHES * state.num_processes
     what = f"evaluate {run.run_dir.name} on {split}" + (f" (CF-guided, β={beta:g})" if beta > 0 else "")
@@ -99,12 +99,6 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
         partial.unlink(missing_ok=True)
     state.wait_for_everyone()
     return record
-
-
-def _weights_stamp(run_dir: Path) -> list:
-    """Size and modification time of every trained-weights file: a retrained run never reuses old rows."""
-    files = sorted(p for p in run_dir.rglob("*.safetensors") if "checkpoints" not in p.parts)
-    return [[str(p.relative_to(run_dir)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
 def _read_partial(path: Path, key: dict) -> tuple[np.ndarray, np.ndarray]:

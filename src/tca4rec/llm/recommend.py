@@ -1,8 +1,22 @@
-"""Recommend for a history given as item titles, with a trained LLM run.
+"""Recommend for histories of catalog titles or item ids, with a trained LLM run.
 
-Titles must match catalog titles exactly (the prompt uses the catalog's tokenization);
-an unknown title is an error that lists the closest catalog titles. The user is unknown,
-so CF-based parts (the llara user slot, CF-guided decoding) see user 0 and the given history.
+``Recommender`` is the one path from a history to ranked items: the single-history
+``recommend`` (and ``tca4rec recommend --history``), offline batch scoring
+(``tca4rec.llm.recommend_file``) and the HTTP service (``tca4rec.serve``) all decode through
+it, so the three give the same answers for the same history and settings.
+
+A history entry is a catalog title, matched exactly (the prompt uses the catalog's
+tokenization), or an item id 1..N (a JSON number; a string is always a title). A bad entry
+is an ``InputError`` naming it (``history[2]``) and, for a title, listing the closest catalog
+titles. Only the last ``width`` entries are read (the run's history width). The user is
+unknown, so CF-based parts (the llara user slot, CF-guided decoding) see user 0 and the
+given history.
+
+Decoding several histories together gives each the answer it gets alone: beams are chosen
+within each row, and prompts are left-padded behind an attention mask. A search kept to the
+top K returns, as its first k, the top k (k <= K): the early stop drops only beams that can
+no longer reach the pool of finished titles, so callers may decode rows asking for different
+k at once with the largest k and slice. Both are tested (tests/serve).
 """
 
 from __future__ import annotations
@@ -18,7 +32,9 @@ import numpy as np
 from tca4rec.data.dataset import Split
 from tca4rec.errors import ConfigError
 from tca4rec.llm.decoding import evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
-from tca4rec.llm.run import load_llm_run
+from tca4rec.llm.run import LLMRun, load_llm_run
+
+HistoryEntry = str | int
 
 
 @dataclass(frozen=True)
@@ -28,34 +44,130 @@ class Recommendation:
     score: float  # sum of the title's token scores: LLM log-probs (+ beta * CF log-probs when guided)
 
 
-def _stderr_note(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr)
+class InputError(ConfigError):
+    """A bad request value: ``field`` names it (``history[2]``, ``k``, ``beta``), ``value`` is what was given."""
+
+    def __init__(self, message: str, field: str, value: object) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
 
 
-def history_item_ids(titles: Sequence[str], catalog: Sequence[str], max_history: int) -> list[int]:
-    """Item ids of ``titles`` (oldest first; the last ``max_history`` are kept)."""
-    index: dict[str, int] = {}
-    for item_id in range(1, len(catalog)):
-        index.setdefault(catalog[item_id], item_id)
-    ids = []
-    for title in titles:
-        if title not in index:
-            close = difflib.get_close_matches(title, list(index), n=3, cutoff=0.5)
+class Catalog:
+    """Item titles and the lookup from a history entry (title or item id) to an item id."""
+
+    def __init__(self, titles: Sequence[str]) -> None:
+        self.titles = titles
+        self.num_items = len(titles) - 1
+        self._index: dict[str, int] = {}
+        for item_id in range(1, len(titles)):
+            self._index.setdefault(titles[item_id], item_id)  # identical titles: the first item
+        self._keys = list(self._index)
+
+    def item_id(self, entry: object, position: int, suggest: bool = True) -> int:
+        """The item id of one history entry; ``suggest``: list close titles for an unknown one (slower)."""
+        field = f"history[{position}]"
+        if isinstance(entry, str):
+            if entry in self._index:
+                return self._index[entry]
+            close = difflib.get_close_matches(entry, self._keys, n=3, cutoff=0.5) if suggest else []
             hint = f"; closest catalog titles: {'; '.join(repr(c) for c in close)}" if close else ""
-            raise ConfigError(f"--history {title!r} is not a catalog title{hint}")
-        ids.append(index[title])
-    return ids[-max_history:]
+            raise InputError(f"{field} {entry!r} is not a catalog title{hint}", field, entry)
+        if isinstance(entry, int) and not isinstance(entry, bool):
+            if 1 <= entry <= self.num_items:
+                return entry
+            raise InputError(f"{field} {entry} is not an item id (1..{self.num_items})", field, entry)
+        raise InputError(f"{field} {entry!r} is neither a title (string) nor an item id (integer)", field, entry)
+
+    def item_ids(self, history: Sequence[object], width: int, max_entries: int | None = None,
+                 suggest: bool = True) -> list[int]:
+        """Item ids of ``history`` (oldest first); the last ``width`` are kept."""
+        if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
+            raise InputError(f"history must be a list of titles or item ids, got {history!r}", "history", history)
+        if len(history) == 0:
+            raise InputError("history is empty: give at least one title or item id", "history", [])
+        if max_entries is not None and len(history) > max_entries:
+            raise InputError(f"history has {len(history)} entries, at most {max_entries} are accepted "
+                             f"(the model reads the last {width})", "history", len(history))
+        return [self.item_id(entry, i, suggest) for i, entry in enumerate(history)][-width:]
 
 
-def recommend(run_dir: str | Path, history_titles: Sequence[str], k: int = 10, beams: int | None = None,
-              run=None, beta: float | str = 0.0, cf_run: str | Path | None = None,
-              length_normalize: bool = False, note: Callable[[str], None] | None = None) -> list[Recommendation]:
-    """The ``k`` best items after ``history_titles`` (``beams`` defaults to max(k, 10)).
+def history_item_ids(titles: Sequence[HistoryEntry], catalog: Sequence[str], max_history: int) -> list[int]:
+    """Item ids of ``titles`` (titles or item ids, oldest first; the last ``max_history`` are kept)."""
+    return Catalog(catalog).item_ids(titles, max_history)
 
-    The model reads the last H titles (H: the dataset's history width); a longer history is
+
+class Recommender:
+    """A loaded run that ranks items after histories, with fixed beam width and default CF weight.
+
+    ``beta``: the default CF weight of CF-guided decoding (a number, or "auto" for the one
+    ``tca4rec tune-beta`` stored); ``cf_run``: the CF run whose logits guide (default: the
+    run's teacher; without either, only beta 0 is possible).
+    """
+
+    def __init__(self, run: LLMRun, *, beams: int = 10, beta: float | str = 0.0, cf_run: str | Path | None = None,
+                 length_normalize: bool = False) -> None:
+        if beams < 1:
+            raise ConfigError(f"--beams {beams}: must be >= 1")
+        self.run = run
+        self.beams = beams
+        self.cf_run = cf_run
+        self.cf_model = guide_cf_model(run, cf_run)
+        self.length_normalize = length_normalize
+        self.catalog = Catalog(run.dataset.titles)
+        self.width = int(run.dataset.split("train").histories.shape[1])
+        self.beta = self.resolve_beta(read_tuned_beta(run.run_dir, cf_run) if beta == "auto" else beta)
+
+    def item_ids(self, history: Sequence[object], max_entries: int | None = None) -> list[int]:
+        return self.catalog.item_ids(history, self.width, max_entries)
+
+    def check_k(self, k: object) -> int:
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.beams:
+            raise InputError(f"k {k!r} must be an integer in 1..{self.beams} (the beam width)", "k", k)
+        return k
+
+    def resolve_beta(self, beta: object) -> float:
+        """``beta`` as a CF weight (None: the default); > 0 needs a CF model."""
+        if beta is None:
+            return self.beta
+        try:
+            value = parse_beta(beta)
+        except ConfigError as e:
+            raise InputError(str(e).removeprefix("--"), "beta", beta) from None
+        if value > 0 and self.cf_model is None:
+            raise InputError(f"beta {value:g} needs a CF model: this run has no CF teacher and no --cf-run was given",
+                             "beta", beta)
+        return value
+
+    def decode(self, histories: Sequence[Sequence[int]], k: int, beta: float, batch_size: int | None = None,
+               progress: bool = False) -> list[list[Recommendation]]:
+        """The top ``k`` of each history of item ids (from ``item_ids``), decoded ``batch_size`` rows at a time
+        (default: all at once). Under torchrun every process must call this; each gets every row's answer."""
+        history = np.zeros((len(histories), self.width), dtype=np.int64)
+        for row, ids in enumerate(histories):
+            ids = list(ids)[-self.width:]
+            history[row, self.width - len(ids):] = ids
+        zeros = np.zeros(len(histories), dtype=np.int64)
+        rows = Split("recommend", zeros, history, zeros, zeros)
+        items, scores = evaluate_rows(
+            self.run.host, self.run.signals, rows, beams=self.beams, k=k, batch_size=batch_size or len(histories),
+            desc="recommend", beta=beta, length_normalize=self.length_normalize,
+            cf_model=self.cf_model if beta > 0 else None, progress=progress)
+        titles = self.run.dataset.titles
+        return [[Recommendation(titles[int(i)], int(i), float(s)) for i, s in zip(row_items, row_scores) if i > 0]
+                for row_items, row_scores in zip(items, scores)]
+
+
+def recommend(run_dir: str | Path, history_titles: Sequence[HistoryEntry], k: int = 10, beams: int | None = None,
+              run: LLMRun | None = None, beta: float | str = 0.0, cf_run: str | Path | None = None,
+              length_normalize: bool = False, data: str | Path | None = None,
+              note: Callable[[str], None] | None = None) -> list[Recommendation]:
+    """The ``k`` best items after ``history_titles`` (titles or item ids; ``beams`` defaults to max(k, 10)).
+
+    The model reads the last H entries (H: the dataset's history width); a longer history is
     cut, and ``note`` (default: a line on stderr) says so.
 
-    ``run``: an already loaded ``LLMRun`` to reuse (then ``run_dir`` is only informative).
+    ``run``: an already loaded ``LLMRun`` to reuse (then ``run_dir`` and ``data`` are only informative).
     ``beta``, ``cf_run``, ``length_normalize``: CF-guided decoding, as in ``evaluate_llm_run``.
     """
     beams = max(k, 10) if beams is None else beams
@@ -65,19 +177,16 @@ def recommend(run_dir: str | Path, history_titles: Sequence[str], k: int = 10, b
         raise ConfigError(f"--beams {beams}: must be >= --k {k}")
     if not history_titles:
         raise ConfigError("--history needs at least one title")
-    beta = read_tuned_beta(Path(run_dir), cf_run) if beta == "auto" else parse_beta(beta)
-    run = run if run is not None else load_llm_run(run_dir)
-    width = run.dataset.split("train").histories.shape[1]
-    ids = history_item_ids(history_titles, run.dataset.titles, width)
-    if len(history_titles) > width:
-        (note or _stderr_note)(f"the history has {len(history_titles)} titles; the model reads the last {width} "
-                               f"(the dataset's history width), the first {len(history_titles) - width} are not used")
-    history = np.zeros((1, width), dtype=np.int64)
-    history[0, width - len(ids):] = ids
-    row = Split("recommend", np.zeros(1, dtype=np.int64), history, np.zeros(1, dtype=np.int64),
-                np.zeros(1, dtype=np.int64))
-    items, scores = evaluate_rows(run.host, run.signals, row, beams=beams, k=k, batch_size=1, desc="recommend",
-                                  beta=beta, length_normalize=length_normalize,
-                                  cf_model=guide_cf_model(run, cf_run) if beta > 0 else None)
-    return [Recommendation(run.dataset.titles[int(i)], int(i), float(s))
-            for i, s in zip(items[0], scores[0]) if i > 0]
+    if beta == "auto":
+        beta = read_tuned_beta(Path(run_dir), cf_run)  # before the (slow) load: a missing tuning fails fast
+    recommender = Recommender(run if run is not None else load_llm_run(run_dir, data=data), beams=beams, beta=beta,
+                              cf_run=cf_run, length_normalize=length_normalize)
+    if len(history_titles) > recommender.width:
+        (note or _stderr_note)(f"the history has {len(history_titles)} titles; the model reads the last "
+                               f"{recommender.width} (the dataset's history width), the first "
+                               f"{len(history_titles) - recommender.width} are not used")
+    return recommender.decode([recommender.item_ids(history_titles)], k=k, beta=recommender.beta)[0]
+
+
+def _stderr_note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)

@@ -219,6 +219,12 @@ class LLMRun:
         return c.host if c.alpha == 0 else f"{c.host}+tca(alpha={c.alpha:g})"
 
 
+def weights_stamp(run_dir: Path) -> list:
+    """Size and modification time of every trained-weights file: a retrained run never reuses old decodings."""
+    files = sorted(p for p in run_dir.rglob("*.safetensors") if "checkpoints" not in p.parts)
+    return [[str(p.relative_to(run_dir)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
 def read_run_record(run_dir: Path) -> dict:
     if not run_dir.is_dir():
         raise RunError(f"run folder {run_dir} does not exist")

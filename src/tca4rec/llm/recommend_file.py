@@ -1,0 +1,135 @@
+"""Offline batch scoring: the top-k items of every user of a histories file, as JSON lines.
+
+``tca4rec recommend --run RUN --histories FILE --out recs.jsonl``. The input format and its
+checks are ``tca4rec.llm.histories``; decoding is ``Recommender`` (the same answers as
+``recommend`` and the HTTP service). The output has one line per good input row, in input
+order: ``{"row", "user", "items", "titles", "scores"}``.
+
+Resumable: decoded rows are appended one batch at a time as whole lines, flushed and
+fsync'd. A run started again with the same settings (recorded beside the output in
+``OUT.meta.json``) keeps the complete lines, drops a trailing partial line (a kill in the
+middle of a write) and decodes only the rows after them; a run with other settings or
+another input file is refused instead of being mixed into the file. Under ``torchrun`` /
+``accelerate launch`` each batch's rows are split across the processes, as evaluation
+does, and rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from tca4rec.data import load_dataset
+from tca4rec.errors import ConfigError
+from tca4rec.io import atomic_write_json, atomic_write_jsonl
+from tca4rec.llm.decoding import read_tuned_beta
+from tca4rec.llm.histories import HistoryRow, read_histories
+from tca4rec.llm.recommend import Catalog, Recommendation, Recommender
+from tca4rec.llm.run import load_llm_run, process_state, read_run_record, weights_stamp
+
+
+def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, *, k: int = 10,
+                   beams: int | None = None, beta: float | str = 0.0, cf_run: str | Path | None = None,
+                   batch_size: int = 8, skip_bad_rows: str | Path | None = None, data: str | Path | None = None,
+                   length_normalize: bool = False) -> dict:
+    """Write the top ``k`` of every row of ``histories`` to ``out`` (resuming a killed run); returns a summary.
+
+    ``skip_bad_rows``: a file to list bad input rows in (JSON lines: row, field, error) instead
+    of stopping at the first. ``beams`` defaults to max(k, 10).
+    """
+    beams = max(k, 10) if beams is None else beams
+    if k < 1 or beams < k:
+        raise ConfigError(f"--k {k}: must be in 1..--beams ({beams})")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: must be >= 1")
+    out, histories = Path(out), Path(histories)
+    if beta == "auto":
+        beta = read_tuned_beta(Path(run_dir), cf_run)  # before the slow load: a missing tuning fails fast
+    state = process_state()
+    # The input is checked against the run's catalog before the (slow) model load: a bad row fails fast.
+    dataset = load_dataset(data if data is not None else read_run_record(Path(run_dir))["config"]["data"])
+    rows, bad = read_histories(histories, Catalog(dataset.titles), int(dataset.split("train").histories.shape[1]),
+                               skip_bad=skip_bad_rows is not None)
+    recommender = Recommender(load_llm_run(run_dir, data=data, device=state.device), beams=beams, beta=beta,
+                              cf_run=cf_run, length_normalize=length_normalize)
+    if skip_bad_rows is not None and state.is_main_process:
+        atomic_write_jsonl(skip_bad_rows, [b.record() for b in bad])
+    key = {"histories": str(histories.resolve()), "histories_sha256": _sha256(histories),
+           "run": str(Path(run_dir).resolve()), "weights": weights_stamp(Path(run_dir)), "k": k, "beams": beams,
+           "beta": recommender.beta, "cf_run": None if cf_run is None else str(cf_run),
+           "length_normalize": length_normalize, "skip_bad_rows": skip_bad_rows is not None}
+    meta = out.with_name(out.name + ".meta.json")
+    done, keep_bytes = _resume(out, meta, key, rows)
+    if state.is_main_process:
+        if done == 0:
+            atomic_write_json(meta, key)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("ab") as f:
+            f.truncate(keep_bytes)  # a partial last line from a kill goes; complete lines stay
+    state.wait_for_everyone()
+    block = batch_size * state.num_processes  # one batch per process per block
+    with tqdm(total=len(rows), initial=done, unit="row", desc="recommend", disable=not state.is_main_process) as bar:
+        for start in range(done, len(rows), block):
+            chunk = rows[start:start + block]
+            ranked = recommender.decode([row.items for row in chunk], k=k, beta=recommender.beta,
+                                        batch_size=batch_size)
+            if state.is_main_process:
+                _append(out, [_line(row, recs) for row, recs in zip(chunk, ranked)])
+            bar.update(len(chunk))
+    state.wait_for_everyone()
+    return {"out": str(out), "rows": len(rows), "decoded": len(rows) - done, "resumed_after": done,
+            "bad_rows": len(bad), "bad_rows_file": None if skip_bad_rows is None else str(skip_bad_rows)}
+
+
+def _line(row: HistoryRow, recs: list[Recommendation]) -> bytes:
+    record = {"row": row.row, "user": row.user, "items": [r.item_id for r in recs],
+              "titles": [r.title for r in recs], "scores": [r.score for r in recs]}
+    return (json.dumps(record) + "\n").encode("utf-8")
+
+
+def _append(path: Path, lines: list[bytes]) -> None:
+    """Whole lines at the end of ``path``, on disk before this returns."""
+    with path.open("ab") as f:
+        f.write(b"".join(lines))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _resume(out: Path, meta: Path, key: dict, rows: list[HistoryRow]) -> tuple[int, int]:
+    """(rows already written, bytes of their complete lines) of an earlier run with the same ``key``."""
+    if not out.exists():
+        return 0, 0
+    try:
+        saved = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ConfigError(f"{out} exists but {meta} does not describe it (not written by this command?): "
+                          "remove it or choose another --out") from None
+    if saved != key:
+        changed = sorted(name for name in key if saved.get(name) != key[name]) if isinstance(saved, dict) else ["all"]
+        raise ConfigError(f"{out} was started with another {', '.join(changed)}: remove it and {meta.name} to "
+                          "start again, or choose another --out")
+    text = out.read_bytes()
+    keep = text.rfind(b"\n") + 1
+    lines = text[:keep].splitlines()
+    if len(lines) > len(rows):
+        raise ConfigError(f"{out} has {len(lines)} lines, more than the {len(rows)} rows of {key['histories']}")
+    for number, (line, row) in enumerate(zip(lines, rows), start=1):
+        try:
+            written = json.loads(line).get("row")
+        except (ValueError, AttributeError):
+            written = None
+        if written != row.row:
+            raise ConfigError(f"{out} line {number} is not the result of input row {row.row}: remove it to start again")
+    return len(lines), keep
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
