@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from tca4rec.errors import RunError
+from tca4rec.evaluate.metrics import mcnemar_exact_p
 from tca4rec.evaluate.report import (
     bonferroni_lines,
     check_same_depth,
     collaborative_consistency,
     compare,
+    compare_pooled,
     load_run_result,
     metrics_table,
     profile_table,
@@ -114,3 +116,23 @@ def test_runs_decoded_with_different_beam_widths_are_not_compared(tmp_path):
     check_same_depth([ten, twelve, cf])  # all complete up to @10
     with pytest.raises(RunError, match="different beam widths.*three: 3"):
         check_same_depth([ten, three])
+
+
+def test_pooled_comparison_is_one_test_over_the_rows_of_every_pair(tmp_path):
+    rng = np.random.default_rng(1)
+    group = np.arange(40)
+    runs = {}
+    for name, rows in (("a0", range(0, 50)), ("b0", range(0, 50)), ("a1", range(50, 80)), ("b1", range(50, 80))):
+        targets = [int(1 + r % 39) for r in rows]
+        items = [[int(x) for x in rng.choice(np.arange(1, 40), 10, replace=False)] for _ in rows]
+        write_run(tmp_path / name, list(rows), targets, items)
+        runs[name] = load_run_result(tmp_path / name, "test", group)
+    single = compare(runs["a0"], runs["b0"], "NDCG@10")
+    pooled_one = compare_pooled([(runs["a0"], runs["b0"])], "NDCG@10")
+    assert pooled_one["diff"] == pytest.approx(single["diff"]) and pooled_one["p_exact"] == single["p_exact"]
+    pooled = compare_pooled([(runs["a0"], runs["b0"]), (runs["a1"], runs["b1"])], "HR@10")
+    hits = {n: (r.ranks > 0) & (r.ranks <= 10) for n, r in runs.items()}
+    expected = (hits["b0"].sum() - hits["a0"].sum() + hits["b1"].sum() - hits["a1"].sum()) / 80
+    assert pooled["rows"] == 80 and pooled["pairs"] == 2 and pooled["diff"] == pytest.approx(expected)
+    assert pooled["p_exact"] == mcnemar_exact_p(np.concatenate([hits["a0"], hits["a1"]]),
+                                                np.concatenate([hits["b0"], hits["b1"]]))

@@ -167,6 +167,27 @@ def compare(a: RunResult, b: RunResult, metric: str = "NDCG@10", rows: str = "al
             **paired_bootstrap(a.ranks[ia], b.ranks[ib], metric=metric)}
 
 
+def compare_pooled(pairs: list[tuple[RunResult, RunResult]], metric: str = "NDCG@10", rows: str = "all") -> dict:
+    """One paired test of b - a over the rows of several (a, b) pairs pooled: replications on
+    disjoint row samples (another seed, other test rows) count as more rows of the same test."""
+    if rows not in ROW_SETS:
+        raise ValueError(f"rows must be one of {ROW_SETS}, got {rows!r}")
+    ranks_a, ranks_b = [], []
+    for a, b in pairs:
+        ia, ib = _common_rows(a, b)
+        if rows == "novel":
+            keep = a.novel[ia]
+            ia, ib = ia[keep], ib[keep]
+        ranks_a.append(a.ranks[ia])
+        ranks_b.append(b.ranks[ib])
+    ranks_a, ranks_b = np.concatenate(ranks_a), np.concatenate(ranks_b)
+    if len(ranks_a) == 0:
+        raise RunError("the pooled pairs share no rows")
+    return {"a": " + ".join(a.label for a, _ in pairs), "b": " + ".join(b.label for _, b in pairs),
+            "metric": metric, "row_set": rows, "rows": int(len(ranks_a)), "pairs": len(pairs),
+            **paired_bootstrap(ranks_a, ranks_b, metric=metric)}
+
+
 def describe_comparison(t: dict) -> str:
     """One sentence of a ``compare`` result: difference, CI, rows, verdict, power and p values."""
     verdict = "significant" if t["significant"] else "not significant"
