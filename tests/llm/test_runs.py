@@ -245,3 +245,21 @@ def test_train_never_deletes_what_it_did_not_write_and_refuses_before_making_a_f
     fails([*cli_train_args(small_config(fresh)), "--lora-targets", "no_such_module"], "no_such_module")
     fails([*cli_train_args(small_config(fresh)), "--temperature", "inf"], "--temperature inf")
     assert not fresh.exists()
+
+
+def test_a_run_kept_without_its_title_tokens_rebuilds_them_and_decodes_the_same(reference_run, tmp_path):
+    """Committed study cells keep their adapter but not ct.safetensors (derived from the catalog
+    and the tokenizer, both fingerprinted): loading rebuilds it, and decoding is unchanged."""
+    import shutil
+
+    from tca4rec.llm.evaluate import evaluate_llm_run
+    from tca4rec.llm.run import CT_FILE
+
+    _, run = reference_run
+    kept = tmp_path / "kept"
+    shutil.copytree(run, kept, ignore=shutil.ignore_patterns("checkpoints", "metrics_*", "predictions_*"))
+    (kept / CT_FILE).unlink()
+    full = evaluate_llm_run(run, limit=3, beams=2)
+    rebuilt = evaluate_llm_run(kept, limit=3, beams=2)
+    assert rebuilt["metrics"] == full["metrics"]
+    assert (kept / "predictions_test.jsonl").read_text() == (run / "predictions_test.jsonl").read_text()

@@ -249,13 +249,16 @@ def load_llm_run(run_dir: str | Path, data: str | Path | None = None, merge: boo
     """
     run_dir = Path(run_dir)
     record = read_run_record(run_dir)
-    if not (run_dir / "adapter").is_dir() or not (run_dir / CT_FILE).is_file():
-        raise RunError(f"{run_dir} is incomplete (no adapter/ or {CT_FILE}): finish it with `tca4rec train --resume`")
+    if not (run_dir / "adapter").is_dir():
+        raise RunError(f"{run_dir} is incomplete (no adapter/): finish it with `tca4rec train --resume`")
     values = dict(record["config"])
     if data is not None:
         values["data"] = str(data)
     config = TrainConfig.from_dict(values)
-    signals = Signals.build(config, ct_path=run_dir / CT_FILE, expected=record)
+    # The CT is the catalog's titles tokenized: rebuilt when absent (a run committed without
+    # it), the same as stored because the dataset and tokenizer fingerprints must match.
+    ct_path = run_dir / CT_FILE
+    signals = Signals.build(config, ct_path=ct_path if ct_path.is_file() else None, expected=record)
     host = build_host(config, signals, trainable=False)
     load_weights(host, run_dir)
     if merge:
