@@ -16,10 +16,22 @@ exactly in log space over their own range (``contiguous_logsumexp``, float64). T
 candidates of one beam-search step are distinct nodes of one depth, so their ranges are
 disjoint: the exact work of a step is at most the row's N items. A subtree whose items all
 have logit -inf has share 0 (log share -inf): the search never enters it.
+
+The share is what the telescoped q's give, but as the score of a partial beam it favours
+prefixes with many items over the prefixes of the titles the CF model ranks first
+(DESIGN.md). ``lookahead="max"`` scores a node by its most probable title instead:
+
+    log max_{leaves l below n} p_CF(l),   p_CF(l) = mass(l) / mass(root)
+
+(a leaf's mass sums the items sharing its title). It never increases along a path and equals
+log p_CF(title) at a leaf, so finished titles rank as before and the early stop still
+holds. Leaves, too, are contiguous in trie order and every node's leaves are a contiguous
+run of them, so the maximum is a range-maximum query: a sparse table over each row's leaf
+log-probabilities (level k holds the maxima of 2^k consecutive leaves; built in
+O(F log F) per row for F leaves, float64), answered by two gathers per query.
 """
 
 from __future__ import annotations
-
 
 import torch
 
@@ -27,14 +39,28 @@ from tca4rec.align.tokenizer import CANCELLATION_TOLERANCE, check_cf_logits, con
 from tca4rec.align.trie import TitleTrie
 from tca4rec.errors import ConfigError
 
+CF_LOOKAHEADS = ("sum", "max")  # how a partial beam's CF part is scored: subtree share, or best title below
+
+
+def check_lookahead(lookahead: str) -> str:
+    """``lookahead`` if it is one of ``CF_LOOKAHEADS``; a ConfigError otherwise."""
+    if lookahead not in CF_LOOKAHEADS:
+        raise ConfigError(f"cf_lookahead {lookahead!r}: choose 'sum' (a prefix's CF share) or "
+                          "'max' (the CF probability of its most probable title)")
+    return lookahead
+
 
 class CFGuide:
-    """log share(node) of every (row, node) query for B rows of CF logits [B, N] (item columns).
+    """log share(node) and log max(node) of every (row, node) query for B rows of CF logits [B, N].
 
     Lives on the CPU with the search's bookkeeping; the logits are copied there once per call.
+    ``lookahead`` picks what ``log_bound`` (a partial beam's CF part) returns; the range-maximum
+    table is built only for "max".
     """
 
-    def __init__(self, trie: TitleTrie, cf_logits: torch.Tensor, temperature: float = 1.0) -> None:
+    def __init__(self, trie: TitleTrie, cf_logits: torch.Tensor, temperature: float = 1.0,
+                 lookahead: str = "sum") -> None:
+        self.lookahead = check_lookahead(lookahead)
         check_cf_logits(cf_logits, trie.num_items, temperature)
         z = cf_logits.detach().to("cpu", torch.float64) / float(temperature)
         if bool(torch.isnan(z).any()) or bool(torch.isposinf(z).any()):
@@ -51,6 +77,27 @@ class CFGuide:
         self.log_total = prefix[:, -1].log()  # [B]
         # C[end] - C[start] errs by at most ~n * eps * total (float64 cumsum of n positive terms).
         self.exact_below = 4 * z.shape[1] * torch.finfo(torch.float64).eps / CANCELLATION_TOLERANCE
+        if lookahead == "max":
+            self._build_leaf_maxima()
+
+    def _build_leaf_maxima(self) -> None:
+        """The sparse table of leaf log-probabilities that ``log_max`` reads."""
+        rows, items = self.sorted_logits.shape
+        is_leaf = self.trie.is_leaf(torch.arange(self.trie.num_nodes))
+        self.leaf_start = torch.sort(self.trie.range_start[is_leaf]).values  # [F]: leaves in trie order
+        sizes = torch.diff(self.leaf_start, append=torch.tensor([items]))  # [F]: items sharing each title
+        # A title's probability sums its items (log-sum-exp per leaf, float64); -inf if all are ruled out.
+        leaf_mass = contiguous_logsumexp(self.sorted_logits.reshape(-1), sizes.repeat(rows))
+        level = leaf_mass.view(rows, -1) - self.log_total[:, None]  # [B, F]: log p_CF of each title
+        levels, span = [level], 1
+        while 2 * span <= self.leaf_start.numel():  # level k: max over leaves [p, p + 2^k), [B, F - 2^k + 1]
+            level = torch.maximum(level[:, :-span], level[:, span:])
+            levels.append(level)
+            span *= 2
+        self.level_width = torch.tensor([lv.shape[1] for lv in levels])
+        cells = rows * self.level_width
+        self.level_offset = torch.cumsum(cells, 0) - cells  # where each level starts in ``table``
+        self.table = torch.cat([lv.reshape(-1) for lv in levels])  # flat: level k, row r at offset + r * width
 
     @property
     def num_rows(self) -> int:
@@ -72,3 +119,20 @@ class CFGuide:
             values = self.sorted_logits[rows[exact][member], start[exact][member] + offset]
             log_share[exact] = contiguous_logsumexp(values, lengths) - self.log_total[rows[exact]]
         return log_share
+
+    def log_max(self, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """Float64 log p_CF of the most probable title below ``nodes[c]`` in row ``rows[c]``; -inf for
+        zero mass. Needs ``lookahead="max"`` (which builds the table)."""
+        if self.lookahead != "max":
+            raise ConfigError('CFGuide.log_max needs a guide built with lookahead="max"')
+        first = torch.searchsorted(self.leaf_start, self.trie.range_start[nodes])  # [C]: the node's leaves
+        end = torch.searchsorted(self.leaf_start, self.trie.range_end[nodes])  # are [first, end), never empty
+        level = torch.frexp((end - first).double()).exponent.long() - 1  # floor(log2(count))
+        base = self.level_offset[level] + rows * self.level_width[level]
+        # Two windows of 2^level leaves, one from each end, cover the run exactly (they may overlap).
+        return torch.maximum(self.table[base + first], self.table[base + end - (1 << level)])
+
+    def log_bound(self, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """A partial beam's CF part at ``nodes`` (by ``lookahead``): an upper bound on log p_CF of every
+        title below, exact at a leaf, never increasing along a path."""
+        return self.log_max(rows, nodes) if self.lookahead == "max" else self.log_share(rows, nodes)
