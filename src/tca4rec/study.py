@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 import yaml
 
+from tca4rec.align.guidance import CF_LOOKAHEADS
 from tca4rec.errors import ConfigError, TCA4RecError
 from tca4rec.study_cells import CFCell, LLMCell
 from tca4rec.study_cells import as_list as _as_list
@@ -61,6 +62,7 @@ class StudyConfig:
     eval_batch_size: int = 8  # test rows decoded per model call (x beams sequences); raise it on a GPU
     betas: list = field(default_factory=lambda: [0])  # CF-guided decoding weights per LLM cell; "auto": tuned
     beta_tuning: dict = field(default_factory=dict)  # for "auto": {rows: 100, grid: [0, 0.25, ...]} on valid rows
+    cf_lookahead: str = "sum"  # CF-guided decoding: a partial title's CF part, its prefix's share or best title (max)
     cf: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     base: str = "."
@@ -142,6 +144,8 @@ class StudyConfig:
                 raise ConfigError(f"study field 'betas': {b!r} is not a number >= 0 or 'auto'")
         if set(self.beta_tuning) - {"rows", "grid"}:
             raise ConfigError("study field 'beta_tuning': known keys are rows and grid")
+        if self.cf_lookahead not in CF_LOOKAHEADS:
+            raise ConfigError(f"study field 'cf_lookahead': {self.cf_lookahead!r} (sum or max)")
         fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"data", "out", "host", "cf", "alpha", "seed"}
         bad = set(self.train) - fields
         if bad:
@@ -303,7 +307,7 @@ class Study:
         from tca4rec.llm.decoding import read_tuned_beta
 
         try:
-            return read_tuned_beta(self.out / cell.folder, self.guide_cf_run(cell))
+            return read_tuned_beta(self.out / cell.folder, self.guide_cf_run(cell), self.config.cf_lookahead)
         except TCA4RecError:
             return None
 
@@ -314,7 +318,7 @@ class Study:
         evaluated again."""
         from tca4rec.evaluate.llm_eval import decoding_suffix
 
-        path = run / f"metrics_{self.config.split}{decoding_suffix(beta, False)}.json"
+        path = run / f"metrics_{self.config.split}{decoding_suffix(beta, False, self.config.cf_lookahead)}.json"
         if not path.is_file():
             return False
         try:
@@ -476,12 +480,14 @@ class Study:
 
             tuning = self.config.beta_tuning
             record = tune_beta(run, rows=int(tuning.get("rows", 100)), grid=tuning.get("grid", DEFAULT_GRID),
-                               cf_run=cf_run, beams=self.config.beams, batch_size=self.config.eval_batch_size)
+                               cf_run=cf_run, beams=self.config.beams, batch_size=self.config.eval_batch_size,
+                               cf_lookahead=self.config.cf_lookahead)
             self.log(f"beta for {cell.label}: {record['best_beta']:g} (best valid {record['metric']} "
                      f"over {record['rows']} valid rows)")
         evaluate_llm_run(run, split=self.config.split, limit=self.config.eval_limit, beams=self.config.beams,
                          batch_size=self.config.eval_batch_size, beta=beta, cf_run=cf_run,
-                         sample_seed=self.config.eval_sample_seed, sample_exclude=self.sample_exclude)
+                         sample_seed=self.config.eval_sample_seed, sample_exclude=self.sample_exclude,
+                         cf_lookahead=self.config.cf_lookahead)
         self._measured("eval_row", cell.dataset, time.time() - t0, self._eval_rows(cell.dataset))
 
     # ---- reporting ---------------------------------------------------------------------
@@ -499,6 +505,8 @@ def _config_record(config: StudyConfig) -> dict:
     rec.pop("base")
     if not rec["eval_sample_exclude"]:  # records of studies that exclude nothing stay as they were
         rec.pop("eval_sample_exclude")
+    if rec["cf_lookahead"] == "sum":  # likewise for studies with the original lookahead
+        rec.pop("cf_lookahead")
     rec["datasets"] = {k: (v if isinstance(v, dict) else os.path.relpath(Path(config.base) / str(v), config.out_dir))
                        for k, v in config.datasets.items()}
     rec["out"] = "."

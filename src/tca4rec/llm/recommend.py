@@ -41,11 +41,11 @@ def history_item_ids(titles: Sequence[str], catalog: Sequence[str], max_history:
 
 def recommend(run_dir: str | Path, history_titles: Sequence[str], k: int = 10, beams: int | None = None,
               run=None, beta: float | str = 0.0, cf_run: str | Path | None = None,
-              length_normalize: bool = False) -> list[Recommendation]:
+              length_normalize: bool = False, cf_lookahead: str = "sum") -> list[Recommendation]:
     """The ``k`` best items after ``history_titles`` (``beams`` defaults to max(k, 10)).
 
     ``run``: an already loaded ``LLMRun`` to reuse (then ``run_dir`` is only informative).
-    ``beta``, ``cf_run``, ``length_normalize``: CF-guided decoding, as in ``evaluate_llm_run``.
+    ``beta``, ``cf_run``, ``length_normalize``, ``cf_lookahead``: CF-guided decoding, as in ``evaluate_llm_run``.
     """
     from tca4rec.data.dataset import Split
     from tca4rec.llm.decoding import evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
@@ -58,7 +58,7 @@ def recommend(run_dir: str | Path, history_titles: Sequence[str], k: int = 10, b
         raise ConfigError(f"--beams {beams}: must be >= --k {k}")
     if not history_titles:
         raise ConfigError("--history needs at least one title")
-    beta = read_tuned_beta(Path(run_dir), cf_run) if beta == "auto" else parse_beta(beta)
+    beta = read_tuned_beta(Path(run_dir), cf_run, cf_lookahead) if beta == "auto" else parse_beta(beta)
     run = run if run is not None else load_llm_run(run_dir)
     width = run.dataset.split("train").histories.shape[1]
     ids = history_item_ids(history_titles, run.dataset.titles, width)
@@ -67,7 +67,7 @@ def recommend(run_dir: str | Path, history_titles: Sequence[str], k: int = 10, b
     row = Split("recommend", np.zeros(1, dtype=np.int64), history, np.zeros(1, dtype=np.int64),
                 np.zeros(1, dtype=np.int64))
     items, scores = evaluate_rows(run.host, run.signals, row, beams=beams, k=k, batch_size=1, desc="recommend",
-                                  beta=beta, length_normalize=length_normalize,
+                                  beta=beta, length_normalize=length_normalize, cf_lookahead=cf_lookahead,
                                   cf_model=guide_cf_model(run, cf_run) if beta > 0 else None)
     return [Recommendation(run.dataset.titles[int(i)], int(i), float(s))
             for i, s in zip(items[0], scores[0]) if i > 0]
