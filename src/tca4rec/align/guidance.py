@@ -86,18 +86,26 @@ class CFGuide:
         is_leaf = self.trie.is_leaf(torch.arange(self.trie.num_nodes))
         self.leaf_start = torch.sort(self.trie.range_start[is_leaf]).values  # [F]: leaves in trie order
         sizes = torch.diff(self.leaf_start, append=torch.tensor([items]))  # [F]: items sharing each title
-        # A title's probability sums its items (log-sum-exp per leaf, float64); -inf if all are ruled out.
-        leaf_mass = contiguous_logsumexp(self.sorted_logits.reshape(-1), sizes.repeat(rows))
-        level = leaf_mass.view(rows, -1) - self.log_total[:, None]  # [B, F]: log p_CF of each title
-        levels, span = [level], 1
-        while 2 * span <= self.leaf_start.numel():  # level k: max over leaves [p, p + 2^k), [B, F - 2^k + 1]
-            level = torch.maximum(level[:, :-span], level[:, span:])
-            levels.append(level)
-            span *= 2
-        self.level_width = torch.tensor([lv.shape[1] for lv in levels])
+        level = self.sorted_logits[:, self.leaf_start]  # [B, F]: exact for a title of one item (most)
+        shared = (sizes > 1).nonzero().squeeze(1)  # [S]: titles of several items, whose masses add up
+        if shared.numel():
+            lengths = sizes[shared]
+            within = torch.arange(int(lengths.sum())) - (torch.cumsum(lengths, 0) - lengths).repeat_interleave(lengths)
+            values = self.sorted_logits[:, self.leaf_start[shared].repeat_interleave(lengths) + within]
+            # log-sum-exp per title in float64; -inf when all its items are ruled out.
+            level[:, shared] = contiguous_logsumexp(values.reshape(-1), lengths.repeat(rows)).view(rows, -1)
+        level -= self.log_total[:, None]  # log p_CF of each title
+        # Level k holds the maxima of leaves [p, p + 2^k): [B, F - 2^k + 1], flat in one table.
+        leaves = level.shape[1]
+        self.level_width = torch.tensor([leaves - (1 << k) + 1 for k in range(leaves.bit_length())])
         cells = rows * self.level_width
         self.level_offset = torch.cumsum(cells, 0) - cells  # where each level starts in ``table``
-        self.table = torch.cat([lv.reshape(-1) for lv in levels])  # flat: level k, row r at offset + r * width
+        self.table = torch.empty(int(cells.sum()), dtype=torch.float64)
+        views = [self.table[int(o):int(o + c)].view(rows, -1) for o, c in zip(self.level_offset, cells)]
+        views[0].copy_(level)
+        for k in range(1, len(views)):
+            half = 1 << (k - 1)
+            torch.maximum(views[k - 1][:, :-half], views[k - 1][:, half:], out=views[k])
 
     @property
     def num_rows(self) -> int:
