@@ -15,7 +15,8 @@ from tca4rec.cli import main
 def catalog(seed: int) -> list[list[int]]:
     """300 titles over 6 tokens (deep shared prefixes), 40 of them twice."""
     gen = torch.Generator().manual_seed(seed)
-    titles = [torch.randint(1, 7, (int(n),), generator=gen).tolist() for n in torch.randint(2, 7, (300,), generator=gen)]
+    lengths = torch.randint(2, 7, (300,), generator=gen)
+    titles = [torch.randint(1, 7, (int(n),), generator=gen).tolist() for n in lengths]
     return titles + titles[:40]
 
 

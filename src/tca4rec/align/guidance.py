@@ -90,8 +90,9 @@ class CFGuide:
         shared = (sizes > 1).nonzero().squeeze(1)  # [S]: titles of several items, whose masses add up
         if shared.numel():
             lengths = sizes[shared]
-            within = torch.arange(int(lengths.sum())) - (torch.cumsum(lengths, 0) - lengths).repeat_interleave(lengths)
-            values = self.sorted_logits[:, self.leaf_start[shared].repeat_interleave(lengths) + within]
+            first = (torch.cumsum(lengths, 0) - lengths).repeat_interleave(lengths)
+            within = torch.arange(int(lengths.sum())) - first  # each item's place in its title
+            values = self.sorted_logits[:, self.leaf_start[shared].repeat_interleave(lengths) + within]  # [B, sum]
             # log-sum-exp per title in float64; -inf when all its items are ruled out.
             level[:, shared] = contiguous_logsumexp(values.reshape(-1), lengths.repeat(rows)).view(rows, -1)
         level -= self.log_total[:, None]  # log p_CF of each title
