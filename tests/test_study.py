@@ -37,6 +37,7 @@ def test_host_alone_is_shared_across_cf_series():
     (dict(grid=[{"host": ["tallrec"], "cf": ["sasrec"], "alpha": [1.5]}]), "not in"),
     (dict(train={"learning_rate": 1}), "unknown option"),
     (dict(eval_limit=0), "eval_limit"),
+    (dict(cf_lookahead="mean"), "cf_lookahead"),
 ])
 def test_bad_study_configs_name_the_field(bad, message):
     with pytest.raises(ConfigError, match=message):
@@ -68,6 +69,13 @@ def test_a_study_file_of_wrong_types_names_file_field_and_value_before_anything_
         load_study(path)
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]  # nothing created
+
+
+def test_saved_config_names_the_lookahead_only_when_it_is_max(tmp_path):
+    from tca4rec.study.runner import _config_record
+
+    assert "cf_lookahead" not in _config_record(config(base=str(tmp_path)))  # saved studies stay as they were
+    assert _config_record(config(base=str(tmp_path), cf_lookahead="max"))["cf_lookahead"] == "max"
 
 
 def test_study_yaml_errors(tmp_path):

@@ -1,5 +1,6 @@
 """CF-guided beam search (beta > 0) against brute force: every title scored by teacher forcing
-plus beta * log p_CF(title), p_CF summed over the items sharing the title."""
+plus beta * log p_CF(title), p_CF summed over the items sharing the title; and what the lookahead
+(a partial beam's CF part: subtree sum or subtree max) changes."""
 
 from __future__ import annotations
 
@@ -52,15 +53,16 @@ def cf_logits_for(title_ids: list[list[int]], rows: int, seed: int) -> torch.Ten
     return z
 
 
+@pytest.mark.parametrize("lookahead", ["sum", "max"])
 @pytest.mark.parametrize("masked,tau", [(False, 1.0), (True, 4.5)])
 @pytest.mark.parametrize("beta", [0.5, 2.0])
 def test_exhaustive_beam_ranks_by_llm_plus_beta_cf(tiny_lm, tokenizer, toy_title_ids, prompt_ids,
-                                                   reference_scores, masked, tau, beta):
+                                                   reference_scores, masked, tau, beta, lookahead):
     eos = tokenizer.eos_token_id
     trie = TitleTrie(toy_title_ids, eos)
     ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id)
     z = cf_logits_for(toy_title_ids, len(prompt_ids), seed=int(beta * 10))
-    config = BeamSearchConfig(num_beams=20, top_k=20, masked=masked, tau=tau, beta=beta)
+    config = BeamSearchConfig(num_beams=20, top_k=20, masked=masked, tau=tau, beta=beta, cf_lookahead=lookahead)
     result = constrained_beam_search(tiny_lm, trie, mask, input_ids=ids, config=config, cf_logits=z)
     for r, prompt in enumerate(prompt_ids):
         llm = reference_scores(tiny_lm, prompt_embeds_of(tiny_lm, prompt), toy_title_ids, eos, masked, tau)
@@ -73,14 +75,16 @@ def test_exhaustive_beam_ranks_by_llm_plus_beta_cf(tiny_lm, tokenizer, toy_title
         assert (result.items[r, n:] == -1).all()
 
 
-def test_beta_zero_is_plain_decoding_bit_for_bit(tiny_lm, tokenizer, big_title_ids, prompt_ids):
+@pytest.mark.parametrize("lookahead", ["sum", "max"])
+def test_beta_zero_is_plain_decoding_bit_for_bit(tiny_lm, tokenizer, big_title_ids, prompt_ids, lookahead):
     trie = TitleTrie(big_title_ids, tokenizer.eos_token_id)
     ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id)
     for masked in (False, True):
         plain = constrained_beam_search(tiny_lm, trie, mask, input_ids=ids,
                                         config=BeamSearchConfig(num_beams=4, top_k=3, masked=masked))
-        zero = constrained_beam_search(tiny_lm, trie, mask, input_ids=ids, cf_logits=torch.randn(3, len(big_title_ids)),
-                                       config=BeamSearchConfig(num_beams=4, top_k=3, masked=masked, beta=0.0))
+        config = BeamSearchConfig(num_beams=4, top_k=3, masked=masked, beta=0.0, cf_lookahead=lookahead)
+        zero = constrained_beam_search(tiny_lm, trie, mask, input_ids=ids, config=config,
+                                       cf_logits=torch.randn(3, len(big_title_ids)))
         assert torch.equal(plain.items, zero.items) and torch.equal(plain.scores, zero.scores)
         assert (plain.steps, plain.beam_rows) == (zero.steps, zero.beam_rows)
 
@@ -96,13 +100,60 @@ def test_large_beta_gives_the_cf_models_top_titles(tiny_lm, tokenizer, big_title
         assert result.items[r].tolist() == cf_order.tolist()
 
 
-def test_zero_mass_subtree_is_never_entered(tiny_lm, tokenizer, big_title_ids, prompt_ids):
+def cf_top_titles(z: torch.Tensor, title_ids: list[list[int]], k: int) -> list[int]:
+    """The CF model's own top-k titles (probabilities summed per title), each as its smallest column."""
+    cf = title_log_probs(z, title_ids)
+    first = {}
+    for column, title in enumerate(title_ids):
+        first.setdefault(tuple(title), column)
+    ranked = sorted(cf, key=lambda t: -cf[t])
+    assert cf[ranked[k - 1]] - cf[ranked[k]] > 1e-3, "near-tie at rank k in the reference"
+    return [first[t] for t in ranked[:k]]
+
+
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_max_lookahead_finds_the_cf_models_top_k_with_k_beams(tiny_lm, tokenizer, big_title_ids, prompt_ids,
+                                                              duplicates):
+    """With width k and a dominant CF term, max finds exactly the CF model's top-k titles."""
+    k = 5
+    titles = big_title_ids + (big_title_ids[::3] if duplicates else [])  # 12 titles twice
+    trie = TitleTrie(titles, tokenizer.eos_token_id)
+    ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id)
+    z = torch.randn(len(prompt_ids), len(titles), generator=torch.Generator().manual_seed(5)) * 2
+    config = BeamSearchConfig(num_beams=k, top_k=k, beta=1e6, cf_lookahead="max")
+    result = constrained_beam_search(tiny_lm, trie, mask, input_ids=ids, config=config, cf_logits=z)
+    promoted = 0  # rows where a title ranks in the top k only thanks to its twin's probability
+    for r in range(len(prompt_ids)):
+        expected = cf_top_titles(z[r], titles, k)
+        assert result.items[r].tolist() == expected
+        promoted += not set(expected) <= set(torch.argsort(z[r], descending=True)[:k].tolist())
+    assert promoted == (len(prompt_ids) if duplicates else 0)
+
+
+def test_sum_lookahead_follows_the_heaviest_brand_max_the_best_title(tiny_lm, tokenizer, big_title_ids, prompt_ids):
+    """One beam: six good LEGO items outweigh one better Crayola item under sum, not under max."""
+    trie = TitleTrie(big_title_ids, tokenizer.eos_token_id)
+    ids, mask = left_pad(prompt_ids[:1], tokenizer.pad_token_id)
+    z = torch.zeros(1, len(big_title_ids))
+    z[0, :6] = 1.0  # "LEGO ..." (six things per brand): mass 6e = 16.3 against e^2 + 5 = 12.4 for Crayola
+    z[0, 35] = 2.0  # "Crayola Board Game": the CF model's top title
+    top = {}
+    for lookahead in ("sum", "max"):
+        config = BeamSearchConfig(num_beams=1, top_k=1, beta=1e6, cf_lookahead=lookahead)
+        top[lookahead] = constrained_beam_search(tiny_lm, trie, mask, input_ids=ids, config=config,
+                                                 cf_logits=z).items[0, 0].item()
+    assert top["max"] == 35
+    assert 0 <= top["sum"] < 6
+
+
+@pytest.mark.parametrize("lookahead", ["sum", "max"])
+def test_zero_mass_subtree_is_never_entered(tiny_lm, tokenizer, big_title_ids, prompt_ids, lookahead):
     """Every title of the first brand ruled out: none is returned, and fewer beam rows run."""
     trie = TitleTrie(big_title_ids, tokenizer.eos_token_id)
     ids, mask = left_pad(prompt_ids[:1], tokenizer.pad_token_id)
     z = torch.zeros(1, len(big_title_ids))
     z[0, :6] = -math.inf  # "LEGO ..." (6 things per brand)
-    config = BeamSearchConfig(num_beams=36, top_k=36, beta=1.0)
+    config = BeamSearchConfig(num_beams=36, top_k=36, beta=1.0, cf_lookahead=lookahead)
     result = constrained_beam_search(tiny_lm, trie, mask, input_ids=ids, config=config, cf_logits=z)
     assert sorted(result.items[0, :30].tolist()) == list(range(6, 36))
     assert (result.items[0, 30:] == -1).all()
@@ -121,3 +172,5 @@ def test_guidance_errors_name_the_problem(tiny_lm, tokenizer, big_title_ids, pro
                                 cf_logits=torch.zeros(3, len(big_title_ids)))
     with pytest.raises(ConfigError, match="beta"):
         BeamSearchConfig(beta=-1.0)
+    with pytest.raises(ConfigError, match="cf_lookahead 'best'"):
+        BeamSearchConfig(beta=1.0, cf_lookahead="best")

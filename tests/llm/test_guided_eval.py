@@ -33,16 +33,21 @@ def title_log_probs(cf_model, dataset, split, row: int) -> dict[int, float]:
     return {item: group_log_p[int(dataset.title_group[item])] for item in range(1, dataset.num_items + 1)}
 
 
-def test_large_beta_scores_are_the_teachers_title_probabilities(runs, cf_run):
-    """At beta = 1e7 a returned score / beta is log p_CF(title) up to LLM / 1e7 (tiny LLM: ~ -300 / 1e7)."""
+@pytest.mark.parametrize("lookahead", ["sum", "max"])
+def test_large_beta_scores_are_the_teachers_title_probabilities(runs, cf_run, lookahead):
+    """At beta = 1e7 a returned score / beta is log p_CF(title) up to LLM / 1e7 (tiny LLM: ~ -300 / 1e7);
+    with the max lookahead the 3 beams find the teacher's own top 3 titles."""
     from tca4rec.cf import load_cf_run
     from tca4rec.data import load_dataset
     from tca4rec.llm.evaluate import evaluate_llm_run
 
     tca, _ = runs
-    record = evaluate_llm_run(tca, split="valid", limit=2, beams=3, beta=1e7)
+    record = evaluate_llm_run(tca, split="valid", limit=2, beams=3, beta=1e7, cf_lookahead=lookahead)
     assert record["beta"] == 1e7 and record["guide_cf"] == "teacher" and not (tca / "metrics_valid.json").exists()
-    predictions = [json.loads(line) for line in (tca / "predictions_valid_beta1e+07.jsonl").read_text().splitlines()]
+    assert record["cf_lookahead"] == lookahead
+    suffix = "_beta1e+07" + ("_max" if lookahead == "max" else "")
+    assert (tca / f"metrics_valid{suffix}.json").is_file()
+    predictions = [json.loads(line) for line in (tca / f"predictions_valid{suffix}.jsonl").read_text().splitlines()]
     dataset = load_dataset(json.loads((tca / "config.json").read_text())["config"]["data"])
     cf_model = load_cf_run(cf_run, dataset).eval()
     for p in predictions:
@@ -50,6 +55,33 @@ def test_large_beta_scores_are_the_teachers_title_probabilities(runs, cf_run):
         got = np.array(p["scores"]) / 1e7
         np.testing.assert_allclose(got, [expected[i] for i in p["items"]], atol=1e-4)
         assert got[0] >= got[-1]
+        if lookahead == "max":
+            np.testing.assert_allclose(got, sorted(set(expected.values()), reverse=True)[:3], atol=1e-4)
+
+
+def test_decoding_variants_have_their_own_files():
+    from tca4rec.llm.evaluate import decoding_suffix
+
+    assert decoding_suffix(2, False) == decoding_suffix(2, False, "sum") == "_beta2"  # committed names stay valid
+    assert decoding_suffix(2, True, "max") == "_beta2_max_lennorm"
+    assert decoding_suffix(0, False, "max") == ""  # beta 0 is plain decoding, whatever the lookahead
+
+
+def test_a_tuned_beta_is_tied_to_its_lookahead(tmp_path):
+    from tca4rec.llm.decoding import read_tuned_beta, tuned_beta_file
+
+    assert tuned_beta_file("sum") == "beta_tuning.json" and tuned_beta_file("max") == "beta_tuning_max.json"
+    record = {"best_beta": 2.0, "cf_run": "teacher", "cf_lookahead": "max"}
+    (tmp_path / "beta_tuning_max.json").write_text(json.dumps(record))
+    assert read_tuned_beta(tmp_path, None, "max") == 2.0
+    with pytest.raises(ConfigError, match="--cf-lookahead sum"):  # not tuned for sum yet
+        read_tuned_beta(tmp_path, None)
+    (tmp_path / "beta_tuning.json").write_text(json.dumps(record))  # a file that claims otherwise
+    with pytest.raises(ConfigError, match="tuned with --cf-lookahead max, not sum"):
+        read_tuned_beta(tmp_path, None, "sum")
+    del record["cf_lookahead"]  # a record from before the option: tuned with sum
+    (tmp_path / "beta_tuning.json").write_text(json.dumps(record))
+    assert read_tuned_beta(tmp_path, None) == 2.0
 
 
 def test_tune_beta_then_auto(runs, capsys):
@@ -67,6 +99,17 @@ def test_tune_beta_then_auto(runs, capsys):
     assert auto["beta"] == stored["best_beta"]
     assert main(["tune-beta", "--run", str(tca), "--split", "test"]) == 2
     assert "never on the test rows" in capsys.readouterr().err
+    assert main(["tune-beta", "--run", str(tca), "--rows", "3", "--grid", "0", "1", "--beams", "2",
+                 "--cf-lookahead", "max"]) == 0
+    tuned_max = json.loads((tca / "beta_tuning_max.json").read_text())
+    assert tuned_max["cf_lookahead"] == "max" and "beta_tuning_max.json" in capsys.readouterr().out
+    assert json.loads((tca / "beta_tuning.json").read_text()) == stored  # the sum tuning stays
+    auto = evaluate_llm_run(tca, split="valid", limit=3, beams=2, beta="auto", cf_lookahead="max")
+    assert auto["beta"] == tuned_max["best_beta"]
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(tca), "--cf-lookahead", "mean"]) == 2  # refused by the search, one line
+    err = capsys.readouterr().err.strip()
+    assert "cf_lookahead 'mean'" in err and "\n" not in err
 
 
 def test_run_without_teacher_needs_a_cf_run(runs, cf_run, capsys):
@@ -86,7 +129,7 @@ def test_run_without_teacher_needs_a_cf_run(runs, cf_run, capsys):
     ds = load_dataset(json.loads((alone / "config.json").read_text())["config"]["data"])
     capsys.readouterr()
     assert main(["recommend", "--run", str(alone), "--history", ds.titles[3], "--k", "2", "--beta", "1",
-                 "--cf-run", str(cf_run)]) == 0
+                 "--cf-run", str(cf_run), "--cf-lookahead", "max"]) == 0
     assert "item id" in capsys.readouterr().out
 
 

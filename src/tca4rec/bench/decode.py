@@ -8,7 +8,7 @@ width. Reported: samples/s of both, the speed-up, and how many top-k lists are i
 
 Two more timings in the same loop, batch by batch: CF-guided decoding (``--beta``, logits
 of ``--cf-run`` or, without one, seeded random logits: the search's cost does not depend on
-which model produced them) against beta = 0, and the **floor**: the same model forwards
+which model produced them; ``--cf-lookahead`` sum or max) against beta = 0, and the **floor**: the same model forwards
 with no search logic (one prompt prefill per batch, its cache repeated once to the search's
 mean live beams per step, then as many one-token steps as the search ran). The search's
 time over the floor is what its bookkeeping and per-step cache copies cost.
@@ -90,7 +90,7 @@ def forwards_floor(model, ids: torch.Tensor, mask: torch.Tensor, search: BeamSea
 
 def run_bench(model, trie: TitleTrie, item_token_ids: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
               pad_id: int, beams: int, batch: int, beta: float = 1.0, cf_logits: torch.Tensor | None = None,
-              with_hf: bool = True) -> dict:
+              with_hf: bool = True, cf_lookahead: str = "sum") -> dict:
     """Decode every prompt (``batch`` prompts per call) with HF (unless ``with_hf`` is False), our search at
     beta = 0 and at ``beta`` (CF logits [len(prompts), N]: ``cf_logits`` or seeded random ones), and
     the forwards floor; JSON-ready results."""
@@ -109,7 +109,7 @@ def run_bench(model, trie: TitleTrie, item_token_ids: Sequence[Sequence[int]], p
         cf_logits = torch.randn(len(prompts), trie.num_items, generator=torch.Generator().manual_seed(0)) * 3
     # The decoders alternate batch by batch, so that a change in machine load hits all of them.
     config = BeamSearchConfig(num_beams=beams, top_k=beams)
-    guided_config = BeamSearchConfig(num_beams=beams, top_k=beams, beta=beta)
+    guided_config = BeamSearchConfig(num_beams=beams, top_k=beams, beta=beta, cf_lookahead=cf_lookahead)
     hf, ours, hf_s, ours_s, guided_s, floor_s = [], [], 0.0, 0.0, 0.0, 0.0
     for b, (ids, mask) in enumerate(tqdm(batches, desc="decoding (HF, ours, guided, floor)", unit="batch")):
         start = time.perf_counter()
@@ -127,7 +127,7 @@ def run_bench(model, trie: TitleTrie, item_token_ids: Sequence[Sequence[int]], p
     n = len(prompts)
     timings = {"samples": n, "beams": beams, "batch": batch, "threads": torch.get_num_threads(),
                "items": trie.num_items, "trie_nodes": trie.num_nodes,
-               "mean_prompt_tokens": sum(map(len, prompts)) / n, "beta": beta,
+               "mean_prompt_tokens": sum(map(len, prompts)) / n, "beta": beta, "cf_lookahead": cf_lookahead,
                "ours_seconds": ours_s, "guided_seconds": guided_s, "floor_seconds": floor_s,
                "ours_samples_per_s": n / ours_s, "guided_overhead": guided_s / ours_s - 1,
                "ours_over_floor": ours_s / floor_s,
@@ -165,7 +165,8 @@ def _print_table(result: dict) -> None:
         table.add_row("HF generate + prefix_allowed_tokens_fn", f"{result['hf_seconds'] / n:.2f}",
                       f"{result['speedup']:.2f}x slower")
     table.add_row("tca4rec constrained_beam_search, beta 0", f"{result['ours_seconds'] / n:.2f}", "1.00x")
-    table.add_row(f"  ... CF-guided, beta {result['beta']:g}", f"{result['guided_seconds'] / n:.2f}",
+    table.add_row(f"  ... CF-guided, beta {result['beta']:g}, {result['cf_lookahead']} lookahead",
+                  f"{result['guided_seconds'] / n:.2f}",
                   f"{1 + result['guided_overhead']:.2f}x")
     table.add_row("  floor: the same forwards, no search logic", f"{result['floor_seconds'] / n:.2f}",
                   f"{1 / result['ours_over_floor']:.2f}x")
@@ -202,7 +203,7 @@ def run(args) -> int:
         cf_logits = item_logits(load_cf_run(args.cf_run, dataset).eval(), torch.tensor(split.users[: len(rows)]),
                                 torch.tensor(split.histories[: len(rows)]))
     result = run_bench(model, trie, item_token_ids, prompts, tokenizer.pad_token_id, args.beams, args.batch,
-                       beta=args.beta, cf_logits=cf_logits, with_hf=not args.no_hf)
+                       beta=args.beta, cf_logits=cf_logits, with_hf=not args.no_hf, cf_lookahead=args.cf_lookahead)
     result.update(data=str(args.data), split=args.split, llm=str(args.llm or "default"))
     _print_table(result)
     if args.out:

@@ -25,6 +25,12 @@ def _run_decode(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _run_lookahead(args: argparse.Namespace) -> int:
+    from tca4rec.bench.lookahead import run
+
+    return run(args)
+
+
 def _run_scale(args: argparse.Namespace) -> int:
     from tca4rec.bench.scale import run
 
@@ -74,7 +80,23 @@ def _decode(group) -> None:
     p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")
     p.add_argument("--beta", type=float, default=1.0, help="CF weight of the guided search timed (default 1)")
     p.add_argument("--cf-run", default=None, help="CF run whose logits guide (default: seeded random logits)")
+    p.add_argument("--cf-lookahead", default="sum", metavar="sum|max",
+                   help="how the guided search scores a partial title (default %(default)s)")
     p.add_argument("--no-hf", action="store_true", help="skip the (slow) HF generate baseline")
+
+
+def _lookahead(group) -> None:
+    p = add_command(group, "lookahead", _run_lookahead,
+                    "fraction of the CF model's own top-k titles a CF-only beam search finds, sum vs max lookahead",
+                    ("tca4rec bench lookahead --data ../shared/data/amazon2018/Office_Products --cf-run runs/sasrec",))
+    p.add_argument("--data", required=True, help="dataset folder (release format)")
+    p.add_argument("--cf-run", required=True, help="CF run whose logits rank the titles")
+    p.add_argument("--llm", default=None, help="LLM whose tokenizer builds the title trie (default: SmolLM2-135M)")
+    p.add_argument("--split", default="valid", help="split whose rows are scored (default valid; test is refused)")
+    p.add_argument("--rows", type=int, default=20, help="first N rows of the split (default 20)")
+    p.add_argument("--width", type=int, default=10, help="beam width (default 10)")
+    p.add_argument("--k", type=int, default=10, help="top-k titles to find (default 10)")
+    p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")
 
 
 def _scale(group) -> None:
@@ -125,7 +147,8 @@ def _serve(group) -> None:
 
 
 def register(sub) -> None:
-    bench = sub.add_parser("bench", help="benchmarks (align, decode, scale, serve, train)", description=__doc__)
+    bench = sub.add_parser("bench", help="benchmarks (align, decode, lookahead, scale, serve, train)",
+                           description=__doc__)
     group = bench.add_subparsers(dest="bench_command", metavar="BENCH")
-    for add in (_align, _decode, _scale, _serve, _train):
+    for add in (_align, _decode, _lookahead, _scale, _serve, _train):
         add(group)

@@ -48,10 +48,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     record = evaluate_llm_run(args.run, split=args.split, limit=args.limit, beams=args.beams,
                               batch_size=args.batch_size, data=args.data, beta=args.beta, cf_run=args.cf_run,
-                              length_normalize=args.length_normalize, sample_seed=args.sample_seed)
+                              length_normalize=args.length_normalize, sample_seed=args.sample_seed,
+                              cf_lookahead=args.cf_lookahead)
     if process_state().is_main_process:
         _print_metrics(record)
-        suffix = decoding_suffix(record["beta"], args.length_normalize)
+        suffix = decoding_suffix(record["beta"], args.length_normalize, args.cf_lookahead)
         print(f"wrote metrics_{args.split}{suffix}.json and predictions_{args.split}{suffix}.jsonl in {args.run}")
     return 0
 
@@ -60,23 +61,23 @@ def _tune_beta(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from tca4rec.llm.decoding import TUNED_BETA_FILE
+    from tca4rec.llm.decoding import tuned_beta_file
     from tca4rec.llm.run import process_state
     from tca4rec.llm.tune_beta import tune_beta
 
     record = tune_beta(args.run, split=args.split, rows=args.rows, grid=args.grid, cf_run=args.cf_run,
-                       beams=args.beams, batch_size=args.batch_size, data=args.data)
+                       beams=args.beams, batch_size=args.batch_size, data=args.data, cf_lookahead=args.cf_lookahead)
     if process_state().is_main_process:
         table = Table(title=f"CF-guided decoding on {record['split']} ({record['rows']} rows, {record['beams']} beams, "
-                            f"CF run: {record['cf_run']})")
+                            f"CF run: {record['cf_run']}, {record['cf_lookahead']} lookahead)")
         for column in ("beta", "HR@1", "HR@5", "HR@10", "NDCG@10"):
             table.add_column(column, justify="right")
         for row in record["table"]:
             mark = " *" if row["beta"] == record["best_beta"] else ""
             table.add_row(f"{row['beta']:g}{mark}", *(f"{row[m]:.4f}" for m in ("HR@1", "HR@5", "HR@10", "NDCG@10")))
         Console().print(table)
-        print(f"chosen beta {record['best_beta']:g} (best {record['metric']}); stored in {args.run}/{TUNED_BETA_FILE} "
-              "for --beta auto")
+        print(f"chosen beta {record['best_beta']:g} (best {record['metric']}); stored in "
+              f"{args.run}/{tuned_beta_file(args.cf_lookahead)} for --beta auto --cf-lookahead {args.cf_lookahead}")
     return 0
 
 
@@ -92,7 +93,7 @@ def _recommend(args: argparse.Namespace) -> int:
     if args.out or args.skip_bad_rows:
         raise ConfigError("--out and --skip-bad-rows go with --histories FILE")
     recs = recommend(args.run, args.history, k=args.k, beams=args.beams, beta=args.beta, cf_run=args.cf_run,
-                     length_normalize=args.length_normalize, data=args.data)
+                     length_normalize=args.length_normalize, data=args.data, cf_lookahead=args.cf_lookahead)
     table = Table(title=f"top {args.k} after {len(args.history)} item(s)")
     for column, justify in (("#", "right"), ("title", "left"), ("item id", "right"), ("score", "right")):
         table.add_column(column, justify=justify)
@@ -111,7 +112,7 @@ def _recommend_file(args: argparse.Namespace) -> int:
         raise ConfigError("--histories needs --out FILE (JSON lines, one per user)")
     summary = recommend_file(args.run, args.histories, args.out, k=args.k, beams=args.beams, beta=args.beta,
                              cf_run=args.cf_run, batch_size=args.batch_size, skip_bad_rows=args.skip_bad_rows,
-                             data=args.data, length_normalize=args.length_normalize)
+                             data=args.data, length_normalize=args.length_normalize, cf_lookahead=args.cf_lookahead)
     if process_state().is_main_process:
         resumed = f" ({summary['resumed_after']} were already there)" if summary["resumed_after"] else ""
         bad = (f"; {summary['bad_rows']} bad row(s) skipped, listed in {summary['bad_rows_file']}"
@@ -127,6 +128,16 @@ def _add_guidance_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cf-run", metavar="CF_RUN", help="CF run whose logits guide decoding (default: the run's teacher)")
     p.add_argument("--length-normalize", action="store_true",
                    help="rank titles by mean token score instead of the sum (default: sum, as D3 recommends)")
+    _add_lookahead_option(p)
+
+
+def _add_lookahead_option(p: argparse.ArgumentParser) -> None:
+    # No choices list here: it lives with the search (tca4rec.align.guidance), which loads torch;
+    # the search refuses another value with a one-line error.
+    p.add_argument("--cf-lookahead", default="sum", dest="cf_lookahead", metavar="sum|max",
+                   help="CF part of a partial title: its prefix's CF share (sum, default) or the CF probability "
+                        "of its most probable title (max: keeps the CF model's top titles in the beam); "
+                        "finished titles are ranked the same way by both")
 
 
 def _positive_int(text: str) -> int:
@@ -191,6 +202,7 @@ def register(sub) -> None:
         "tca4rec evaluate --run runs/tca --split valid --limit 200 --beams 10",
         "tca4rec evaluate --run runs/tca --split test --beta auto",
         "tca4rec evaluate --run runs/tallrec --split test --beta 1 --cf-run runs/sasrec",
+        "tca4rec evaluate --run runs/tca --split test --beta auto --cf-lookahead max",
         "torchrun --nproc_per_node 2 -m tca4rec.cli -- evaluate --run runs/tca --split test",
     ))
     p.add_argument("--run", required=True, help="LLM run folder")
@@ -206,6 +218,7 @@ def register(sub) -> None:
     p = add_command(sub, "tune-beta", _tune_beta, "choose the CF weight beta of CF-guided decoding on valid rows", (
         "tca4rec tune-beta --run runs/tca --rows 100",
         "tca4rec tune-beta --run runs/tallrec --cf-run runs/sasrec --grid 0 0.5 1 2 --rows 50",
+        "tca4rec tune-beta --run runs/tca --cf-lookahead max",
     ))
     p.add_argument("--run", required=True, help="LLM run folder (the choice is stored there)")
     p.add_argument("--split", default="valid", help="split to tune on (default valid; test is refused)")
@@ -213,6 +226,7 @@ def register(sub) -> None:
     p.add_argument("--grid", type=float, nargs="+", default=list(DEFAULT_GRID), metavar="BETA",
                    help="beta values to try (default %(default)s)")
     p.add_argument("--cf-run", metavar="CF_RUN", help="CF run whose logits guide decoding (default: the run's teacher)")
+    _add_lookahead_option(p)
     p.add_argument("--beams", type=_positive_int, default=10, help="beam width = ranked list length (default 10)")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="prompts decoded together")
     p.add_argument("--data", help="dataset folder, if it moved since training")

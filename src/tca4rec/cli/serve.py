@@ -11,7 +11,8 @@ def _serve(args: argparse.Namespace) -> int:
     # fastapi/uvicorn/torch load here, not when the CLI starts: every other command would pay for them.
     from tca4rec.serve import ServeConfig, serve
 
-    serve(ServeConfig(run=args.run, cf_run=args.cf_run, beta=args.beta, host=args.host, port=args.port,
+    serve(ServeConfig(run=args.run, cf_run=args.cf_run, beta=args.beta, cf_lookahead=args.cf_lookahead,
+                      host=args.host, port=args.port,
                       beams=args.beams, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                       max_history=args.max_history, max_body=args.max_body, access_log=not args.no_access_log,
                       threads=args.threads))
@@ -31,6 +32,9 @@ def register(sub) -> None:
                    help="CF run whose logits guide decoding when beta > 0 (default: the run's teacher)")
     p.add_argument("--beta", default="0", metavar="BETA|auto",
                    help="default CF weight for requests that give none (default 0; auto = the tuned one)")
+    p.add_argument("--cf-lookahead", default="sum", dest="cf_lookahead", metavar="sum|max",
+                   help="how guided decoding scores a partial title: its prefix's CF share (sum, default) or its "
+                        "most probable title (max)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0 = any free port)")
     p.add_argument("--beams", type=int, default=10, help="beam width; requests may ask for k in 1..beams (default 10)")

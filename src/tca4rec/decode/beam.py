@@ -25,8 +25,11 @@ CF-guided decoding (``beta > 0``, DESIGN.md): each token's score gains beta * lo
 the Collaborative Tokenizer's next-token probability under the row's CF logits, so
 finished titles rank by log p_LLM(title) + beta * log p_CF(title) (a product of experts).
 The q's telescope along a path, so a beam's CF part is beta * log share(node) from
-``CFGuide`` (precomputed once per call, two gathers per candidate). Both parts are <= 0,
-so the early stop still holds; a candidate whose subtree has no CF mass is dropped.
+``CFGuide`` (precomputed once per call, two gathers per candidate). ``cf_lookahead="max"``
+scores a partial beam by its subtree's most probable title instead (``CFGuide.log_max``),
+which keeps the beams of the titles the CF model ranks first; at a leaf both are log p_CF.
+Both parts are <= 0 and never increase along a path, so the early stop still holds; a
+candidate whose subtree has no CF mass is dropped.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from tca4rec.align.guidance import CFGuide
+from tca4rec.align.guidance import CFGuide, check_lookahead
 from tca4rec.align.trie import ROOT, TitleTrie
 from tca4rec.errors import ConfigError
 
@@ -50,6 +53,7 @@ class BeamSearchConfig:
     masked: bool = False  # MSL: softmax over the trie children only, of logits / tau
     tau: float = 1.0  # used only when masked
     beta: float = 0.0  # CF weight: token score + beta * log q(v | node); 0 = plain decoding, bit for bit
+    cf_lookahead: str = "sum"  # a partial beam's CF part: its subtree's share ("sum") or best title ("max")
 
     def __post_init__(self) -> None:
         if self.num_beams < 1:
@@ -60,6 +64,7 @@ class BeamSearchConfig:
             raise ConfigError(f"tau must be > 0, got {self.tau}")
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ConfigError(f"beta must be a finite number >= 0, got {self.beta}")
+        check_lookahead(self.cf_lookahead)
 
 
 @dataclass
@@ -207,7 +212,7 @@ def constrained_beam_search(model, trie: TitleTrie, attention_mask: torch.LongTe
             raise ConfigError(f"beta = {config.beta:g} needs the rows' CF logits (cf_logits)")
         if cf_logits.shape[0] != prompt_mask.shape[0]:
             raise ConfigError(f"cf_logits has {cf_logits.shape[0]} rows for {prompt_mask.shape[0]} prompts")
-        guide = CFGuide(trie, cf_logits)
+        guide = CFGuide(trie, cf_logits, lookahead=config.cf_lookahead)
     device = prompt_mask.device  # the model's; the trie and the search's bookkeeping stay on the CPU
     scorer = _NextTokenScorer(model, config)
     if trie.vocab_bound > scorer.vocab_size:
@@ -235,7 +240,7 @@ def constrained_beam_search(model, trie: TitleTrie, attention_mask: torch.LongTe
             cand_llm = llm_score[rows] + scorer.log_probs(out, rows, trie.token[kids])
             cand_score = cand_llm
             if guide is not None:
-                cf_part = config.beta * guide.log_share(cand_sample, kids)  # beta * sum of log q to the child
+                cf_part = config.beta * guide.log_bound(cand_sample, kids)  # at a leaf: beta * log p_CF(title)
                 viable = torch.isfinite(cf_part).nonzero().squeeze(1)  # no CF mass below: never entered
                 rows, kids, cand_sample, cand_llm = rows[viable], kids[viable], cand_sample[viable], cand_llm[viable]
                 cand_score = cand_llm + cf_part[viable]

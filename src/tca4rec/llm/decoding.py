@@ -5,10 +5,11 @@ trainer's model selection, ``evaluate_llm_run``, tune-beta and ``recommend`` all
 to it: dependencies run evaluate -> llm.decoding -> llm.run -> llm.weights, never back.
 
 CF-guided decoding (``beta > 0``): the search adds beta * log q(v | node) from the rows'
-CF logits, taken from ``cf_model`` or else the run's own teacher (``signals.cf``). The
-helpers below resolve the CLI/API options shared by evaluate, recommend and tune-beta:
-a beta value or "auto" (the tuned one, ``TUNED_BETA_FILE`` in the run folder), and the CF
-run that guides.
+CF logits, taken from ``cf_model`` or else the run's own teacher (``signals.cf``), and
+scores a partial beam by its subtree's CF share or, with ``cf_lookahead="max"``, by its most
+probable title. The helpers below resolve the CLI/API options shared by evaluate, recommend
+and tune-beta: a beta value or "auto" (the one tuned for that lookahead, ``tuned_beta_file``
+in the run folder), and the CF run that guides.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ TEACHER = "teacher"  # the CF run a run was trained with (its config's ``cf``)
 def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, device=None,
                   desc: str = "beam search", beta: float = 0.0, length_normalize: bool = False,
                   cf_model: torch.nn.Module | None = None, progress: tqdm | bool = True,
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  cf_lookahead: str = "sum") -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` items of every row of ``split`` by constrained beam search.
 
     ``progress``: a caller's bar (spanning several calls) that rows advance; True: a bar of this
@@ -50,7 +51,7 @@ def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, 
     # On a GPU decode in bf16 like training (the Trainer's bf16 autocast); on the CPU in float32.
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     search = BeamSearchConfig(num_beams=beams, top_k=k, masked=host.host_config.masked, tau=host.host_config.softmax_tau,
-                              beta=beta, length_normalize=length_normalize)
+                              beta=beta, length_normalize=length_normalize, cf_lookahead=cf_lookahead)
     guide_model = (cf_model if cf_model is not None else signals.cf) if search.beta > 0 else None
     if search.beta > 0 and guide_model is None:
         raise ConfigError(f"beta {beta:g} needs a CF run: this run has no CF teacher, so name one (--cf-run)")
@@ -120,18 +121,26 @@ def guide_cf_model(run, cf_run: str | Path | None):
     return model.requires_grad_(False).eval()
 
 
-def read_tuned_beta(run_dir: Path, cf_run: str | Path | None) -> float:
-    """The beta ``tune_beta`` chose for this run, if it was tuned with this CF run (the run's
-    teacher when ``cf_run`` is None, else the same model, by content)."""
-    path = run_dir / TUNED_BETA_FILE
+def tuned_beta_file(cf_lookahead: str) -> str:
+    """Where ``tune_beta`` stores its choice: a beta is tuned for one lookahead, so each has its file."""
+    return TUNED_BETA_FILE if cf_lookahead == "sum" else f"beta_tuning_{cf_lookahead}.json"
+
+
+def read_tuned_beta(run_dir: Path, cf_run: str | Path | None, cf_lookahead: str = "sum") -> float:
+    """The beta ``tune_beta`` chose for this run, if it was tuned with this lookahead and this CF
+    run (the run's teacher when ``cf_run`` is None, else the same model, by content)."""
+    path = run_dir / tuned_beta_file(cf_lookahead)
     if not path.is_file():
         raise ConfigError(f"--beta auto: {path} does not exist; choose beta first with "
-                          f"`tca4rec tune-beta --run {run_dir}`")
+                          f"`tca4rec tune-beta --run {run_dir} --cf-lookahead {cf_lookahead}`")
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         best, tuned_with = float(record["best_beta"]), str(record["cf_run"])
+        tuned_lookahead = str(record.get("cf_lookahead", "sum"))  # records from before the option: sum
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise RunError(f"{path} is not a tune-beta result ({e})") from None
+    if tuned_lookahead != cf_lookahead:
+        raise ConfigError(f"--beta auto: {path} was tuned with --cf-lookahead {tuned_lookahead}, not {cf_lookahead}")
     if cf_run is None or str(cf_run) == TEACHER:
         if tuned_with != TEACHER:
             raise ConfigError(f"--beta auto: {path} was tuned with --cf-run {tuned_with}, not the run's own teacher")

@@ -6,8 +6,9 @@ the same ``metrics_<split>.json`` layout (``metrics_record``). Under ``torchrun`
 ``accelerate launch`` the rows are sharded across processes and gathered in order; rank 0
 writes the files.
 
-CF-guided decoding (``beta > 0``, DESIGN.md) writes ``metrics_<split>_beta<b>.json`` (and
-``_lennorm`` with length normalization) beside the plain results, so both stay comparable.
+CF-guided decoding (``beta > 0``, DESIGN.md) writes ``metrics_<split>_beta<b>.json`` (then
+``_max`` with the max lookahead, ``_lennorm`` with length normalization) beside the plain
+results, so all stay comparable.
 ``beta="auto"`` uses the value ``tca4rec tune-beta`` stored in the run folder (chosen on
 valid rows, never on test).
 
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from tca4rec.align.guidance import check_lookahead
 from tca4rec.errors import ConfigError
 from tca4rec.evaluate.metrics import KS, exclude_record, hit_ranks, metrics_record, prediction_records
 from tca4rec.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
@@ -35,22 +37,26 @@ from tca4rec.llm.run import load_llm_run, process_state, weights_stamp
 BLOCK_BATCHES = 8  # decoded rows are saved after every BLOCK_BATCHES batches (per process)
 
 
-def decoding_suffix(beta: float, length_normalize: bool) -> str:
-    """File-name suffix of a decoding variant: '' for plain decoding, e.g. '_beta0.5_lennorm'."""
-    return (f"_beta{beta:g}" if beta > 0 else "") + ("_lennorm" if length_normalize else "")
+def decoding_suffix(beta: float, length_normalize: bool, cf_lookahead: str = "sum") -> str:
+    """File-name suffix of a decoding variant: '' for plain decoding, e.g. '_beta0.5_lennorm' or
+    '_beta2_max' (the sum lookahead, the first one, keeps the names it always had)."""
+    guided = (f"_beta{beta:g}" + ("_max" if cf_lookahead == "max" else "")) if beta > 0 else ""
+    return guided + ("_lennorm" if length_normalize else "")
 
 
 def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None = None, beams: int = 10,
                      batch_size: int = 8, data: str | Path | None = None, beta: float | str = 0.0,
                      cf_run: str | Path | None = None, length_normalize: bool = False,
-                     sample_seed: int | None = None, sample_exclude: tuple[tuple[int, int], ...] = ()) -> dict:
+                     sample_seed: int | None = None, sample_exclude: tuple[tuple[int, int], ...] = (),
+                     cf_lookahead: str = "sum") -> dict:
     """Evaluate a finished run on ``split``; writes ``metrics_<split>.json`` and ``predictions_<split>.jsonl``
     (with the suffix of ``decoding_suffix`` for CF-guided or length-normalized decoding).
 
     The ranked list holds the ``beams`` best items, so metrics at K > beams count only
     those (with the default 10 beams every reported K is complete). ``beta``: CF weight of
     CF-guided decoding, or "auto" for the tuned one; ``cf_run``: the CF run whose logits
-    guide (default: the run's own teacher). ``limit`` rows: the first ones, or a seeded random
+    guide (default: the run's own teacher); ``cf_lookahead``: how a partial beam's CF part is
+    scored ("sum" or "max", see ``decode.BeamSearchConfig``). ``limit`` rows: the first ones, or a seeded random
     sample when ``sample_seed`` is given (without the rows of the earlier samples
     ``sample_exclude``, pairs of (limit, seed)).
     """
@@ -60,12 +66,13 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
         raise ConfigError(f"--limit {limit}: must be >= 1")
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: must be >= 1")
-    beta = read_tuned_beta(Path(run_dir), cf_run) if beta == "auto" else parse_beta(beta)
+    check_lookahead(cf_lookahead)
+    beta = read_tuned_beta(Path(run_dir), cf_run, cf_lookahead) if beta == "auto" else parse_beta(beta)
     state = process_state()
     run = load_llm_run(run_dir, data=data, device=state.device)
     cf_model = guide_cf_model(run, cf_run) if beta > 0 else None
     rows = run.dataset.split(split).select(limit, sample_seed, sample_exclude)
-    suffix = decoding_suffix(beta, length_normalize)
+    suffix = decoding_suffix(beta, length_normalize, cf_lookahead)
     partial = run.run_dir / f"decode_{split}{suffix}.partial.json"
     key = {"rows": rows.row_ids.tolist(), "beams": beams, "batch_size": batch_size, "beta": beta,
            "cf_run": str(cf_run) if cf_run is not None else None, "processes": state.num_processes,
@@ -79,18 +86,21 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
             new_items, new_scores = evaluate_rows(
                 run.host, run.signals, rows.rows_between(start, start + block), beams=beams, k=beams,
                 batch_size=batch_size, device=state.device, beta=beta, length_normalize=length_normalize,
-                cf_model=cf_model, progress=bar)
+                cf_model=cf_model, cf_lookahead=cf_lookahead, progress=bar)
             items, scores = np.concatenate([items, new_items]), np.concatenate([scores, new_scores])
             if state.is_main_process and len(items) < len(rows):
                 atomic_write_text(partial, json.dumps({"key": key, "items": items.tolist(), "scores": scores.tolist()}))
     ranked = np.pad(items, ((0, 0), (0, max(0, max(KS) - beams))))  # empty slots never hit
     ranks = hit_ranks(ranked, rows.targets, run.dataset.title_group)
-    name = run.name + (f"+cfdec(beta={beta:g})" if beta > 0 else "") + ("+lennorm" if length_normalize else "")
+    lookahead = "" if cf_lookahead == "sum" else f",{cf_lookahead}"
+    name = (run.name + (f"+cfdec(beta={beta:g}{lookahead})" if beta > 0 else "")
+            + ("+lennorm" if length_normalize else ""))
     record = metrics_record(ranks, split=split, model=name, extra={
         "dataset": run.dataset.name, "limit": limit, "sample_seed": sample_seed,
         **exclude_record(sample_exclude), "run": run.run_dir.name, "beams": beams,
         "host": run.config.host, "alpha": run.config.alpha, "cf": run.config.cf, "beta": beta,
         "guide_cf": (str(cf_run) if cf_run is not None else TEACHER) if beta > 0 else None,
+        "cf_lookahead": cf_lookahead if beta > 0 else None,
         "length_normalize": length_normalize})
     if state.is_main_process:
         atomic_write_json(run.run_dir / f"metrics_{split}{suffix}.json", record)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tca4rec.align.guidance import check_lookahead
 from tca4rec.data.dataset import Split
 from tca4rec.errors import ConfigError
 from tca4rec.llm.decoding import evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
@@ -102,11 +103,12 @@ class Recommender:
 
     ``beta``: the default CF weight of CF-guided decoding (a number, or "auto" for the one
     ``tca4rec tune-beta`` stored); ``cf_run``: the CF run whose logits guide (default: the
-    run's teacher; without either, only beta 0 is possible).
+    run's teacher; without either, only beta 0 is possible); ``cf_lookahead``: how the guided
+    search scores a partial title (``sum`` or ``max``, see ``tca4rec.align.guidance``).
     """
 
     def __init__(self, run: LLMRun, *, beams: int = 10, beta: float | str = 0.0, cf_run: str | Path | None = None,
-                 length_normalize: bool = False) -> None:
+                 length_normalize: bool = False, cf_lookahead: str = "sum") -> None:
         if beams < 1:
             raise ConfigError(f"--beams {beams}: must be >= 1")
         self.run = run
@@ -114,9 +116,10 @@ class Recommender:
         self.cf_run = cf_run
         self.cf_model = guide_cf_model(run, cf_run)
         self.length_normalize = length_normalize
+        self.cf_lookahead = check_lookahead(cf_lookahead)
         self.catalog = Catalog(run.dataset.titles)
         self.width = int(run.dataset.split("train").histories.shape[1])
-        self.beta = self.resolve_beta(read_tuned_beta(run.run_dir, cf_run) if beta == "auto" else beta)
+        self.beta = self.resolve_beta(read_tuned_beta(run.run_dir, cf_run, cf_lookahead) if beta == "auto" else beta)
 
     def item_ids(self, history: Sequence[object], max_entries: int | None = None) -> list[int]:
         return self.catalog.item_ids(history, self.width, max_entries)
@@ -151,7 +154,7 @@ class Recommender:
         rows = Split("recommend", zeros, history, zeros, zeros)
         items, scores = evaluate_rows(
             self.run.host, self.run.signals, rows, beams=self.beams, k=k, batch_size=batch_size or len(histories),
-            desc="recommend", beta=beta, length_normalize=self.length_normalize,
+            desc="recommend", beta=beta, length_normalize=self.length_normalize, cf_lookahead=self.cf_lookahead,
             cf_model=self.cf_model if beta > 0 else None, progress=progress)
         titles = self.run.dataset.titles
         return [[Recommendation(titles[int(i)], int(i), float(s)) for i, s in zip(row_items, row_scores) if i > 0]
@@ -161,14 +164,14 @@ class Recommender:
 def recommend(run_dir: str | Path, history_titles: Sequence[HistoryEntry], k: int = 10, beams: int | None = None,
               run: LLMRun | None = None, beta: float | str = 0.0, cf_run: str | Path | None = None,
               length_normalize: bool = False, data: str | Path | None = None,
-              note: Callable[[str], None] | None = None) -> list[Recommendation]:
+              note: Callable[[str], None] | None = None, cf_lookahead: str = "sum") -> list[Recommendation]:
     """The ``k`` best items after ``history_titles`` (titles or item ids; ``beams`` defaults to max(k, 10)).
 
     The model reads the last H entries (H: the dataset's history width); a longer history is
     cut, and ``note`` (default: a line on stderr) says so.
 
     ``run``: an already loaded ``LLMRun`` to reuse (then ``run_dir`` and ``data`` are only informative).
-    ``beta``, ``cf_run``, ``length_normalize``: CF-guided decoding, as in ``evaluate_llm_run``.
+    ``beta``, ``cf_run``, ``length_normalize``, ``cf_lookahead``: CF-guided decoding, as in ``evaluate_llm_run``.
     """
     beams = max(k, 10) if beams is None else beams
     if k < 1:
@@ -178,9 +181,9 @@ def recommend(run_dir: str | Path, history_titles: Sequence[HistoryEntry], k: in
     if not history_titles:
         raise ConfigError("--history needs at least one title")
     if beta == "auto":
-        beta = read_tuned_beta(Path(run_dir), cf_run)  # before the (slow) load: a missing tuning fails fast
+        beta = read_tuned_beta(Path(run_dir), cf_run, cf_lookahead)  # before the (slow) load: fails fast
     recommender = Recommender(run if run is not None else load_llm_run(run_dir, data=data), beams=beams, beta=beta,
-                              cf_run=cf_run, length_normalize=length_normalize)
+                              cf_run=cf_run, length_normalize=length_normalize, cf_lookahead=cf_lookahead)
     if len(history_titles) > recommender.width:
         (note or _stderr_note)(f"the history has {len(history_titles)} titles; the model reads the last "
                                f"{recommender.width} (the dataset's history width), the first "

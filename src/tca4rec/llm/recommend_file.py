@@ -35,7 +35,7 @@ from tca4rec.llm.run import load_llm_run, process_state, read_run_record, weight
 def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, *, k: int = 10,
                    beams: int | None = None, beta: float | str = 0.0, cf_run: str | Path | None = None,
                    batch_size: int = 8, skip_bad_rows: str | Path | None = None, data: str | Path | None = None,
-                   length_normalize: bool = False) -> dict:
+                   length_normalize: bool = False, cf_lookahead: str = "sum") -> dict:
     """Write the top ``k`` of every row of ``histories`` to ``out`` (resuming a killed run); returns a summary.
 
     ``skip_bad_rows``: a file to list bad input rows in (JSON lines: row, field, error) instead
@@ -48,20 +48,21 @@ def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, 
         raise ConfigError(f"--batch-size {batch_size}: must be >= 1")
     out, histories = Path(out), Path(histories)
     if beta == "auto":
-        beta = read_tuned_beta(Path(run_dir), cf_run)  # before the slow load: a missing tuning fails fast
+        beta = read_tuned_beta(Path(run_dir), cf_run, cf_lookahead)  # before the slow load: fails fast
     state = process_state()
     # The input is checked against the run's catalog before the (slow) model load: a bad row fails fast.
     dataset = load_dataset(data if data is not None else read_run_record(Path(run_dir))["config"]["data"])
     rows, bad = read_histories(histories, Catalog(dataset.titles), int(dataset.split("train").histories.shape[1]),
                                skip_bad=skip_bad_rows is not None)
     recommender = Recommender(load_llm_run(run_dir, data=data, device=state.device), beams=beams, beta=beta,
-                              cf_run=cf_run, length_normalize=length_normalize)
+                              cf_run=cf_run, length_normalize=length_normalize, cf_lookahead=cf_lookahead)
     if skip_bad_rows is not None and state.is_main_process:
         atomic_write_jsonl(skip_bad_rows, [b.record() for b in bad])
     key = {"histories": str(histories.resolve()), "histories_sha256": _sha256(histories),
            "run": str(Path(run_dir).resolve()), "weights": weights_stamp(Path(run_dir)), "k": k, "beams": beams,
            "beta": recommender.beta, "cf_run": None if cf_run is None else str(cf_run),
-           "length_normalize": length_normalize, "skip_bad_rows": skip_bad_rows is not None}
+           "length_normalize": length_normalize, "cf_lookahead": cf_lookahead,
+           "skip_bad_rows": skip_bad_rows is not None}
     meta = out.with_name(out.name + ".meta.json")
     done, keep_bytes = _resume(out, meta, key, rows)
     if state.is_main_process:

@@ -2,8 +2,10 @@
 
 Every beta of a grid decodes the same first ``rows`` rows of the split with the same run
 and CF model; the best by NDCG@10 (ties: the smallest beta, the closer to plain decoding)
-is stored in the run folder (``TUNED_BETA_FILE``) with the whole table, so that
-``--beta auto`` in evaluate and recommend reads it.
+is stored in the run folder with the whole table, so that ``--beta auto`` in evaluate and
+recommend reads it. A beta is tied to the lookahead it was tuned with (the CF term's scale
+against the LLM's differs between them): each lookahead has its own file
+(``llm.decoding.tuned_beta_file``) and record field ``cf_lookahead``.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tca4rec.align.guidance import check_lookahead
 from tca4rec.cf.run import cf_fingerprint
 from tca4rec.errors import ConfigError
 from tca4rec.evaluate.metrics import KS, hit_ranks, summarize
 from tca4rec.io import atomic_write_json
 from tca4rec.llm.config import DEFAULT_GRID
-from tca4rec.llm.decoding import TEACHER, TUNED_BETA_FILE, evaluate_rows, guide_cf_model, parse_beta
+from tca4rec.llm.decoding import TEACHER, evaluate_rows, guide_cf_model, parse_beta, tuned_beta_file
 from tca4rec.llm.run import load_llm_run, process_state
 
 SELECTION_METRIC = "NDCG@10"
@@ -26,12 +29,13 @@ SELECTION_METRIC = "NDCG@10"
 
 def tune_beta(run_dir: str | Path, split: str = "valid", rows: int = 100, grid: Sequence[float] = DEFAULT_GRID,
               cf_run: str | Path | None = None, beams: int = 10, batch_size: int = 8,
-              data: str | Path | None = None) -> dict:
+              data: str | Path | None = None, cf_lookahead: str = "sum") -> dict:
     """Evaluate every beta of ``grid`` on the first ``rows`` rows of ``split``; store and return the table."""
     if split == "test":
         raise ConfigError("--split test: beta is chosen on valid rows, never on the test rows it is reported on")
     if rows < 1 or beams < 1 or batch_size < 1:
         raise ConfigError("--rows, --beams and --batch-size must be >= 1")
+    check_lookahead(cf_lookahead)
     betas = sorted({parse_beta(b) for b in grid})
     if not betas:
         raise ConfigError("--grid is empty")
@@ -44,15 +48,17 @@ def tune_beta(run_dir: str | Path, split: str = "valid", rows: int = 100, grid: 
     table = []
     for beta in betas:
         items, _ = evaluate_rows(run.host, run.signals, split_rows, beams=beams, k=beams, batch_size=batch_size,
-                                 device=state.device, desc=f"beta {beta:g}", beta=beta, cf_model=cf_model)
+                                 device=state.device, desc=f"beta {beta:g}", beta=beta, cf_model=cf_model,
+                                 cf_lookahead=cf_lookahead)
         ranked = np.pad(items, ((0, 0), (0, max(0, max(KS) - beams))))
         table.append({"beta": beta, **summarize(hit_ranks(ranked, split_rows.targets, run.dataset.title_group))})
     best = max(table, key=lambda row: (row[SELECTION_METRIC], -row["beta"]))  # ties: the smallest beta
     record = {"run": run.run_dir.name, "split": split, "rows": len(split_rows), "beams": beams,
               "cf_run": str(cf_run) if cf_run is not None else TEACHER,
-              "cf_fingerprint": cf_fingerprint(cf_run) if cf_run is not None else None, "metric": SELECTION_METRIC,
+              "cf_fingerprint": cf_fingerprint(cf_run) if cf_run is not None else None, "cf_lookahead": cf_lookahead,
+              "metric": SELECTION_METRIC,
               "best_beta": best["beta"], "table": table}
     if state.is_main_process:
-        atomic_write_json(run.run_dir / TUNED_BETA_FILE, record)
+        atomic_write_json(run.run_dir / tuned_beta_file(cf_lookahead), record)
     state.wait_for_everyone()
     return record

@@ -41,6 +41,7 @@ class ServeConfig:
     run: str
     cf_run: str | None = None
     beta: float | str = 0.0  # default CF weight of requests that give none ("auto": the tuned one)
+    cf_lookahead: str = "sum"  # how guided decoding scores a partial title (tca4rec.align.guidance)
     host: str = "127.0.0.1"
     port: int = 8000  # 0: any free port (the ready line says which)
     beams: int = 10
@@ -92,7 +93,8 @@ def run_info(recommender: Recommender, config: ServeConfig) -> dict:
     return {"version": tca4rec.__version__, "model": run.name, "run": str(run.run_dir), "llm": run.config.llm,
             "host": run.config.host, "alpha": run.config.alpha, "dtype": str(weight.dtype).removeprefix("torch."),
             "device": str(weight.device), "dataset": run.dataset.name, "items": run.dataset.num_items,
-            "teacher": run.config.cf, "cf_run": cf_run, "beta": recommender.beta, "beams": recommender.beams,
+            "teacher": run.config.cf, "cf_run": cf_run, "beta": recommender.beta,
+            "cf_lookahead": recommender.cf_lookahead, "beams": recommender.beams,
             "history_width": recommender.width, "max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms}
 
 
@@ -126,8 +128,9 @@ def serve(config: ServeConfig) -> None:
         torch.set_num_threads(config.threads)
     LOG.info("loading %s", config.run)
     if config.beta == "auto":
-        config.beta = read_tuned_beta(Path(config.run), config.cf_run)  # before the slow load: fail fast
-    recommender = Recommender(load_llm_run(config.run), beams=config.beams, beta=config.beta, cf_run=config.cf_run)
+        config.beta = read_tuned_beta(Path(config.run), config.cf_run, config.cf_lookahead)  # fail before the load
+    recommender = Recommender(load_llm_run(config.run), beams=config.beams, beta=config.beta, cf_run=config.cf_run,
+                              cf_lookahead=config.cf_lookahead)
     sock = bind(config.host, config.port)
     try:  # warm-up: the first request is not the slow one, and a model that cannot decode never takes traffic
         recommender.decode([[1]], k=1, beta=recommender.beta)

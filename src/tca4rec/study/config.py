@@ -59,6 +59,7 @@ class StudyConfig:
     eval_batch_size: int = 8  # test rows decoded per model call (x beams sequences); raise it on a GPU
     betas: list[float | str] = field(default_factory=lambda: [0])  # CF-guided decoding weights; "auto": tuned
     beta_tuning: dict = field(default_factory=dict)  # for "auto": {rows: 100, grid: [0, 0.25, ...]} on valid rows
+    cf_lookahead: str = "sum"  # CF-guided decoding: a partial title's CF part, its prefix's share or best title (max)
     cf: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     base: str = "."

@@ -93,9 +93,10 @@ def write_study_report(study) -> Path:
         for cell in llm_cells:
             for b in study.guided_betas():
                 value = study.guided_beta_value(cell, b)
-                suffix = decoding_suffix(value, False) if value is not None else None
+                suffix = decoding_suffix(value, False, cfg.cf_lookahead) if value is not None else None
                 if cell in results and suffix is not None and (out / cell.folder / f"predictions_{split}{suffix}.jsonl").is_file():
-                    text = f"β={value:g}" + (", tuned on valid" if b == "auto" else "")
+                    text = (f"β={value:g}" + (", max lookahead" if cfg.cf_lookahead == "max" else "")
+                            + (", tuned on valid" if b == "auto" else ""))
                     guided[(cell, b)] = load_run_result(out / cell.folder, split, ds.title_group, suffix=suffix,
                                                         histories=histories, label=f"{results[cell].label} + CF-guided decoding ({text})")
         results.update(guided)

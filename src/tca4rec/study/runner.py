@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import yaml
 
+from tca4rec.align.guidance import check_lookahead
 from tca4rec.cf import CF_MODELS, evaluate_cf, train_cf
 from tca4rec.cf.base import CFConfig
 from tca4rec.cf.run import CF_RUN_FILES
@@ -178,7 +179,7 @@ class Study:
             return float(beta)
 
         try:
-            return read_tuned_beta(self.out / cell.folder, self.guide_cf_run(cell))
+            return read_tuned_beta(self.out / cell.folder, self.guide_cf_run(cell), self.config.cf_lookahead)
         except TCA4RecError:
             return None
 
@@ -187,7 +188,7 @@ class Study:
         weight ``beta``). Metrics from another ``eval_limit`` or beam width (a study folder
         re-run with a changed config) would compare methods on different rows: such a cell is
         evaluated again."""
-        path = run / f"metrics_{self.config.split}{decoding_suffix(beta, False)}.json"
+        path = run / f"metrics_{self.config.split}{decoding_suffix(beta, False, self.config.cf_lookahead)}.json"
         if not path.is_file():
             return False
         try:
@@ -387,12 +388,14 @@ class Study:
         if beta == "auto" and self.guided_beta_value(cell, beta) is None:
             tuning = self.config.beta_tuning
             record = tune_beta(run, rows=int(tuning.get("rows", 100)), grid=tuning.get("grid", DEFAULT_GRID),
-                               cf_run=cf_run, beams=self.config.beams, batch_size=self.config.eval_batch_size)
+                               cf_run=cf_run, beams=self.config.beams, batch_size=self.config.eval_batch_size,
+                               cf_lookahead=self.config.cf_lookahead)
             self.log(f"beta for {cell.label}: {record['best_beta']:g} (best valid {record['metric']} "
                      f"over {record['rows']} valid rows)")
         evaluate_llm_run(run, split=self.config.split, limit=self.config.eval_limit, beams=self.config.beams,
                          batch_size=self.config.eval_batch_size, beta=beta, cf_run=cf_run,
-                         sample_seed=self.config.eval_sample_seed, sample_exclude=self.config.sample_exclude)
+                         sample_seed=self.config.eval_sample_seed, sample_exclude=self.config.sample_exclude,
+                         cf_lookahead=self.config.cf_lookahead)
         self._measured("eval_row", cell.dataset, time.time() - t0, self._eval_rows(cell.dataset))
 
     # ---- reporting ---------------------------------------------------------------------
@@ -419,8 +422,12 @@ def _differences(have: dict, want: dict, skip: set[str] = frozenset()) -> list[s
 
 
 def _check_against_registries(config: StudyConfig) -> None:
-    """What ``StudyConfig`` cannot check without the zoo: the CF models of the grid and their
-    options, and the options of synthetic datasets."""
+    """What ``StudyConfig`` cannot check without loading torch: the CF models of the grid and
+    their options, the options of synthetic datasets, and the lookahead of CF-guided decoding."""
+    try:
+        check_lookahead(config.cf_lookahead)
+    except ConfigError as e:
+        raise ConfigError(f"field 'cf_lookahead': {e}") from None
     opts = dict(config.cf)
     check_value(opts.pop("epochs", 1), int, "cf.epochs")
     check_value(opts.pop("train_limit", None), int | None, "cf.train_limit")
@@ -449,6 +456,8 @@ def _config_record(config: StudyConfig) -> dict:
     rec.pop("base")
     if not rec["eval_sample_exclude"]:  # records of studies that exclude nothing stay as they were
         rec.pop("eval_sample_exclude")
+    if rec["cf_lookahead"] == "sum":  # likewise for studies with the original lookahead
+        rec.pop("cf_lookahead")
     rec["datasets"] = {k: (v if isinstance(v, dict) else os.path.relpath(Path(config.base) / str(v), config.out_dir))
                        for k, v in config.datasets.items()}
     rec["out"] = "."
