@@ -5,8 +5,12 @@ result but spends most of its time on work that cannot change it (DESIGN.md,
 "Measured"): it prefills the prompt once per beam, scores the whole vocabulary for
 every beam, and keeps going until ``num_beams`` hypotheses are finished. Here:
 
-- the prompt is prefilled once per sample; its KV cache rows are then copied to that
-  sample's beams (the cache always holds exactly one row per live beam);
+- the prompt is prefilled once per sample, and its keys and values are shared by that
+  sample's beams without copies (``SharedPromptCache``, shared_kv.py); only the booleans
+  saying which generated tokens each beam descends from are reordered per step. With
+  ``share_prompt_kv=False``, or for a model whose attention cannot be redirected
+  (``shared_kv_unsupported``), the prompt's cache rows are copied to the beams and
+  reordered every step instead (a ``DynamicCache`` with one row per live beam);
 - every beam carries its trie node, advanced by the chosen child (no prefix re-walk);
   the candidates of a step are the trie children of the live beams, flattened over
   beams and samples, so selection is a few sorts over a short vector;
@@ -32,13 +36,15 @@ so the early stop still holds; a candidate whose subtree has no CF mass is dropp
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+from transformers import Cache, DynamicCache
 
 from tca4rec.align.guidance import CFGuide
 from tca4rec.align.trie import ROOT, TitleTrie
+from tca4rec.decode.shared_kv import CONTEXT_KWARG, SharedPromptCache, shared_kv_attention, shared_kv_unsupported
 from tca4rec.errors import ConfigError
 
 
@@ -50,6 +56,9 @@ class BeamSearchConfig:
     masked: bool = False  # MSL: softmax over the trie children only, of logits / tau
     tau: float = 1.0  # used only when masked
     beta: float = 0.0  # CF weight: token score + beta * log q(v | node); 0 = plain decoding, bit for bit
+    # Beams share their prompt's KV (no copies); False copies it per beam, as models that cannot share do
+    # (the reference the tests and ``tca4rec bench decode`` compare against).
+    share_prompt_kv: bool = True
 
     def __post_init__(self) -> None:
         if self.num_beams < 1:
@@ -68,6 +77,7 @@ class BeamSearchResult:
     scores: torch.FloatTensor  # [B, top_k] sum (or mean) of token scores (LLM + beta * CF); -inf where items == -1
     steps: int = 0  # decoding steps run after the prefill (the cost driver, with beam_rows)
     beam_rows: int = 0  # beam rows run through the model over all steps (dead beams cost none)
+    shared_prompt_kv: bool = False  # whether the beams shared the prompt's KV (False: copied per beam)
 
 
 def segment_topk(segment: torch.Tensor, score: torch.Tensor, num_segments: int, k: int) -> torch.Tensor:
@@ -115,7 +125,7 @@ class _NextTokenScorer:
             # Gemma 2/3 squash their logits (cap * tanh(logits / cap)) after the head: so must we.
             self.softcap = getattr(model.config, "final_logit_softcapping", None)
 
-    def forward(self, cache: DynamicCache, **inputs) -> torch.Tensor:
+    def forward(self, cache: Cache, **inputs) -> torch.Tensor:
         """Last position's logits [R, V] (unmasked) or hidden state [R, D] (masked), float32."""
         if self.masked:
             return self.backbone(cache=cache, use_cache=True, **inputs).last_hidden_state[:, -1].float()
@@ -164,12 +174,58 @@ class _FinishedPool:
         """[B] score a live beam must beat to still matter (-inf until k titles are finished)."""
         return self.scores[:, -1]
 
-    def result(self, trie: TitleTrie, steps: int, beam_rows: int) -> BeamSearchResult:
+    def result(self, trie: TitleTrie, steps: int, beam_rows: int, shared: bool) -> BeamSearchResult:
         found = self.leaves >= 0
         # The smallest item column of each leaf: items with equal titles sort stably by column.
         items = trie.order[trie.range_start[self.leaves.clamp(min=0)]]
         return BeamSearchResult(items=torch.where(found, items, -1), scores=self.scores.float(),
-                                steps=steps, beam_rows=beam_rows)
+                                steps=steps, beam_rows=beam_rows, shared_prompt_kv=shared)
+
+
+class _CopiedKV:
+    """One ``DynamicCache`` row per live beam: the parents' rows are copied to their children."""
+
+    def __init__(self, model, scorer: _NextTokenScorer, prompt_mask: torch.Tensor) -> None:
+        self.scorer, self.prompt_mask = scorer, prompt_mask
+        self.cache = DynamicCache(config=model.config)
+        self.depth = 0  # tokens generated so far
+
+    def prefill(self, **inputs) -> torch.Tensor:
+        return self.scorer.forward(self.cache, attention_mask=self.prompt_mask, **inputs)
+
+    def decoding(self) -> AbstractContextManager:
+        return nullcontext()
+
+    def step(self, parents: torch.Tensor, samples: torch.Tensor, tokens: torch.Tensor,
+             position: torch.Tensor) -> torch.Tensor:
+        """Run the beams' tokens [R, 1] at ``position`` [R, 1] (device tensors; ``parents``, ``samples`` [R])."""
+        self.cache.batch_select_indices(parents)
+        self.depth += 1
+        mask = torch.cat([self.prompt_mask[samples], self.prompt_mask.new_ones(samples.numel(), self.depth)], dim=1)
+        return self.scorer.forward(self.cache, input_ids=tokens, attention_mask=mask, position_ids=position)
+
+
+class _SharedKV:
+    """The prompt's KV once per row, shared by its beams (``SharedPromptCache``)."""
+
+    def __init__(self, model, scorer: _NextTokenScorer, prompt_mask: torch.Tensor, width: int) -> None:
+        self.model, self.scorer, self.prompt_mask, self.width = model, scorer, prompt_mask, width
+        self.cache = SharedPromptCache()
+
+    def prefill(self, **inputs) -> torch.Tensor:
+        out = self.scorer.forward(self.cache, attention_mask=self.prompt_mask, **inputs)
+        self.cache.start(self.prompt_mask, self.width)
+        return out
+
+    def decoding(self) -> AbstractContextManager:
+        return shared_kv_attention(self.model)
+
+    def step(self, parents: torch.Tensor, samples: torch.Tensor, tokens: torch.Tensor,
+             position: torch.Tensor) -> torch.Tensor:
+        self.cache.advance(parents, samples)
+        out = self.scorer.forward(self.cache, input_ids=tokens, position_ids=position, **{CONTEXT_KWARG: self.cache})
+        self.cache.check_step()
+        return out
 
 
 def _check_inputs(attention_mask, input_ids, inputs_embeds) -> torch.Tensor:
@@ -215,51 +271,50 @@ def constrained_beam_search(model, trie: TitleTrie, attention_mask: torch.LongTe
                           f"vocabulary of {scorer.vocab_size}: trie and model use different tokenizers")
     num_samples = prompt_mask.shape[0]
     prompt_len = prompt_mask.sum(1)  # [B]
+    shared = config.share_prompt_kv and shared_kv_unsupported(model) is None
+    kv = _SharedKV(model, scorer, prompt_mask, config.num_beams) if shared else _CopiedKV(model, scorer, prompt_mask)
     was_training = model.training
     model.eval()
     try:
-        cache = DynamicCache(config=model.config)
         prompt = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
-        out = scorer.forward(cache, attention_mask=prompt_mask,
-                             position_ids=(prompt_mask.cumsum(1) - 1).clamp(min=0), **prompt)
+        out = kv.prefill(position_ids=(prompt_mask.cumsum(1) - 1).clamp(min=0), **prompt)
 
-        # Live beams, one row each (row r of `out` and of the cache).
+        # Live beams, one row each (row r of `out`), grouped by sample.
         sample = torch.arange(num_samples)
         node = torch.full((num_samples,), ROOT, dtype=torch.long)
         llm_score = torch.zeros(num_samples, dtype=torch.float64)  # sum of the LLM's token log-probs
         pool = _FinishedPool(num_samples, config.top_k)
         depth = beam_rows = 0  # tokens generated so far; rows run through the model
-        while True:
-            rows, kids = trie.children(node)  # candidates: (beam row, child node) [C]
-            cand_sample = sample[rows]
-            cand_llm = llm_score[rows] + scorer.log_probs(out, rows, trie.token[kids])
-            cand_score = cand_llm
-            if guide is not None:
-                cf_part = config.beta * guide.log_share(cand_sample, kids)  # beta * sum of log q to the child
-                viable = torch.isfinite(cf_part).nonzero().squeeze(1)  # no CF mass below: never entered
-                rows, kids, cand_sample, cand_llm = rows[viable], kids[viable], cand_sample[viable], cand_llm[viable]
-                cand_score = cand_llm + cf_part[viable]
-            finished = trie.is_leaf(kids)
-            leaf_score = cand_score[finished]
-            if config.length_normalize:
-                leaf_score = leaf_score / (depth + 1)  # title tokens + EOS
-            pool.add(cand_sample[finished], kids[finished], leaf_score)
-            alive = ~finished
-            if not config.length_normalize:
-                alive &= cand_score > pool.kth_score()[cand_sample]
-            alive = alive.nonzero().squeeze(1)
-            best = segment_topk(cand_sample[alive], cand_score[alive], num_samples, config.num_beams)
-            keep = alive[best[best >= 0]]
-            if keep.numel() == 0:
-                break
-            cache.batch_select_indices(rows[keep].to(device))  # copy each parent's cache row to its children
-            sample, node, llm_score = cand_sample[keep], kids[keep], cand_llm[keep]
-            depth += 1
-            beam_rows += sample.numel()
-            sample_d = sample.to(device)
-            step_mask = torch.cat([prompt_mask[sample_d], prompt_mask.new_ones(sample.numel(), depth)], dim=1)
-            out = scorer.forward(cache, input_ids=trie.token[node][:, None].to(device), attention_mask=step_mask,
-                                 position_ids=(prompt_len[sample_d] + depth - 1)[:, None])
-        return pool.result(trie, depth, beam_rows)
+        with kv.decoding():
+            while True:
+                rows, kids = trie.children(node)  # candidates: (beam row, child node) [C]
+                cand_sample = sample[rows]
+                cand_llm = llm_score[rows] + scorer.log_probs(out, rows, trie.token[kids])
+                cand_score = cand_llm
+                if guide is not None:
+                    cf_part = config.beta * guide.log_share(cand_sample, kids)  # beta * sum of log q to the child
+                    viable = torch.isfinite(cf_part).nonzero().squeeze(1)  # no CF mass below: never entered
+                    rows, kids, cand_sample, cand_llm = rows[viable], kids[viable], cand_sample[viable], cand_llm[viable]
+                    cand_score = cand_llm + cf_part[viable]
+                finished = trie.is_leaf(kids)
+                leaf_score = cand_score[finished]
+                if config.length_normalize:
+                    leaf_score = leaf_score / (depth + 1)  # title tokens + EOS
+                pool.add(cand_sample[finished], kids[finished], leaf_score)
+                alive = ~finished
+                if not config.length_normalize:
+                    alive &= cand_score > pool.kth_score()[cand_sample]
+                alive = alive.nonzero().squeeze(1)
+                best = segment_topk(cand_sample[alive], cand_score[alive], num_samples, config.num_beams)
+                keep = alive[best[best >= 0]]  # by sample, then score: grouped by sample
+                if keep.numel() == 0:
+                    break
+                sample, node, llm_score = cand_sample[keep], kids[keep], cand_llm[keep]
+                depth += 1
+                beam_rows += sample.numel()
+                sample_d = sample.to(device)
+                out = kv.step(rows[keep].to(device), sample_d, trie.token[node][:, None].to(device),
+                              (prompt_len[sample_d] + depth - 1)[:, None])
+        return pool.result(trie, depth, beam_rows, shared)
     finally:
         model.train(was_training)
