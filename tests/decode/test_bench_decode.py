@@ -29,6 +29,15 @@ def test_run_bench_compares_both_decoders(tiny_lm, tokenizer, big_title_ids, pro
     assert "hf_seconds" not in alone and "copied_seconds" not in alone and alone["ours_items"] == result["ours_items"]
 
 
+def test_run_bench_of_a_model_that_cannot_share_prompt_kv(tiny_lm_own_attention, tokenizer, big_title_ids,
+                                                          prompt_ids):
+    trie = TitleTrie(big_title_ids, tokenizer.eos_token_id)
+    result = run_bench(tiny_lm_own_attention, trie, big_title_ids, prompt_ids[1:], tokenizer.pad_token_id, beams=4,
+                       batch=2, with_hf=False)
+    assert not result["shared_prompt_kv"] and result["copied_identical"]  # both searches copy: the same run
+    assert result["floor_seconds"] > 0 and len(result["ours_items"]) == 2
+
+
 def test_bad_option_is_a_one_line_error(synth_dir, capsys):
     assert main(["bench", "decode", "--data", str(synth_dir), "--beams", "0"]) == 2
     assert "at least 1" in capsys.readouterr().err

@@ -147,22 +147,15 @@ def test_ancestry_and_slots_follow_the_beams():
         samples = new_samples
 
 
-def test_model_without_attention_interface_falls_back_to_copies(tiny_llm_dir, tiny_lm, tokenizer, toy_title_ids,
-                                                                prompt_ids):
-    from transformers import LlamaForCausalLM
-
-    class OwnAttention(LlamaForCausalLM):
-        _supports_attention_backend = False
-
-    model = OwnAttention.from_pretrained(tiny_llm_dir, dtype=torch.float32).eval()
-    with torch.no_grad():
-        model.model.norm.weight.mul_(8.0)  # the same weights as tiny_lm
+def test_model_without_attention_interface_falls_back_to_copies(tiny_lm_own_attention, tiny_lm, tokenizer,
+                                                                toy_title_ids, prompt_ids):
+    model = tiny_lm_own_attention
     assert "AttentionInterface" in shared_kv_unsupported(model) and shared_kv_unsupported(tiny_lm) is None
     trie = TitleTrie(toy_title_ids, tokenizer.eos_token_id)
     ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id)
     config = BeamSearchConfig(num_beams=5, top_k=3)
     fallback = constrained_beam_search(model, trie, mask, input_ids=ids, config=config)
-    shared = constrained_beam_search(tiny_lm, trie, mask, input_ids=ids, config=config)
+    shared = constrained_beam_search(tiny_lm, trie, mask, input_ids=ids, config=config)  # the same weights
     assert not fallback.shared_prompt_kv and shared.shared_prompt_kv
     assert torch.equal(fallback.items, shared.items)
     torch.testing.assert_close(fallback.scores, shared.scores, atol=1e-4, rtol=1e-5)
