@@ -130,7 +130,8 @@ def test_returns_model_to_training_mode(tiny_lm, tokenizer, toy_title_ids, promp
         tiny_lm.eval()
 
 
-@pytest.mark.parametrize("kwargs", [dict(num_beams=0), dict(num_beams=3, top_k=4), dict(top_k=0), dict(tau=0.0)])
+@pytest.mark.parametrize("kwargs", [dict(num_beams=0), dict(num_beams=3, top_k=4), dict(top_k=0), dict(tau=0.0),
+                                    dict(lookahead=-1)])
 def test_bad_config_is_a_config_error(kwargs):
     with pytest.raises(ConfigError):
         BeamSearchConfig(**kwargs)

@@ -77,6 +77,7 @@ def test_shared_prompt_kv_matches_teacher_forcing_and_the_copied_cache(zoo, arch
         found = {share: constrained_beam_search(model, trie, mask, input_ids=ids, config=BeamSearchConfig(
             num_beams=20, top_k=6, masked=masked, tau=tau, share_prompt_kv=share)) for share in (True, False)}
         assert_same_search(found[True], found[False])
+        assert found[True].forwards < found[False].forwards  # forced tokens fed ahead
         for r, prompt in enumerate(prompt_ids):
             scores = reference_scores(model, prompt_embeds_of(model, prompt), toy_title_ids, eos, masked, tau)
             items, expected = exhaustive_top_k(scores, toy_title_ids, 6)
@@ -110,41 +111,69 @@ def test_narrow_cf_guided_beams_match_the_copied_cache(zoo, arch, tokenizer, big
                                    atol=1e-4, rtol=1e-6)
 
 
-def test_ancestry_and_slots_follow_the_beams():
-    """Random beams and parents: each beam sees exactly its row's prompt and its own ancestors'
-    tokens, and writes its token in its slot of the step's block."""
+@pytest.mark.parametrize("masked", [False, True])
+def test_lookahead_runs_fewer_forwards_for_the_same_search(tiny_lm, tokenizer, toy_title_ids, prompt_ids, masked):
+    """Forced tokens fed ahead (capped at 0, 1 and 32 per chain) change how often the model runs,
+    never what the search finds."""
+    trie = TitleTrie(toy_title_ids, tokenizer.eos_token_id)
+    ids, mask = left_pad(prompt_ids, tokenizer.pad_token_id)
+    found = {lookahead: constrained_beam_search(tiny_lm, trie, mask, input_ids=ids, config=BeamSearchConfig(
+        num_beams=20, top_k=20, masked=masked, tau=2.0, lookahead=lookahead)) for lookahead in (0, 1, 32)}
+    copied = constrained_beam_search(tiny_lm, trie, mask, input_ids=ids, config=BeamSearchConfig(
+        num_beams=20, top_k=20, masked=masked, tau=2.0, share_prompt_kv=False))
+    for result in found.values():
+        assert_same_search(result, copied)
+    assert copied.forwards == found[0].forwards == copied.steps  # one forward per step
+    assert copied.fed_tokens == found[0].fed_tokens == copied.beam_rows  # one token per beam and step
+    assert found[32].forwards <= found[1].forwards < found[0].forwards  # chains of the toy titles run ahead
+
+
+def test_fed_tokens_see_their_prompt_ancestors_and_chain(tokenizer):
+    """Random beams, parents and fed chains, against list bookkeeping: each fed token sees exactly
+    its row's prompt, its beam's earlier tokens and its chain up to itself, sits in the next free
+    slot of its row, and a sliding window drops what lies too far back in token positions."""
     gen = torch.Generator().manual_seed(0)
     prompt_mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 1]])
     cache = SharedPromptCache()
     cache.update(torch.zeros(3, 1, 5, 2), torch.zeros(3, 1, 5, 2), 0)  # a one-layer prefill
-    width, steps = 4, 11  # more steps than the first allocation (8): the buffers grow once
-    cache.start(prompt_mask, width)
-    samples = torch.arange(3)  # before the first step, each row's one "beam" is its prompt
-    history: list[list[tuple[int, int]]] = [[], [], []]  # per beam: (step, slot) of its ancestors and itself
-    for step in range(steps):
-        counts = torch.randint(0, width + 1, (3,), generator=gen) * torch.isin(torch.arange(3), samples)
+    cache.start(prompt_mask)
+    key_position = {r: {k: k - int((prompt_mask[r] == 0).sum()) for k in range(5)} for r in range(3)}
+    samples, paths, filled = torch.arange(3), [[], [], []], [0, 0, 0]  # paths: generated slots seen per beam
+    for step in range(40):  # past the first allocation of 64 slots: the buffers grow
+        counts = torch.randint(0, 5, (3,), generator=gen) * torch.isin(torch.arange(3), samples)
         counts[int(samples[0])] = max(1, int(counts[int(samples[0])]))  # some row goes on
         new_samples = torch.arange(3).repeat_interleave(counts)  # grouped by row
         parents = torch.stack([torch.nonzero(samples == s).flatten()[
             torch.randint(0, int((samples == s).sum()), (1,), generator=gen)][0] for s in new_samples.tolist()])
-        cache.advance(parents, new_samples)
-        ranks = [int((new_samples[:i] == s).sum()) for i, s in enumerate(new_samples.tolist())]
-        history = [history[p] + [(step, rank)] for p, rank in zip(parents.tolist(), ranks)]
-        visible = cache.mask(None, 1)[:, 0]  # [B, W, used]
-        for beam, (s, seen) in enumerate(zip(new_samples.tolist(), history)):
+        cache.select(parents, new_samples)
+        paths = [list(paths[p]) for p in parents.tolist()]
+        lengths = torch.randint(0, 4, (new_samples.numel(),), generator=gen)  # 0: scored ahead, feeds nothing
+        lengths[0] = max(1, int(lengths[0]))
+        owner = torch.arange(new_samples.numel()).repeat_interleave(lengths)
+        chain_index = torch.cat([torch.arange(int(n)) for n in lengths])
+        positions = prompt_mask.sum(1)[new_samples[owner]] + step + chain_index
+        cache.feed(owner, chain_index, positions)
+        visible, near = cache.mask(None, 1)[:, 0], cache.mask(2, 1)[:, 0]  # [B, Q, used]
+        rank_in_row = [int((new_samples[owner[:f]] == new_samples[owner[f]]).sum()) for f in range(owner.numel())]
+        slots = [filled[int(new_samples[b])] + q for b, q in zip(owner.tolist(), rank_in_row)]
+        for f, (b, i) in enumerate(zip(owner.tolist(), chain_index.tolist())):
+            row = int(new_samples[b])
+            key_position[row][5 + slots[f]] = int(positions[f])
+            assert (int(cache.write_row[f]), int(cache.write_position[f])) == (row, 5 + slots[f])
+        for f, (b, i) in enumerate(zip(owner.tolist(), chain_index.tolist())):
+            row = int(new_samples[b])
+            chain = [slots[g] for g in range(owner.numel()) if owner[g] == b and chain_index[g] <= i]
             expected = torch.zeros(cache.used, dtype=torch.bool)
-            expected[:5] = prompt_mask[s].bool()
-            for at_step, at_slot in seen:
-                expected[5 + at_step * width + at_slot] = True
-            assert torch.equal(visible[s, ranks[beam]], expected)
-            assert (int(cache.write_row[beam]), int(cache.write_position[beam])) == (s, 5 + step * width + ranks[beam])
-        # A window of 2 keeps the query's own position and the one before it.
-        near = cache.mask(2, 1)[:, 0]
-        for s in range(3):
-            query = int(prompt_mask[s].sum()) + step
-            positions = cache.key_position[s, :cache.used]
-            assert torch.equal(near[s], visible[s] & (query - positions < 2))
+            expected[:5] = prompt_mask[row].bool()
+            expected[[5 + k for k in paths[b] + chain]] = True
+            assert torch.equal(visible[row, rank_in_row[f]], expected)
+            close = torch.tensor([int(positions[f]) - key_position[row].get(k, -99) < 2 for k in range(cache.used)])
+            assert torch.equal(near[row, rank_in_row[f]], expected & close)
+        for f, b in enumerate(owner.tolist()):
+            paths[b].append(slots[f])
+            filled[int(new_samples[b])] += 1
         samples = new_samples
+    assert cache.capacity > 64
 
 
 def test_model_without_attention_interface_falls_back_to_copies(tiny_lm_own_attention, tiny_lm, tokenizer,
@@ -187,12 +216,11 @@ def test_attention_outside_the_interface_is_caught(tiny_llm_dir, tokenizer, toy_
 def test_cache_refuses_misuse():
     cache = SharedPromptCache()
     cache.update(torch.zeros(2, 1, 3, 2), torch.zeros(2, 1, 3, 2), 0)
-    with pytest.raises(ConfigError, match="width"):
-        cache.start(torch.ones(2, 3, dtype=torch.long), width=0)
-    cache.start(torch.ones(2, 3, dtype=torch.long), width=2)
+    cache.start(torch.ones(2, 3, dtype=torch.long))
     with pytest.raises(ConfigError, match="grouped by row"):
-        cache.advance(torch.tensor([1, 0]), torch.tensor([1, 0]))
-    with pytest.raises(ConfigError, match="more than the width"):
-        cache.advance(torch.tensor([0, 0, 0]), torch.tensor([0, 0, 0]))
-    cache.advance(torch.tensor([0, 1]), torch.tensor([0, 1]))
-    assert cache.get_seq_length() == 3 + 2  # the prompt and one step's block of 2 slots
+        cache.select(torch.tensor([1, 0]), torch.tensor([1, 0]))
+    cache.select(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    with pytest.raises(ConfigError, match="grouped by beam"):
+        cache.feed(torch.tensor([1, 0]), torch.tensor([0, 0]), torch.tensor([3, 3]))
+    cache.feed(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1]), torch.tensor([3, 3, 4]))
+    assert cache.get_seq_length() == 3 + 2  # the prompt and row 1's two slots

@@ -13,10 +13,12 @@ machine load hits all of them:
   ``--no-copied``): same items, same scores to float tolerance (checked);
 - CF-guided decoding (``--beta``, logits of ``--cf-run`` or, without one, seeded random
   logits: the search's cost does not depend on which model produced them) against beta = 0;
-- the **floor**: the model forwards the search needs with no search logic and no cache
-  copies: one prefill per batch, then as many one-token steps as the search ran, each over
-  the search's mean live beams per row, every beam extending itself in the same shared
-  prompt cache (for a model that cannot share prompt KV: its cache repeated once per beam).
+- two **floors**, model forwards with no search logic and no cache copies (one prefill per
+  batch, then forwards of one-token sequences each extending itself in the same shared prompt
+  cache; for a model that cannot share prompt KV, its cache repeated once per sequence):
+  the *floor* runs the forwards the search ran, with as many tokens (forced tokens fed ahead
+  let it skip forwards: ``BeamSearchConfig.lookahead``); the *step floor* runs one forward
+  per search step over the search's mean live beams, the floor of a search without lookahead.
   The search's time over the floor is what its bookkeeping and per-step reordering cost.
 
 Where the lists differ, HF's admission rule is the cause (see tests/decode): it drops a
@@ -72,37 +74,40 @@ def hf_constrained_generate(model, ids: torch.Tensor, mask: torch.Tensor, allowe
 
 
 @torch.inference_mode()
-def forwards_floor(model, ids: torch.Tensor, mask: torch.Tensor, search: BeamSearchResult, width: int) -> None:
-    """The model work of ``search`` (beam width ``width``) without its logic: prefill, then ``steps`` steps."""
+def forwards_floor(model, ids: torch.Tensor, mask: torch.Tensor, forwards: int, tokens: int, shared: bool) -> None:
+    """The model work of a search without its logic: prefill, then ``forwards`` forwards of ``tokens`` tokens
+    in all (as many per row in each), every token extending its own sequence (no reordering, no copies)."""
     from transformers import DynamicCache
 
     rows = ids.shape[0]
-    per_row = min(width, max(1, round(search.beam_rows / max(1, search.steps) / rows)))  # mean live beams
+    per_row = max(1, round(tokens / max(1, forwards) / rows))  # mean tokens per row and forward
     samples = torch.arange(rows, device=ids.device).repeat_interleave(per_row)  # [R] grouped by row
     position = mask.sum(1, keepdim=True)[samples]  # [R, 1] of the first generated token
     token = ids[samples, -1:]  # [R, 1] any token: the cost does not depend on which
     prefill = dict(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                    use_cache=True, logits_to_keep=1)
-    if not search.shared_prompt_kv:
+    if not shared:
         cache = DynamicCache(config=model.config)
         model(cache=cache, **prefill)
         cache.batch_repeat_interleave(per_row)
         step_mask = mask.repeat_interleave(per_row, 0)
-        for depth in range(search.steps):
+        for depth in range(forwards):
             step_mask = torch.cat([step_mask, step_mask.new_ones(step_mask.shape[0], 1)], dim=1)
             model(input_ids=token, attention_mask=step_mask, position_ids=position + depth, cache=cache,
                   use_cache=True, logits_to_keep=1)
         return
     cache = SharedPromptCache()
     model(cache=cache, **prefill)
-    cache.start(mask, width)
-    parents = samples  # first step: each beam's parent is its row's prompt; then itself
+    cache.start(mask)
+    beams = torch.arange(samples.numel(), device=ids.device)
+    parents, first = samples, torch.zeros_like(samples)  # first forward: each beam's parent is its row's prompt
     with shared_kv_attention(model):
-        for depth in range(search.steps):
-            cache.advance(parents, samples)
+        for depth in range(forwards):
+            cache.select(parents, samples)
+            cache.feed(beams, first, (position + depth)[:, 0])
             model(input_ids=token, position_ids=position + depth, cache=cache, use_cache=True, logits_to_keep=1,
                   **{CONTEXT_KWARG: cache})
-            parents = torch.arange(samples.numel(), device=ids.device)
+            parents = beams
 
 
 def run_bench(model, trie: TitleTrie, item_token_ids: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
@@ -136,8 +141,14 @@ def run_bench(model, trie: TitleTrie, item_token_ids: Sequence[Sequence[int]], p
         "guided": lambda ids, mask, b: constrained_beam_search(
             model, trie, mask, input_ids=ids, config=BeamSearchConfig(num_beams=beams, top_k=beams, beta=beta),
             cf_logits=cf_logits[b * batch:(b + 1) * batch]),
-        # after "ours": the floor runs the forwards of that batch's search
-        "floor": lambda ids, mask, b: forwards_floor(model, ids, mask, outputs["ours"][-1], beams),
+        # after "ours": the floors run the forwards of that batch's search (the forwards it ran, and
+        # one per step over the live beams)
+        "floor": lambda ids, mask, b: forwards_floor(model, ids, mask, outputs["ours"][-1].forwards,
+                                                     outputs["ours"][-1].fed_tokens,
+                                                     outputs["ours"][-1].shared_prompt_kv),
+        "step_floor": lambda ids, mask, b: forwards_floor(model, ids, mask, outputs["ours"][-1].steps,
+                                                          outputs["ours"][-1].beam_rows,
+                                                          outputs["ours"][-1].shared_prompt_kv),
     }
     if not with_hf:
         del decoders["hf"]
@@ -160,7 +171,10 @@ def run_bench(model, trie: TitleTrie, item_token_ids: Sequence[Sequence[int]], p
               **{f"{name}_seconds": s for name, s in seconds.items()},
               "ours_samples_per_s": n / seconds["ours"], "guided_overhead": seconds["guided"] / seconds["ours"] - 1,
               "ours_over_floor": seconds["ours"] / seconds["floor"],
+              "ours_over_step_floor": seconds["ours"] / seconds["step_floor"],
               "ours_steps_per_batch": sum(o.steps for o in ours) / len(ours),
+              "ours_forwards_per_batch": sum(o.forwards for o in ours) / len(ours),
+              "ours_fed_tokens_per_forward": sum(o.fed_tokens for o in ours) / max(1, sum(o.forwards for o in ours)),
               "ours_beam_rows_per_step": sum(o.beam_rows for o in ours) / max(1, sum(o.steps for o in ours)),
               "ours_items": our_items.tolist()}
     if with_copied:
@@ -203,16 +217,19 @@ def _print_table(result: dict) -> None:
                                                                    " (this model cannot share prompt KV)")),
             ("copied", "  ... prompt KV copied per beam (share_prompt_kv=False)"),
             ("guided", f"  ... CF-guided, beta {result['beta']:g}"),
-            ("floor", "  floor: the same forwards, no search logic, no copies")]
+            ("floor", "  floor: the forwards it ran, no search logic, no copies"),
+            ("step_floor", "  step floor: one forward per step over the live beams")]
     for key, label in rows:
         if f"{key}_seconds" in result:
             seconds = result[f"{key}_seconds"]
             table.add_row(label, f"{seconds / n:.2f}", f"{seconds / ours:.2f}x")
     console = Console()
     console.print(table)
-    console.print(f"steps per call {result['ours_steps_per_batch']:.1f}; beam rows per step (ours; HF always runs "
-                  f"batch x {result['beams']}): {result['ours_beam_rows_per_step']:.1f}")
-    console.print(f"the search is {result['ours_over_floor']:.2f}x its forwards floor; CF guidance costs "
+    console.print(f"steps per call {result['ours_steps_per_batch']:.1f}, of which {result['ours_forwards_per_batch']:.1f} "
+                  f"ran the model ({result['ours_fed_tokens_per_forward']:.1f} tokens each); live beams per step "
+                  f"(HF always runs batch x {result['beams']}): {result['ours_beam_rows_per_step']:.1f}")
+    console.print(f"the search is {result['ours_over_floor']:.2f}x its forwards floor and "
+                  f"{result['ours_over_step_floor']:.2f}x the step floor; CF guidance costs "
                   f"{100 * result['guided_overhead']:+.1f}% per row (ratios of one process, decoders alternating "
                   f"batch by batch: robust to machine load, unlike the s/sample)")
     if "copied_seconds" in result:

@@ -59,6 +59,10 @@ class BeamSearchConfig:
     # Beams share their prompt's KV (no copies); False copies it per beam, as models that cannot share do
     # (the reference the tests and ``tca4rec bench decode`` compare against).
     share_prompt_kv: bool = True
+    # With shared prompt KV, a beam's forward also feeds up to this many forced tokens after its own
+    # (while the trie node has one child): their log-probs are then known without another forward,
+    # and a step where every beam was scored ahead runs no forward at all. Same search, same scores.
+    lookahead: int = 32
 
     def __post_init__(self) -> None:
         if self.num_beams < 1:
@@ -69,6 +73,8 @@ class BeamSearchConfig:
             raise ConfigError(f"tau must be > 0, got {self.tau}")
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ConfigError(f"beta must be a finite number >= 0, got {self.beta}")
+        if self.lookahead < 0:
+            raise ConfigError(f"lookahead must be >= 0, got {self.lookahead}")
 
 
 @dataclass
@@ -76,7 +82,9 @@ class BeamSearchResult:
     items: torch.LongTensor  # [B, top_k] item columns of the trie, best first; -1 where fewer exist
     scores: torch.FloatTensor  # [B, top_k] sum (or mean) of token scores (LLM + beta * CF); -inf where items == -1
     steps: int = 0  # decoding steps run after the prefill (the cost driver, with beam_rows)
-    beam_rows: int = 0  # beam rows run through the model over all steps (dead beams cost none)
+    beam_rows: int = 0  # live beams summed over the steps (dead beams cost none)
+    forwards: int = 0  # model calls after the prefill (steps whose beams were all scored ahead need none)
+    fed_tokens: int = 0  # tokens those calls ran (forced tokens fed ahead included)
     shared_prompt_kv: bool = False  # whether the beams shared the prompt's KV (False: copied per beam)
 
 
@@ -174,16 +182,65 @@ class _FinishedPool:
         """[B] score a live beam must beat to still matter (-inf until k titles are finished)."""
         return self.scores[:, -1]
 
-    def result(self, trie: TitleTrie, steps: int, beam_rows: int, shared: bool) -> BeamSearchResult:
+    def result(self, trie: TitleTrie, steps: int, beam_rows: int, forwards: int, fed_tokens: int,
+               shared: bool) -> BeamSearchResult:
         found = self.leaves >= 0
         # The smallest item column of each leaf: items with equal titles sort stably by column.
         items = trie.order[trie.range_start[self.leaves.clamp(min=0)]]
         return BeamSearchResult(items=torch.where(found, items, -1), scores=self.scores.float(),
-                                steps=steps, beam_rows=beam_rows, shared_prompt_kv=shared)
+                                steps=steps, beam_rows=beam_rows, forwards=forwards, fed_tokens=fed_tokens,
+                                shared_prompt_kv=shared)
+
+
+class _ScoredTokens:
+    """Every token the model ran in this search (the prompts' last tokens first): the log-probs of
+    its trie node's children (flat, in ``trie.children`` order), and the token fed right after it
+    on the same chain (-1: none). The model outputs themselves are dropped once scored."""
+
+    def __init__(self, trie: TitleTrie, scorer: _NextTokenScorer) -> None:
+        self.trie, self.scorer = trie, scorer
+        self.next = torch.empty(0, dtype=torch.long)  # [T]
+        self.child_start = torch.empty(0, dtype=torch.long)  # [T] offset of the node's children in child_lp
+        self.child_lp = torch.empty(0, dtype=torch.float64)  # [sum of children]
+
+    def add(self, out: torch.Tensor, nodes: torch.Tensor, continues: torch.Tensor) -> torch.Tensor:
+        """Score the outputs ``out`` [F, ...] of the tokens at ``nodes`` [F] (CPU); ``continues[f]``: token
+        f + 1 is f's successor on its chain. Returns the tokens' indices [F] in the table."""
+        first = self.next.numel()
+        index = torch.arange(first, first + nodes.numel())
+        rows, kids = self.trie.children(nodes)
+        counts = self.trie.num_children[nodes]
+        self.child_start = torch.cat([self.child_start, self.child_lp.numel() + torch.cumsum(counts, 0) - counts])
+        self.child_lp = torch.cat([self.child_lp, self.scorer.log_probs(out, rows, self.trie.token[kids])])
+        self.next = torch.cat([self.next, torch.where(continues, index + 1, -1)])
+        return index
+
+    def log_probs(self, at: torch.Tensor, kids: torch.Tensor) -> torch.Tensor:
+        """Log-prob [C] of each child ``kids`` after the scored token ``at`` (which sits at its parent)."""
+        return self.child_lp[self.child_start[at] + kids - self.trie.first_child[self.trie.parent[kids]]]
+
+
+def forced_chains(trie: TitleTrie, nodes: torch.Tensor, lookahead: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chain of each node [N]: itself, then up to ``lookahead`` forced successors (a node's
+    only child, unless that is its EOS). Returns the chain nodes flat [F], grouped by chain in
+    order, and each one's chain [F]."""
+    chain, current = [nodes], nodes
+    for _ in range(lookahead):
+        child = trie.first_child[current]
+        forced = (trie.num_children[current] == 1) & ~trie.is_leaf(child) & (current >= 0)
+        if not bool(forced.any()):
+            break
+        current = torch.where(forced, child, -1)
+        chain.append(current)
+    table = torch.stack(chain, dim=1)  # [N, k], -1 past a chain's end
+    owner, _ = (table >= 0).nonzero(as_tuple=True)
+    return table[table >= 0], owner
 
 
 class _CopiedKV:
     """One ``DynamicCache`` row per live beam: the parents' rows are copied to their children."""
+
+    lookahead = 0  # a row per beam holds one token per step
 
     def __init__(self, model, scorer: _NextTokenScorer, prompt_mask: torch.Tensor) -> None:
         self.scorer, self.prompt_mask = scorer, prompt_mask
@@ -196,34 +253,42 @@ class _CopiedKV:
     def decoding(self) -> AbstractContextManager:
         return nullcontext()
 
-    def step(self, parents: torch.Tensor, samples: torch.Tensor, tokens: torch.Tensor,
-             position: torch.Tensor) -> torch.Tensor:
-        """Run the beams' tokens [R, 1] at ``position`` [R, 1] (device tensors; ``parents``, ``samples`` [R])."""
+    def select(self, parents: torch.Tensor, samples: torch.Tensor) -> None:
         self.cache.batch_select_indices(parents)
+        self.samples = samples
         self.depth += 1
-        mask = torch.cat([self.prompt_mask[samples], self.prompt_mask.new_ones(samples.numel(), self.depth)], dim=1)
-        return self.scorer.forward(self.cache, input_ids=tokens, attention_mask=mask, position_ids=position)
+
+    def feed(self, owner: torch.Tensor, chain_index: torch.Tensor, tokens: torch.Tensor,
+             positions: torch.Tensor) -> torch.Tensor:
+        """Every beam's token [R, 1] at ``positions`` [R, 1] (without lookahead, every beam feeds one)."""
+        mask = torch.cat([self.prompt_mask[self.samples], self.prompt_mask.new_ones(owner.numel(), self.depth)], dim=1)
+        return self.scorer.forward(self.cache, input_ids=tokens, attention_mask=mask, position_ids=positions)
 
 
 class _SharedKV:
-    """The prompt's KV once per row, shared by its beams (``SharedPromptCache``)."""
+    """The prompt's KV once per row, shared by its beams (``SharedPromptCache``); the tokens a
+    forward feeds may be chains."""
 
-    def __init__(self, model, scorer: _NextTokenScorer, prompt_mask: torch.Tensor, width: int) -> None:
-        self.model, self.scorer, self.prompt_mask, self.width = model, scorer, prompt_mask, width
+    def __init__(self, model, scorer: _NextTokenScorer, prompt_mask: torch.Tensor, lookahead: int) -> None:
+        self.model, self.scorer, self.prompt_mask, self.lookahead = model, scorer, prompt_mask, lookahead
         self.cache = SharedPromptCache()
 
     def prefill(self, **inputs) -> torch.Tensor:
         out = self.scorer.forward(self.cache, attention_mask=self.prompt_mask, **inputs)
-        self.cache.start(self.prompt_mask, self.width)
+        self.cache.start(self.prompt_mask)
         return out
 
     def decoding(self) -> AbstractContextManager:
         return shared_kv_attention(self.model)
 
-    def step(self, parents: torch.Tensor, samples: torch.Tensor, tokens: torch.Tensor,
-             position: torch.Tensor) -> torch.Tensor:
-        self.cache.advance(parents, samples)
-        out = self.scorer.forward(self.cache, input_ids=tokens, position_ids=position, **{CONTEXT_KWARG: self.cache})
+    def select(self, parents: torch.Tensor, samples: torch.Tensor) -> None:
+        self.cache.select(parents, samples)
+
+    def feed(self, owner: torch.Tensor, chain_index: torch.Tensor, tokens: torch.Tensor,
+             positions: torch.Tensor) -> torch.Tensor:
+        """Tokens [F, 1] at ``positions`` [F, 1], of the beams ``owner`` [F], ``chain_index`` [F] along their chains."""
+        self.cache.feed(owner, chain_index, positions[:, 0])
+        out = self.scorer.forward(self.cache, input_ids=tokens, position_ids=positions, **{CONTEXT_KWARG: self.cache})
         self.cache.check_step()
         return out
 
@@ -270,26 +335,27 @@ def constrained_beam_search(model, trie: TitleTrie, attention_mask: torch.LongTe
         raise ConfigError(f"the trie holds token ids up to {trie.vocab_bound - 1}, beyond the model's "
                           f"vocabulary of {scorer.vocab_size}: trie and model use different tokenizers")
     num_samples = prompt_mask.shape[0]
-    prompt_len = prompt_mask.sum(1)  # [B]
+    prompt_len = prompt_mask.sum(1).cpu()  # [B]
     shared = config.share_prompt_kv and shared_kv_unsupported(model) is None
-    kv = _SharedKV(model, scorer, prompt_mask, config.num_beams) if shared else _CopiedKV(model, scorer, prompt_mask)
+    kv = _SharedKV(model, scorer, prompt_mask, config.lookahead) if shared else _CopiedKV(model, scorer, prompt_mask)
     was_training = model.training
     model.eval()
     try:
         prompt = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
-        out = kv.prefill(position_ids=(prompt_mask.cumsum(1) - 1).clamp(min=0), **prompt)
-
-        # Live beams, one row each (row r of `out`), grouped by sample.
-        sample = torch.arange(num_samples)
+        scored = _ScoredTokens(trie, scorer)
         node = torch.full((num_samples,), ROOT, dtype=torch.long)
+        # Live beams, grouped by sample; `at`: the scored token of each beam's node.
+        at = scored.add(kv.prefill(position_ids=(prompt_mask.cumsum(1) - 1).clamp(min=0), **prompt), node,
+                        torch.zeros(num_samples, dtype=torch.bool))
+        sample = torch.arange(num_samples)
         llm_score = torch.zeros(num_samples, dtype=torch.float64)  # sum of the LLM's token log-probs
         pool = _FinishedPool(num_samples, config.top_k)
-        depth = beam_rows = 0  # tokens generated so far; rows run through the model
+        depth = beam_rows = forwards = fed_tokens = 0  # tokens generated so far; beams, forwards, tokens run
         with kv.decoding():
             while True:
                 rows, kids = trie.children(node)  # candidates: (beam row, child node) [C]
                 cand_sample = sample[rows]
-                cand_llm = llm_score[rows] + scorer.log_probs(out, rows, trie.token[kids])
+                cand_llm = llm_score[rows] + scored.log_probs(at[rows], kids)
                 cand_score = cand_llm
                 if guide is not None:
                     cf_part = config.beta * guide.log_share(cand_sample, kids)  # beta * sum of log q to the child
@@ -309,12 +375,27 @@ def constrained_beam_search(model, trie: TitleTrie, attention_mask: torch.LongTe
                 keep = alive[best[best >= 0]]  # by sample, then score: grouped by sample
                 if keep.numel() == 0:
                     break
+                parent = rows[keep]
                 sample, node, llm_score = cand_sample[keep], kids[keep], cand_llm[keep]
                 depth += 1
                 beam_rows += sample.numel()
-                sample_d = sample.to(device)
-                out = kv.step(rows[keep].to(device), sample_d, trie.token[node][:, None].to(device),
-                              (prompt_len[sample_d] + depth - 1)[:, None])
-        return pool.result(trie, depth, beam_rows, shared)
+                kv.select(parent.to(device), sample.to(device))
+                # A beam whose token was fed ahead on its parent's chain is scored already; the
+                # others feed their token and the forced ones after it.
+                at = scored.next[at[parent]]
+                new = (at < 0).nonzero().squeeze(1)
+                if new.numel():
+                    nodes, chain = forced_chains(trie, node[new], kv.lookahead)
+                    owner = new[chain]
+                    chain_index = torch.arange(nodes.numel()) - torch.searchsorted(chain, chain)  # 0, 1, ... per chain
+                    positions = prompt_len[sample[owner]] + depth - 1 + chain_index  # [F]
+                    out = kv.feed(owner.to(device), chain_index.to(device), trie.token[nodes][:, None].to(device),
+                                  positions[:, None].to(device))
+                    continues = torch.cat([chain[1:] == chain[:-1], torch.zeros(1, dtype=torch.bool)])
+                    index = scored.add(out, nodes, continues)
+                    at[new] = index[chain_index == 0]
+                    forwards += 1
+                    fed_tokens += nodes.numel()
+        return pool.result(trie, depth, beam_rows, forwards, fed_tokens, shared)
     finally:
         model.train(was_training)

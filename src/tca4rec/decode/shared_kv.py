@@ -6,16 +6,19 @@ and reordering it every step (``Cache.batch_select_indices``: ~10 MB per beam ro
 for SmolLM2-135M) moves as many bytes as the step's forward reads. Here nothing is copied
 after the prefill, and a generated token's keys and values never move:
 
-- per layer, one buffer per prompt row, keys and values [B, Hkv, P + W * T, D]: the
-  left-padded prompt (P positions), then one block of W slots per decoding step (W = beam
-  width, T = steps so far, the buffer doubling when full). At step s, the beam in slot j of
-  row b writes its token at P + s * W + j;
-- which generated slots a beam sees is its ancestry, a boolean row over the W * T slots
-  inherited from its parent beam each step: the only per-step reordering, of booleans;
-- in attention, the beams of a row are that row's query positions (and, as transformers'
-  own ``pack_gqa`` does, so are the query heads that share a key/value head): one
-  ``scaled_dot_product_attention`` per layer over queries [B, Hkv, W * G, D] and the row's
-  keys [B, Hkv, L, D], masked to the prompt plus each beam's ancestry.
+- per layer, one buffer per prompt row, keys and values [B, Hkv, P + S, D]: the left-padded
+  prompt (P positions), then S slots for generated tokens, handed out in the order the
+  tokens are fed (the buffer doubles when full);
+- a forward feeds any set of tokens: for each beam that needs one, a chain of tokens (its
+  next token, and the forced tokens after it: see beam.py). Each fed token sees its row's
+  prompt, the beam's earlier tokens (its ancestry: a boolean row over the S slots, inherited
+  from the parent beam each step, the only per-step reordering) and the chain's tokens up to
+  itself. The model sees the fed tokens as a batch of one-token sequences; all their keys
+  and values are written before attention, so a chain attends causally within one forward;
+- in attention, the tokens a row feeds are that row's query positions (and, as transformers'
+  own ``pack_gqa`` does, so are the query heads sharing a key/value head): one
+  ``scaled_dot_product_attention`` per layer over queries [B, Hkv, Q * G, D] and the row's
+  keys [B, Hkv, L, D], masked to what each token sees.
 
 The hook into a Hugging Face model is its attention interface: during the decoding steps
 the model's ``_attn_implementation`` is switched to ``ATTENTION_NAME`` (``shared_kv_attention``
@@ -90,94 +93,107 @@ class SharedPromptCache(Cache):
     """Prompt KV once per row, generated KV once per token (see the module docstring).
 
     Use: run the prefill with this cache (it behaves as a ``DynamicCache`` then), call
-    ``start``, then before each decoding step ``advance`` with the new beams' parents, and
-    run the step inside ``shared_kv_attention`` with ``tca4rec_shared_kv=cache``.
+    ``start``; then every search step ``select`` the new beams' parents, and in the steps that
+    feed tokens ``feed`` them and run the forward inside ``shared_kv_attention`` with
+    ``tca4rec_shared_kv=cache``.
     """
 
     def __init__(self) -> None:
         super().__init__(layer_class_to_replicate=DynamicLayer)
-        self.step = -1  # decoding step of the tokens being written; -1 during the prefill
+        self.decoding = False  # False during the prefill
 
-    def start(self, prompt_mask: torch.Tensor, width: int) -> None:
-        """Freeze the prefilled prompt (``prompt_mask`` [B, P], left-padded) for beams of up to
-        ``width`` per row."""
-        if width < 1:
-            raise ConfigError(f"width must be >= 1, got {width}")
-        self.width, self.prompt_width = width, prompt_mask.shape[1]
+    def start(self, prompt_mask: torch.Tensor) -> None:
+        """Freeze the prefilled prompt (``prompt_mask`` [B, P], left-padded); each row's one beam is its prompt."""
+        num_rows, self.prompt_width = prompt_mask.shape
+        device = prompt_mask.device
         self.prompt_len = prompt_mask.sum(1)  # [B]
         self.prompt_visible = prompt_mask.bool()  # [B, P]
-        self.ancestry = torch.zeros(prompt_mask.shape[0], 0, dtype=torch.bool, device=prompt_mask.device)  # [beams, W*T]
-        self.capacity = 0  # steps the buffers hold; doubled when full (titles are mostly far shorter than the longest)
-        self.step = -1
+        # Token position of every key [B, P + S] (padding: negative, masked anyway).
+        self.key_position = torch.arange(self.prompt_width, device=device) - (self.prompt_width - self.prompt_len)[:, None]
+        self.ancestry = torch.zeros(num_rows, 0, dtype=torch.bool, device=device)  # [beams, S]
+        self.filled = torch.zeros(num_rows, dtype=torch.long, device=device)  # generated slots used per row
+        self.capacity = 0  # generated slots the buffers hold
+        self.used = self.prompt_width
+        self.decoding = True
         self.updates = self.attention_calls = 0
 
-    def _grow(self) -> None:
-        """Room for twice as many steps (at least 8): the only copies of the prompt's KV, log2(T) of them."""
-        more = max(8, self.capacity) * self.width
+    def _grow(self, need: int) -> None:
+        """Room for at least ``need`` generated slots, doubling: log2(S) copies of the prompt's KV in all."""
+        more = max(need, 2 * self.capacity, 64) - self.capacity
         for layer in self.layers:
             for name in ("keys", "values"):
-                kv = getattr(layer, name)  # [B, Hkv, P + W * capacity, D]
+                kv = getattr(layer, name)  # [B, Hkv, P + capacity, D]
                 setattr(layer, name, torch.cat([kv, kv.new_zeros(*kv.shape[:2], more, kv.shape[3])], dim=2))
         self.ancestry = torch.cat([self.ancestry, self.ancestry.new_zeros(self.ancestry.shape[0], more)], dim=1)
-        self.capacity += more // self.width
-        device = self.prompt_len.device
-        steps = torch.arange(self.capacity, device=device).repeat_interleave(self.width)  # [W * T] step of each slot
-        # Token positions of the buffer's keys [B, P + W * T] (padding: negative, masked anyway).
-        padding = self.prompt_width - self.prompt_len
-        self.key_position = torch.cat([torch.arange(self.prompt_width, device=device) - padding[:, None],
-                                       self.prompt_len[:, None] + steps], dim=1)
+        self.key_position = torch.cat([self.key_position, self.key_position.new_zeros(self.key_position.shape[0],
+                                                                                        more)], dim=1)
+        self.capacity += more
 
-    def advance(self, parents: torch.Tensor, samples: torch.Tensor) -> None:
-        """Next step's beams: ``parents`` [R] index the previous step's beams (after ``start``: the
-        rows), ``samples`` [R] their rows, ascending (beams grouped by row)."""
-        device = self.ancestry.device
-        parents, samples = parents.to(device), samples.to(device)
+    def select(self, parents: torch.Tensor, samples: torch.Tensor) -> None:
+        """The next step's beams: ``parents`` [R] index the previous step's beams (after ``start``:
+        the rows), ``samples`` [R] are their rows, ascending (beams grouped by row)."""
+        parents, samples = parents.to(self.ancestry.device), samples.to(self.ancestry.device)
         if not bool((samples[1:] >= samples[:-1]).all()):
             raise ConfigError("beams must be grouped by row, rows ascending")
-        num_rows, width = self.prompt_len.shape[0], self.width
-        counts = torch.bincount(samples, minlength=num_rows)  # [B]
-        if int(counts.max()) > width:
-            raise ConfigError(f"a row has {int(counts.max())} beams, more than the width {width}")
-        self.step += 1
-        if self.step == self.capacity:
-            self._grow()
-        rank = torch.arange(samples.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[samples]  # [R]
-        self.slot = samples * width + rank  # [R] in the [B * W] query layout
-        self.dense = samples.numel() == num_rows * width  # every slot live, in order: no scatter needed
-        own = self.step * width + rank  # [R] this token's generated slot
-        ancestry = self.ancestry[parents]  # [R, W * T]
-        ancestry[torch.arange(samples.numel(), device=device), own] = True
-        self.ancestry = ancestry
-        self.write_row, self.write_position = samples, self.prompt_width + own
-        self.used = self.prompt_width + (self.step + 1) * width  # keys attended this step
-        # Visibility per slot [B, 1, W, used]: the row's prompt, then the beam's ancestry (empty
-        # slots see the prompt only, so that no query row is all masked).
-        generated = torch.zeros(num_rows * width, (self.step + 1) * width, dtype=torch.bool, device=device)
-        generated[self.slot] = ancestry[:, :(self.step + 1) * width]
-        visible = torch.cat([self.prompt_visible[:, None, :].expand(num_rows, width, -1),
-                             generated.view(num_rows, width, -1)], dim=2)
-        self.visible = visible[:, None]
-        self.query_position = self.prompt_len + self.step  # [B] same for all beams of a row
+        self.ancestry = self.ancestry[parents]  # [R, S]
+        self.samples = samples
+
+    def feed(self, owner: torch.Tensor, chain_index: torch.Tensor, positions: torch.Tensor) -> None:
+        """Tokens of the coming forward [F]: the beam (index into this step's beams) each extends,
+        ascending, its place along that beam's chain (0, 1, ...) and its token position."""
+        device = self.ancestry.device
+        owner, chain_index, positions = owner.to(device), chain_index.to(device), positions.to(device)
+        if not bool((owner[1:] >= owner[:-1]).all()):
+            raise ConfigError("fed tokens must be grouped by beam, beams ascending")
+        num_rows, fed = self.prompt_len.shape[0], owner.numel()
+        rows = self.samples[owner]  # [F]
+        counts = torch.bincount(rows, minlength=num_rows)  # [B] tokens each row feeds
+        rank = torch.arange(fed, device=device) - (torch.cumsum(counts, 0) - counts)[rows]  # [F] within its row
+        slot = self.filled[rows] + rank  # [F] generated slot of each token
+        self.filled += counts
+        if int(self.filled.max()) > self.capacity:
+            self._grow(int(self.filled.max()))
+        self.used = self.prompt_width + int(self.filled.max())  # keys attended this forward
+        # What each token sees of the generated slots [F, S]: its beam's ancestry, then its
+        # chain up to itself (same beam, earlier or same place).
+        sees = self.ancestry[owner]
+        same_chain = (owner[:, None] == owner[None, :]) & (chain_index[None, :] <= chain_index[:, None])  # [F, F]
+        token, earlier = same_chain.nonzero(as_tuple=True)
+        sees[token, slot[earlier]] = True
+        self.ancestry[owner, slot] = True  # from now on each beam sees its whole fed chain
+        self.key_position[rows, self.prompt_width + slot] = positions
+        self.write_row, self.write_position = rows, self.prompt_width + slot
+        # Query layout [B * Q]: a row's tokens are its query positions (empty ones see the prompt
+        # only, so that no query row is all masked).
+        self.width = int(counts.max())
+        self.slot = rows * self.width + rank  # [F]
+        generated = torch.zeros(num_rows * self.width, self.used - self.prompt_width, dtype=torch.bool, device=device)
+        generated[self.slot] = sees[:, :self.used - self.prompt_width]
+        visible = torch.cat([self.prompt_visible[:, None, :].expand(num_rows, self.width, -1),
+                             generated.view(num_rows, self.width, -1)], dim=2)
+        self.visible = visible[:, None]  # [B, 1, Q, used]
+        query_position = torch.zeros(num_rows * self.width, dtype=torch.long, device=device)
+        self.query_position = query_position.index_copy_(0, self.slot, positions).view(num_rows, self.width)
         self.masks: dict[tuple[int | None, int], torch.Tensor] = {}
 
     def mask(self, sliding_window: int | None, groups: int) -> torch.Tensor:
-        """[B, 1, W * G, used] visibility of the packed queries (slot-major, then head in group)."""
+        """[B, 1, Q * G, used] visibility of the packed queries (token-major, then head in group)."""
         key = (sliding_window, groups)
         if key not in self.masks:
             visible = self.visible
             if sliding_window is not None:
-                near = self.query_position[:, None] - self.key_position[:, :self.used] < sliding_window  # [B, used]
-                visible = visible & near[:, None, None, :]
+                near = self.query_position[:, :, None] - self.key_position[:, None, :self.used] < sliding_window
+                visible = visible & near[:, None]  # [B, 1, Q, used]
             self.masks[key] = visible.repeat_interleave(groups, dim=2)
         return self.masks[key]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.used if self.step >= 0 else super().get_seq_length(layer_idx)
+        return self.used if self.decoding else super().get_seq_length(layer_idx)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
-        """Prefill: store the prompt. Decoding: write the beams' tokens [R, Hkv, 1, D] into their
+        """Prefill: store the prompt. Decoding: write the fed tokens [F, Hkv, 1, D] into their
         slots and return the row buffers [B, Hkv, used, D] (read by ``shared_kv_attention`` only)."""
-        if self.step < 0:
+        if not self.decoding:
             return super().update(key_states, value_states, layer_idx, *args, **kwargs)
         layer = self.layers[layer_idx]
         layer.keys[self.write_row, :, self.write_position] = key_states[:, :, 0]
@@ -195,14 +211,13 @@ class SharedPromptCache(Cache):
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float | None,
                sliding_window: int | None, softcap: float | None) -> torch.Tensor:
-        """Attention of the beams' queries [R, H, 1, D] over their rows' keys/values [B, Hkv, L, D]:
-        [R, 1, H, Dv] (the layout attention functions return)."""
-        num_beams, heads, _, dim = query.shape
+        """Attention of the fed tokens' queries [F, H, 1, D] over their rows' keys/values [B, Hkv, L, D]:
+        [F, 1, H, Dv] (the layout attention functions return)."""
+        fed, heads, _, dim = query.shape
         rows, kv_heads, length, _ = key.shape
         groups, width = heads // kv_heads, self.width
-        q = query[:, :, 0].reshape(num_beams, kv_heads, groups, dim)  # head h = kv head h // G, as repeat_kv
-        if not self.dense:
-            q = q.new_zeros(rows * width, kv_heads, groups, dim).index_copy_(0, self.slot, q)
+        q = query[:, :, 0].reshape(fed, kv_heads, groups, dim)  # head h = kv head h // G, as repeat_kv
+        q = q.new_zeros(rows * width, kv_heads, groups, dim).index_copy_(0, self.slot, q)
         q = q.view(rows, width, kv_heads, groups, dim).transpose(1, 2).reshape(rows, kv_heads, width * groups, dim)
         mask = self.mask(sliding_window, groups)  # [B, 1, W * G, L]
         scale = scaling if scaling is not None else dim ** -0.5
@@ -213,9 +228,7 @@ class SharedPromptCache(Cache):
             weights = scores.masked_fill(~mask, -torch.inf).softmax(-1, dtype=torch.float32).to(value.dtype)
             out = weights @ value
         out = out.view(rows, kv_heads, width, groups, -1).transpose(1, 2).reshape(rows * width, heads, -1)
-        if not self.dense:
-            out = out.index_select(0, self.slot)
-        return out[:, None]  # [R, 1, H, Dv]
+        return out.index_select(0, self.slot)[:, None]  # [F, 1, H, Dv]
 
 
 def shared_kv_attention_forward(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -224,7 +237,7 @@ def shared_kv_attention_forward(module, query: torch.Tensor, key: torch.Tensor, 
                                 **kwargs) -> tuple[torch.Tensor, None]:
     """transformers attention function (``AttentionInterface``) of the shared-prompt decoding steps."""
     cache = kwargs.get(CONTEXT_KWARG)
-    if not isinstance(cache, SharedPromptCache) or cache.step < 0:
+    if not isinstance(cache, SharedPromptCache) or not cache.decoding:
         raise ConfigError(f"the {ATTENTION_NAME} attention runs only in decoding steps of a SharedPromptCache "
                           f"(forward keyword {CONTEXT_KWARG}=cache)")
     if kwargs.get("s_aux") is not None:
