@@ -69,7 +69,7 @@ def shared_kv_unsupported(model) -> str | None:
 
 @contextmanager
 def shared_kv_attention(model) -> Iterator[None]:
-    """Route ``model``'s attention through ``shared_kv_attention`` inside the block.
+    """Route ``model``'s attention through ``shared_kv_attention_forward`` inside the block.
 
     Every configuration object the model's modules read is switched (a PEFT wrapper and its
     base model share one) and restored in the same order on exit, errors included.
@@ -202,10 +202,10 @@ class SharedPromptCache(Cache):
         return layer.keys[:, :, :self.used], layer.values[:, :, :self.used]
 
     def check_step(self) -> None:
-        """Every layer that stored its token also attended through the shared prompt."""
+        """Every layer that stored the fed tokens also attended through the shared prompt (per forward)."""
         if self.updates != self.attention_calls or self.updates == 0:
             raise ConfigError(f"{self.updates} cache updates but {self.attention_calls} shared-prompt attention "
-                              "calls in a step: the model computes attention outside transformers' "
+                              "calls in a forward: the model computes attention outside transformers' "
                               "AttentionInterface; decode with BeamSearchConfig(share_prompt_kv=False)")
         self.updates = self.attention_calls = 0
 
@@ -219,7 +219,7 @@ class SharedPromptCache(Cache):
         q = query[:, :, 0].reshape(fed, kv_heads, groups, dim)  # head h = kv head h // G, as repeat_kv
         q = q.new_zeros(rows * width, kv_heads, groups, dim).index_copy_(0, self.slot, q)
         q = q.view(rows, width, kv_heads, groups, dim).transpose(1, 2).reshape(rows, kv_heads, width * groups, dim)
-        mask = self.mask(sliding_window, groups)  # [B, 1, W * G, L]
+        mask = self.mask(sliding_window, groups)  # [B, 1, Q * G, L]
         scale = scaling if scaling is not None else dim ** -0.5
         if softcap is None:
             out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scale)
@@ -235,7 +235,8 @@ def shared_kv_attention_forward(module, query: torch.Tensor, key: torch.Tensor, 
                                 attention_mask, scaling: float | None = None, dropout: float = 0.0,
                                 sliding_window: int | None = None, softcap: float | None = None,
                                 **kwargs) -> tuple[torch.Tensor, None]:
-    """transformers attention function (``AttentionInterface``) of the shared-prompt decoding steps."""
+    """transformers attention function (``AttentionInterface``) of the shared-prompt decoding steps
+    (``dropout`` is unused: the search runs the model in eval mode)."""
     cache = kwargs.get(CONTEXT_KWARG)
     if not isinstance(cache, SharedPromptCache) or not cache.decoding:
         raise ConfigError(f"the {ATTENTION_NAME} attention runs only in decoding steps of a SharedPromptCache "
