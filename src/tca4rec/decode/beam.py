@@ -12,15 +12,14 @@ every beam, and keeps going until ``num_beams`` hypotheses are finished. Here:
   (``shared_kv_unsupported``), the prompt's cache rows are copied to the beams and
   reordered every step instead (a ``DynamicCache`` with one row per live beam);
 - a title's tail is usually forced: past the tokens that tell it from its neighbours, each
-  trie node has one child. When a beam's forward runs its token, it also runs the forced
-  tokens after it (as one chain in the same forward, if all chains fit the ``lookahead``
-  budget of extra tokens). The log-probs of
-  every token the model ran are kept per token (``_ScoredTokens``), so a beam that reaches a
-  forced token later is scored without a forward, and a step where every live beam was
-  scored ahead runs none. The search itself (candidates, scores, pruning, step by step) is
-  unchanged: on Office_Products a batch's 24 steps need about 10 forwards. Forced tokens
-  of beams pruned before reaching them are computed in vain; on a CPU, where a forward of a
-  few rows costs mostly the reading of the weights, that is cheaper than the forwards saved;
+  trie node has one child. Once no live beam sits where its title branches (else the next
+  step runs a forward anyway), a forward runs the forced tokens after each beam's token too,
+  as one chain (``lookahead``). The log-probs of every token the model ran are kept per token
+  (``_ScoredTokens``), so a beam that reaches a forced token later is scored without a
+  forward, and a step whose beams were all scored ahead runs none. The search itself
+  (candidates, scores, pruning, step by step) is unchanged: on Office_Products a row's 24
+  steps need 10 forwards at 10 beams (a batch of 8 rows: 29 steps, 14 forwards), and almost
+  no token is run in vain;
 - every beam carries its trie node, advanced by the chosen child (no prefix re-walk);
   the candidates of a step are the trie children of the live beams, flattened over
   beams and samples, so selection is a few sorts over a short vector;
@@ -69,12 +68,11 @@ class BeamSearchConfig:
     # Beams share their prompt's KV (no copies); False copies it per beam, as models that cannot share do
     # (the reference the tests and ``tca4rec bench decode`` compare against).
     share_prompt_kv: bool = True
-    # With shared prompt KV, a forward also feeds the forced tokens after each beam's own (the title's
-    # rest while its trie node has one child), if they add at most this many tokens to the forward:
-    # their log-probs are then known ahead, and a step where every beam was scored ahead runs no
-    # forward. Same search, same scores; the budget trades tokens computed in vain (beams pruned
-    # before reaching them) against forwards saved, which pays while few beams are live.
-    lookahead: int = 256
+    # With shared prompt KV, once no live beam sits where its title branches, a forward also feeds the
+    # forced tokens after each beam's own (the title's rest while its trie node has one child): their
+    # log-probs are then known ahead, and steps whose beams were all scored ahead run no forward.
+    # Same search, same scores, fewer forwards.
+    lookahead: bool = True
 
     def __post_init__(self) -> None:
         if self.num_beams < 1:
@@ -85,8 +83,6 @@ class BeamSearchConfig:
             raise ConfigError(f"tau must be > 0, got {self.tau}")
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ConfigError(f"beta must be a finite number >= 0, got {self.beta}")
-        if self.lookahead < 0:
-            raise ConfigError(f"lookahead must be >= 0, got {self.lookahead}")
 
 
 @dataclass
@@ -232,20 +228,16 @@ class _ScoredTokens:
         return self.child_lp[self.child_start[at] + kids - self.trie.first_child[self.trie.parent[kids]]]
 
 
-def forced_chains(trie: TitleTrie, nodes: torch.Tensor, budget: int) -> tuple[torch.Tensor, torch.Tensor]:
+def forced_chains(trie: TitleTrie, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The chain of each node [N]: itself, then its forced successors (a node's only child, unless
-    that is its EOS) to the chain's end, if all chains together add at most ``budget`` nodes;
-    else each node alone. Returns the chain nodes flat [F], grouped by chain in order, and each
-    one's chain [F]."""
-    chain, current, extra = [nodes], nodes, 0
+    that is its EOS) to the chain's end. Returns the chain nodes flat [F], grouped by chain in
+    order, and each one's chain [F]."""
+    chain, current = [nodes], nodes
     while True:
         child = trie.first_child[current]
         forced = (trie.num_children[current] == 1) & ~trie.is_leaf(child) & (current >= 0)
         if not bool(forced.any()):
             break
-        extra += int(forced.sum())
-        if extra > budget:  # too many tokens for the forwards they could save: no lookahead
-            return nodes, torch.arange(nodes.numel())
         current = torch.where(forced, child, -1)
         chain.append(current)
     table = torch.stack(chain, dim=1)  # [N, k], -1 past a chain's end
@@ -256,7 +248,7 @@ def forced_chains(trie: TitleTrie, nodes: torch.Tensor, budget: int) -> tuple[to
 class _CopiedKV:
     """One ``DynamicCache`` row per live beam: the parents' rows are copied to their children."""
 
-    lookahead = 0  # a row per beam holds one token per step
+    lookahead = False  # a row per beam holds one token per step
 
     def __init__(self, model, scorer: _NextTokenScorer, prompt_mask: torch.Tensor) -> None:
         self.scorer, self.prompt_mask = scorer, prompt_mask
@@ -285,7 +277,7 @@ class _SharedKV:
     """The prompt's KV once per row, shared by its beams (``SharedPromptCache``); the tokens a
     forward feeds may be chains."""
 
-    def __init__(self, model, scorer: _NextTokenScorer, prompt_mask: torch.Tensor, lookahead: int) -> None:
+    def __init__(self, model, scorer: _NextTokenScorer, prompt_mask: torch.Tensor, lookahead: bool) -> None:
         self.model, self.scorer, self.prompt_mask, self.lookahead = model, scorer, prompt_mask, lookahead
         self.cache = SharedPromptCache()
 
@@ -401,7 +393,12 @@ def constrained_beam_search(model, trie: TitleTrie, attention_mask: torch.LongTe
                 at = scored.next[at[parent]]
                 new = (at < 0).nonzero().squeeze(1)
                 if new.numel():
-                    nodes, chain = forced_chains(trie, node[new], kv.lookahead)
+                    # While a live beam sits where its title branches, the next step runs a forward
+                    # anyway: the forced tokens are fed then, for the beams still alive.
+                    if kv.lookahead and not bool((trie.num_children[node] > 1).any()):
+                        nodes, chain = forced_chains(trie, node[new])
+                    else:
+                        nodes, chain = node[new], torch.arange(new.numel())
                     owner = new[chain]
                     chain_index = torch.arange(nodes.numel()) - torch.searchsorted(chain, chain)  # 0, 1, ... per chain
                     positions = prompt_len[sample[owner]] + depth - 1 + chain_index  # [F]
