@@ -54,6 +54,21 @@ def tiny_lm(tiny_llm_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_lm_own_attention(tiny_llm_dir):
+    """``tiny_lm``'s weights in a class that declares no support for transformers' attention
+    interface (as a model with hand-written attention does): the search cannot share prompt KV."""
+    from transformers import LlamaForCausalLM
+
+    class OwnAttention(LlamaForCausalLM):
+        _supports_attention_backend = False
+
+    model = OwnAttention.from_pretrained(tiny_llm_dir, dtype=torch.float32)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(8.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
 def toy_title_ids(tokenizer) -> list[list[int]]:
     from tca4rec.llm.prompts import title_token_ids
 

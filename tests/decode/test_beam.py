@@ -201,3 +201,23 @@ def test_masked_search_applies_the_models_logit_soft_capping(tokenizer, toy_titl
         assert result.items[r].tolist() == items
         torch.testing.assert_close(result.scores[r].double(), torch.tensor(expected, dtype=torch.float64),
                                    atol=1e-4, rtol=1e-6)
+
+
+def test_forced_chains_follow_single_children(tokenizer, toy_title_ids):
+    from tca4rec.decode.beam import forced_chains
+
+    trie = TitleTrie(toy_title_ids, tokenizer.eos_token_id)
+    nodes = torch.arange(1, trie.num_nodes)
+    nodes = nodes[~trie.is_leaf(nodes)][::3]  # some inner nodes
+
+    def slow_chain(node: int) -> list[int]:  # the node, then each only child that is not an EOS leaf
+        chain = [node]
+        while int(trie.num_children[chain[-1]]) == 1 and not bool(trie.is_leaf(trie.first_child[chain[-1]])):
+            chain.append(int(trie.first_child[chain[-1]]))
+        return chain
+
+    expected = [slow_chain(int(n)) for n in nodes]
+    assert any(len(c) > 1 for c in expected) and any(len(c) == 1 for c in expected)
+    flat, owner = forced_chains(trie, nodes)
+    assert flat.tolist() == [n for c in expected for n in c]
+    assert owner.tolist() == [i for i, c in enumerate(expected) for _ in c]

@@ -23,10 +23,21 @@ def test_run_bench_compares_both_decoders(tiny_lm, tokenizer, big_title_ids, pro
     assert result["identical_top_k"] >= 1  # lists differ only where HF's admission rule drops a title
     assert result["speedup"] > 0 and result["ours_steps_per_batch"] >= 1
     assert result["guided_seconds"] > 0 and result["floor_seconds"] > 0 and result["ours_over_floor"] > 0
+    assert result["shared_prompt_kv"] and result["copied_identical"] and result["copied_max_score_difference"] < 1e-4
+    assert result["step_floor_seconds"] > 0 and result["ours_forwards_per_batch"] <= result["ours_steps_per_batch"]
     alone = run_bench(tiny_lm, trie, big_title_ids, prompts, tokenizer.pad_token_id, beams=10, batch=2, with_hf=False,
-                      cf_lookahead="max")
-    assert "hf_seconds" not in alone and alone["ours_items"] == result["ours_items"]
+                      with_copied=False, cf_lookahead="max")
+    assert "hf_seconds" not in alone and "copied_seconds" not in alone and alone["ours_items"] == result["ours_items"]
     assert (result["cf_lookahead"], alone["cf_lookahead"]) == ("sum", "max")
+
+
+def test_run_bench_of_a_model_that_cannot_share_prompt_kv(tiny_lm_own_attention, tokenizer, big_title_ids,
+                                                          prompt_ids):
+    trie = TitleTrie(big_title_ids, tokenizer.eos_token_id)
+    result = run_bench(tiny_lm_own_attention, trie, big_title_ids, prompt_ids[1:], tokenizer.pad_token_id, beams=4,
+                       batch=2, with_hf=False)
+    assert not result["shared_prompt_kv"] and result["copied_identical"]  # both searches copy: the same run
+    assert result["floor_seconds"] > 0 and len(result["ours_items"]) == 2
 
 
 def test_bad_option_is_a_one_line_error(synth_dir, capsys):

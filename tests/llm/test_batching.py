@@ -1,5 +1,6 @@
 """Length-grouped batching: a seeded permutation per epoch that pads less than random batches,
-and `tca4rec bench train`, which measures that on real training steps."""
+and `tca4rec bench train`, which measures that on real training steps, and the model FLOPs it
+counts against those torch counts in a forward and backward pass."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from tca4rec.bench.train import training_flops
 from tca4rec.cli import main
 from tca4rec.llm.train import LengthGroupedRows
 
@@ -46,4 +48,37 @@ def test_bench_train_reports_both_modes_on_the_same_rows(synth_dir, tiny_llm_dir
     # meaningful at this size (the padding saving is checked on the sampler above).
     assert 0 < base["real_token_share"] <= 1 and 0 < grouped["real_token_share"] <= 1
     assert result["speedup_real_tokens_per_s"] > 0
-    assert "length grouping:" in capsys.readouterr().out
+    # Model FLOPs count the real tokens only: the same rows, the same FLOPs in both modes.
+    assert grouped["model_flops"] == base["model_flops"] > 0
+    assert result["peak_flops_per_s"] > 0 and result["utilization"]["grouped"] > 0
+    printed = capsys.readouterr().out
+    assert "length grouping:" in printed and "utilization" in printed
+
+
+def test_training_flops_match_torchs_count_of_the_matmuls():
+    """One unpadded row through a LoRA-wrapped tiny Llama with eager attention, which torch's
+    FlopCounterMode sees as plain matmuls (the full square of query-key pairs, not the causal half)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                         attn_implementation="eager")
+    llm = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    n, kept = 20, 5
+    with FlopCounterMode(display=False) as forward:
+        logits = llm(input_ids=torch.randint(0, 300, (1, n)), logits_to_keep=kept).logits
+    with FlopCounterMode(display=False) as backward:
+        logits.logsumexp(-1).sum().backward()
+    counted = training_flops(llm, [n], [kept])
+    square = 4 * n * n * 2 * 4 * 8  # eager attention: scores and weighted values over all n x n pairs, 2 layers
+    assert counted["attention"] == 4 * (n * (n + 1) // 2) * 2 * 4 * 8
+    assert forward.get_total_flops() == counted["forward"] - counted["attention"] + square
+    # Backward: the first layer's q/k/v projections (and their LoRA A) skip their input's gradient,
+    # as the embeddings are frozen; everything else is counted.
+    first_layer_inputs = 2 * n * (32 * 32 + 2 * 32 * 16 + 3 * 4 * 32)
+    assert backward.get_total_flops() == counted["backward"] - 2 * counted["attention"] + 2 * square - first_layer_inputs

@@ -6,12 +6,21 @@ The baseline is how earlier LLM recommenders (BIGRec, D3) decode: ``generate`` w
 sum of log-probs. Same model, same prompts (the TALLRec prompt of dataset rows), same beam
 width. Reported: samples/s of both, the speed-up, and how many top-k lists are identical.
 
-Two more timings in the same loop, batch by batch: CF-guided decoding (``--beta``, logits
-of ``--cf-run`` or, without one, seeded random logits: the search's cost does not depend on
-which model produced them; ``--cf-lookahead`` sum or max) against beta = 0, and the **floor**: the same model forwards
-with no search logic (one prompt prefill per batch, its cache repeated once to the search's
-mean live beams per step, then as many one-token steps as the search ran). The search's
-time over the floor is what its bookkeeping and per-step cache copies cost.
+More timings in the same loop, batch by batch, decoders alternating so that a change in
+machine load hits all of them:
+- the search with its prompt cache copied to every beam and reordered each step
+  (``share_prompt_kv=False``, the path before the shared prompt KV; skipped with
+  ``--no-copied``): same items, same scores to float tolerance (checked);
+- CF-guided decoding (``--beta``, logits of ``--cf-run`` or, without one, seeded random
+  logits: the search's cost does not depend on which model produced them; ``--cf-lookahead``
+  sum or max) against beta = 0;
+- two **floors**, model forwards with no search logic and no cache copies (one prefill per
+  batch, then forwards of one-token sequences each extending itself in the same shared prompt
+  cache; for a model that cannot share prompt KV, its cache repeated once per sequence):
+  the *floor* runs the forwards the search ran, with as many tokens (forced tokens fed ahead
+  let it skip forwards: ``BeamSearchConfig.lookahead``); the *step floor* runs one forward
+  per search step over the search's mean live beams, the floor of a search without lookahead.
+  The search's time over the floor is what its bookkeeping and per-step reordering cost.
 
 Where the lists differ, HF's admission rule is the cause (see tests/decode): it drops a
 finished title whose EOS candidate ranks below ``num_beams`` in its step. The column
@@ -30,7 +39,8 @@ from tqdm import tqdm
 from tca4rec.align.trie import TitleTrie
 from tca4rec.cf import load_cf_run
 from tca4rec.data import load_dataset
-from tca4rec.decode import BeamSearchConfig, BeamSearchResult, constrained_beam_search
+from tca4rec.decode import BeamSearchConfig, constrained_beam_search
+from tca4rec.decode.shared_kv import CONTEXT_KWARG, SharedPromptCache, shared_kv_attention
 from tca4rec.errors import ConfigError
 from tca4rec.io import atomic_write_json
 from tca4rec.llm.decoding import item_logits
@@ -70,30 +80,49 @@ def hf_constrained_generate(model, ids: torch.Tensor, mask: torch.Tensor, allowe
 
 
 @torch.inference_mode()
-def forwards_floor(model, ids: torch.Tensor, mask: torch.Tensor, search: BeamSearchResult) -> None:
-    """The model work of ``search`` without its logic: prefill, repeat the cache once, ``steps`` steps."""
+def forwards_floor(model, ids: torch.Tensor, mask: torch.Tensor, forwards: int, tokens: int, shared: bool) -> None:
+    """The model work of a search without its logic: prefill, then ``forwards`` forwards of ``tokens`` tokens
+    in all (as many per row in each), every token extending its own sequence (no reordering, no copies)."""
     from transformers import DynamicCache
 
-    cache = DynamicCache(config=model.config)
-    model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0), cache=cache,
-          use_cache=True, logits_to_keep=1)
-    repeats = max(1, round(search.beam_rows / max(1, search.steps) / ids.shape[0]))
-    cache.batch_repeat_interleave(repeats)
-    step_mask = mask.repeat_interleave(repeats, 0)
-    position = step_mask.sum(1, keepdim=True)
-    token = ids[:, -1:].repeat_interleave(repeats, 0)
-    for depth in range(1, search.steps + 1):
-        step_mask = torch.cat([step_mask, step_mask.new_ones(step_mask.shape[0], 1)], dim=1)
-        model(input_ids=token, attention_mask=step_mask, position_ids=position + depth - 1, cache=cache,
-              use_cache=True, logits_to_keep=1)
+    rows = ids.shape[0]
+    per_row = max(1, round(tokens / max(1, forwards) / rows))  # mean tokens per row and forward
+    samples = torch.arange(rows, device=ids.device).repeat_interleave(per_row)  # [R] grouped by row
+    position = mask.sum(1, keepdim=True)[samples]  # [R, 1] of the first generated token
+    token = ids[samples, -1:]  # [R, 1] any token: the cost does not depend on which
+    prefill = dict(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                   use_cache=True, logits_to_keep=1)
+    if not shared:
+        cache = DynamicCache(config=model.config)
+        model(cache=cache, **prefill)
+        cache.batch_repeat_interleave(per_row)
+        step_mask = mask.repeat_interleave(per_row, 0)
+        for depth in range(forwards):
+            step_mask = torch.cat([step_mask, step_mask.new_ones(step_mask.shape[0], 1)], dim=1)
+            model(input_ids=token, attention_mask=step_mask, position_ids=position + depth, cache=cache,
+                  use_cache=True, logits_to_keep=1)
+        return
+    cache = SharedPromptCache()
+    model(cache=cache, **prefill)
+    cache.start(mask)
+    beams = torch.arange(samples.numel(), device=ids.device)
+    parents, first = samples, torch.zeros_like(samples)  # first forward: each beam's parent is its row's prompt
+    with shared_kv_attention(model):
+        for depth in range(forwards):
+            cache.select(parents, samples)
+            cache.feed(beams, first, (position + depth)[:, 0])
+            model(input_ids=token, position_ids=position + depth, cache=cache, use_cache=True, logits_to_keep=1,
+                  **{CONTEXT_KWARG: cache})
+            parents = beams
 
 
 def run_bench(model, trie: TitleTrie, item_token_ids: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
               pad_id: int, beams: int, batch: int, beta: float = 1.0, cf_logits: torch.Tensor | None = None,
-              with_hf: bool = True, cf_lookahead: str = "sum") -> dict:
+              with_hf: bool = True, with_copied: bool = True, cf_lookahead: str = "sum") -> dict:
     """Decode every prompt (``batch`` prompts per call) with HF (unless ``with_hf`` is False), our search at
-    beta = 0 and at ``beta`` (CF logits [len(prompts), N]: ``cf_logits`` or seeded random ones), and
-    the forwards floor; JSON-ready results."""
+    beta = 0 with the prompt KV shared and (unless ``with_copied`` is False) copied per beam, at ``beta``
+    (CF logits [len(prompts), N]: ``cf_logits`` or seeded random ones), and the forwards floor; JSON-ready
+    results."""
     eos = trie.eos_token_id
     allowed = next_tokens_by_prefix(item_token_ids, eos)
     column: dict[tuple[int, ...], int] = {}
@@ -102,50 +131,79 @@ def run_bench(model, trie: TitleTrie, item_token_ids: Sequence[Sequence[int]], p
     max_new_tokens = int(trie.lengths.max())
     batches = [left_pad(prompts[i:i + batch], pad_id) for i in range(0, len(prompts), batch)]
     model.eval()
-    with torch.inference_mode():  # warm-up (threads, allocator) outside both timings
+    with torch.inference_mode():  # warm-up (threads, allocator) outside the timings
         model(input_ids=batches[0][0][:1], attention_mask=batches[0][1][:1])
 
     if cf_logits is None:
         cf_logits = torch.randn(len(prompts), trie.num_items, generator=torch.Generator().manual_seed(0)) * 3
-    # The decoders alternate batch by batch, so that a change in machine load hits all of them.
     config = BeamSearchConfig(num_beams=beams, top_k=beams)
-    guided_config = BeamSearchConfig(num_beams=beams, top_k=beams, beta=beta, cf_lookahead=cf_lookahead)
-    hf, ours, hf_s, ours_s, guided_s, floor_s = [], [], 0.0, 0.0, 0.0, 0.0
-    for b, (ids, mask) in enumerate(tqdm(batches, desc="decoding (HF, ours, guided, floor)", unit="batch")):
-        start = time.perf_counter()
-        if with_hf:
-            hf.append(hf_constrained_generate(model, ids, mask, allowed, column, eos, pad_id, beams, max_new_tokens))
-        t1 = time.perf_counter()
-        ours.append(constrained_beam_search(model, trie, mask, input_ids=ids, config=config))
-        t2 = time.perf_counter()
-        constrained_beam_search(model, trie, mask, input_ids=ids, config=guided_config,
-                                cf_logits=cf_logits[b * batch:(b + 1) * batch])
-        t3 = time.perf_counter()
-        forwards_floor(model, ids, mask, ours[-1])
-        t4 = time.perf_counter()
-        hf_s, ours_s, guided_s, floor_s = hf_s + t1 - start, ours_s + t2 - t1, guided_s + t3 - t2, floor_s + t4 - t3
-    n = len(prompts)
-    timings = {"samples": n, "beams": beams, "batch": batch, "threads": torch.get_num_threads(),
-               "items": trie.num_items, "trie_nodes": trie.num_nodes,
-               "mean_prompt_tokens": sum(map(len, prompts)) / n, "beta": beta, "cf_lookahead": cf_lookahead,
-               "ours_seconds": ours_s, "guided_seconds": guided_s, "floor_seconds": floor_s,
-               "ours_samples_per_s": n / ours_s, "guided_overhead": guided_s / ours_s - 1,
-               "ours_over_floor": ours_s / floor_s,
-               "ours_steps_per_batch": sum(o.steps for o in ours) / len(ours),
-               "ours_beam_rows_per_step": sum(o.beam_rows for o in ours) / max(1, sum(o.steps for o in ours)),
-               "ours_items": torch.cat([o.items for o in ours]).tolist()}
+    decoders = {
+        "hf": lambda ids, mask, b: hf_constrained_generate(model, ids, mask, allowed, column, eos, pad_id, beams,
+                                                           max_new_tokens),
+        "ours": lambda ids, mask, b: constrained_beam_search(model, trie, mask, input_ids=ids, config=config),
+        "copied": lambda ids, mask, b: constrained_beam_search(
+            model, trie, mask, input_ids=ids, config=BeamSearchConfig(num_beams=beams, top_k=beams,
+                                                                      share_prompt_kv=False)),
+        "guided": lambda ids, mask, b: constrained_beam_search(
+            model, trie, mask, input_ids=ids, config=BeamSearchConfig(num_beams=beams, top_k=beams, beta=beta,
+                                                                   cf_lookahead=cf_lookahead),
+            cf_logits=cf_logits[b * batch:(b + 1) * batch]),
+        # after "ours": the floors run the forwards of that batch's search (the forwards it ran, and
+        # one per step over the live beams)
+        "floor": lambda ids, mask, b: forwards_floor(model, ids, mask, outputs["ours"][-1].forwards,
+                                                     outputs["ours"][-1].fed_tokens,
+                                                     outputs["ours"][-1].shared_prompt_kv),
+        "step_floor": lambda ids, mask, b: forwards_floor(model, ids, mask, outputs["ours"][-1].steps,
+                                                          outputs["ours"][-1].beam_rows,
+                                                          outputs["ours"][-1].shared_prompt_kv),
+    }
     if not with_hf:
-        return timings
-
-    hf_items, hf_scores = torch.cat([h[0] for h in hf]), torch.cat([h[1] for h in hf])
+        del decoders["hf"]
+    if not with_copied:
+        del decoders["copied"]
+    seconds = dict.fromkeys(decoders, 0.0)
+    outputs: dict[str, list] = {name: [] for name in decoders}
+    # The decoders alternate batch by batch, so that a change in machine load hits all of them.
+    for b, (ids, mask) in enumerate(tqdm(batches, desc=f"decoding ({', '.join(decoders)})", unit="batch")):
+        for name, decode in decoders.items():
+            start = time.perf_counter()
+            outputs[name].append(decode(ids, mask, b))
+            seconds[name] += time.perf_counter() - start
+    n, ours = len(prompts), outputs["ours"]
     our_items, our_scores = torch.cat([o.items for o in ours]), torch.cat([o.scores for o in ours])
+    result = {"samples": n, "beams": beams, "batch": batch, "threads": torch.get_num_threads(),
+              "items": trie.num_items, "trie_nodes": trie.num_nodes,
+              "mean_prompt_tokens": sum(map(len, prompts)) / n, "beta": beta, "cf_lookahead": cf_lookahead,
+              "shared_prompt_kv": all(o.shared_prompt_kv for o in ours),
+              **{f"{name}_seconds": s for name, s in seconds.items()},
+              "ours_samples_per_s": n / seconds["ours"], "guided_overhead": seconds["guided"] / seconds["ours"] - 1,
+              "ours_over_floor": seconds["ours"] / seconds["floor"],
+              "ours_over_step_floor": seconds["ours"] / seconds["step_floor"],
+              "ours_steps_per_batch": sum(o.steps for o in ours) / len(ours),
+              "ours_forwards_per_batch": sum(o.forwards for o in ours) / len(ours),
+              "ours_fed_tokens_per_forward": sum(o.fed_tokens for o in ours) / max(1, sum(o.forwards for o in ours)),
+              "ours_beam_rows_per_step": sum(o.beam_rows for o in ours) / max(1, sum(o.steps for o in ours)),
+              "ours_items": our_items.tolist()}
+    if with_copied:
+        copied = outputs["copied"]
+        copied_scores = torch.cat([c.scores for c in copied])
+        same_items = torch.equal(torch.cat([c.items for c in copied]), our_items)
+        result.update(copied_over_ours=seconds["copied"] / seconds["ours"],
+                      copied_identical=same_items and bool(torch.allclose(copied_scores, our_scores,
+                                                                          rtol=SCORE_TOLERANCE, atol=0)),
+                      copied_max_score_difference=float((copied_scores - our_scores).nan_to_num().abs().max()))
+    if not with_hf:
+        return result
+
+    hf = outputs["hf"]
+    hf_items, hf_scores = torch.cat([h[0] for h in hf]), torch.cat([h[1] for h in hf])
     identical = (hf_items == our_items).all(1)
     tolerance = SCORE_TOLERANCE * (1 + hf_scores.abs())
     at_least_as_good = (our_scores >= hf_scores - tolerance).all(1)
     for row in range(n):  # every HF title above our k-th score is in our list
         above = hf_scores[row] > our_scores[row, -1] + tolerance[row]
         at_least_as_good[row] &= set(hf_items[row, above].tolist()) <= set(our_items[row].tolist())
-    return {**timings, "hf_seconds": hf_s, "hf_samples_per_s": n / hf_s, "speedup": hf_s / ours_s,
+    return {**result, "hf_samples_per_s": n / seconds["hf"], "speedup": seconds["hf"] / seconds["ours"],
             "hf_steps_per_batch": sum(h[2] for h in hf) / len(hf),
             "identical_top_k": int(identical.sum()), "ours_at_least_as_good": int(at_least_as_good.sum()),
             "hf_items": hf_items.tolist()}
@@ -158,27 +216,37 @@ def _print_table(result: dict) -> None:
     table = Table(title=f"constrained decoding, {result['beams']} beams, {result['samples']} samples "
                         f"(batch {result['batch']}, {result['threads']} thread(s); catalog {result['items']} items, "
                         f"{result['trie_nodes']} trie nodes; prompts {result['mean_prompt_tokens']:.0f} tokens)")
-    for col in ("decoder", "s/sample", "vs ours (beta 0)"):
+    for col in ("decoder", "s/sample", "time / ours (beta 0)"):
         table.add_column(col, justify="left" if col == "decoder" else "right")
-    n = result["samples"]
-    if "hf_seconds" in result:
-        table.add_row("HF generate + prefix_allowed_tokens_fn", f"{result['hf_seconds'] / n:.2f}",
-                      f"{result['speedup']:.2f}x slower")
-    table.add_row("tca4rec constrained_beam_search, beta 0", f"{result['ours_seconds'] / n:.2f}", "1.00x")
-    table.add_row(f"  ... CF-guided, beta {result['beta']:g}, {result['cf_lookahead']} lookahead",
-                  f"{result['guided_seconds'] / n:.2f}",
-                  f"{1 + result['guided_overhead']:.2f}x")
-    table.add_row("  floor: the same forwards, no search logic", f"{result['floor_seconds'] / n:.2f}",
-                  f"{1 / result['ours_over_floor']:.2f}x")
+    n, ours = result["samples"], result["ours_seconds"]
+    rows = [("hf", "HF generate + prefix_allowed_tokens_fn"),
+            ("ours", "tca4rec constrained_beam_search, beta 0" + ("" if result["shared_prompt_kv"] else
+                                                                   " (this model cannot share prompt KV)")),
+            ("copied", "  ... prompt KV copied per beam (share_prompt_kv=False)"),
+            ("guided", f"  ... CF-guided, beta {result['beta']:g}, {result['cf_lookahead']} lookahead"),
+            ("floor", "  floor: the forwards it ran, no search logic, no copies"),
+            ("step_floor", "  step floor: one forward per step over the live beams")]
+    for key, label in rows:
+        if f"{key}_seconds" in result:
+            seconds = result[f"{key}_seconds"]
+            table.add_row(label, f"{seconds / n:.2f}", f"{seconds / ours:.2f}x")
     console = Console()
     console.print(table)
-    console.print(f"steps per call {result['ours_steps_per_batch']:.1f}; beam rows per step (ours; HF always runs "
-                  f"batch x {result['beams']}): {result['ours_beam_rows_per_step']:.1f}")
-    console.print(f"CF guidance costs {100 * result['guided_overhead']:+.1f}% per row; the search is "
-                  f"{result['ours_over_floor']:.2f}x its forwards floor")
+    console.print(f"steps per call {result['ours_steps_per_batch']:.1f}, of which {result['ours_forwards_per_batch']:.1f} "
+                  f"ran the model ({result['ours_fed_tokens_per_forward']:.1f} tokens each); live beams per step "
+                  f"(HF always runs batch x {result['beams']}): {result['ours_beam_rows_per_step']:.1f}")
+    console.print(f"the search is {result['ours_over_floor']:.2f}x its forwards floor and "
+                  f"{result['ours_over_step_floor']:.2f}x the step floor; CF guidance costs "
+                  f"{100 * result['guided_overhead']:+.1f}% per row (ratios of one process, decoders alternating "
+                  f"batch by batch: robust to machine load, unlike the s/sample)")
+    if "copied_seconds" in result:
+        console.print(f"copying the prompt KV per beam costs {result['copied_over_ours']:.2f}x; same items and "
+                      f"scores: {'yes' if result['copied_identical'] else 'NO'} (largest score difference "
+                      f"{result['copied_max_score_difference']:.2g})")
     if "hf_seconds" in result:
-        console.print(f"identical top-{result['beams']} items: {result['identical_top_k']}/{n} samples; "
-                      f"ours >= HF at every rank: {result['ours_at_least_as_good']}/{n}")
+        console.print(f"HF generate takes {result['speedup']:.2f}x as long; identical top-{result['beams']} items: "
+                      f"{result['identical_top_k']}/{n} samples; ours >= HF at every rank: "
+                      f"{result['ours_at_least_as_good']}/{n}")
 
 
 def run(args) -> int:
@@ -203,7 +271,8 @@ def run(args) -> int:
         cf_logits = item_logits(load_cf_run(args.cf_run, dataset).eval(), torch.tensor(split.users[: len(rows)]),
                                 torch.tensor(split.histories[: len(rows)]))
     result = run_bench(model, trie, item_token_ids, prompts, tokenizer.pad_token_id, args.beams, args.batch,
-                       beta=args.beta, cf_logits=cf_logits, with_hf=not args.no_hf, cf_lookahead=args.cf_lookahead)
+                       beta=args.beta, cf_logits=cf_logits, with_hf=not args.no_hf, with_copied=not args.no_copied,
+                       cf_lookahead=args.cf_lookahead)
     result.update(data=str(args.data), split=args.split, llm=str(args.llm or "default"))
     _print_table(result)
     if args.out:

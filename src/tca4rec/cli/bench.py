@@ -83,6 +83,8 @@ def _decode(group) -> None:
     p.add_argument("--cf-lookahead", default="sum", metavar="sum|max",
                    help="how the guided search scores a partial title (default %(default)s)")
     p.add_argument("--no-hf", action="store_true", help="skip the (slow) HF generate baseline")
+    p.add_argument("--no-copied", action="store_true",
+                   help="skip the search with the prompt KV copied per beam (share_prompt_kv=False)")
 
 
 def _lookahead(group) -> None:
@@ -115,7 +117,8 @@ def _scale(group) -> None:
 
 def _train(group) -> None:
     p = add_command(group, "train", _run_train,
-                    "LoRA training throughput: rows grouped by length vs random batches (real tokens/s)",
+                    "LoRA training throughput: rows grouped by length vs random batches (real tokens/s), "
+                    "model FLOP/s and their share of the measured matmul peak",
                     ("tca4rec bench train --data ../shared/data/amazon2018/Office_Products --steps 8 --batch-size 16",
                      "tca4rec bench train --data data/synth --llm path/to/hf_model --out bench_train.json"))
     p.add_argument("--data", required=True, help="dataset folder (release format)")
