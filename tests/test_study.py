@@ -106,7 +106,7 @@ def test_tiny_demo_end_to_end_then_resume_and_report(tmp_path, tiny_llm_dir, cap
 
     logs: list[str] = []
     cfg = DemoConfig(out=str(tmp_path / "demo"), llm=str(tiny_llm_dir), train_limit=16, max_steps=2,
-                     test_limit=8, cf_epochs=1)
+                     test_limit=8, cf_epochs=1, guided=False)
     report = run_demo(cfg, log=logs.append)
     text = (report / "report.md").read_text()
     for label in ("| SASRec |", "| LLM |", "| LLM + TCA4Rec |"):
@@ -154,7 +154,7 @@ def test_tiny_demo_end_to_end_then_resume_and_report(tmp_path, tiny_llm_dir, cap
     assert {m.split(" + CF-guided")[0] for m in guided} == {"LLM", "LLM + TCA4Rec"}
     for run in ("tallrec-nocf-a0-s0", "tallrec-sasrec-a0.1-s0"):
         tuning = json.loads((tmp_path / "demo" / "synthetic" / "llm" / run / "beta_tuning.json").read_text())
-        assert tuning["rows"] == 4 and tuning["best_beta"] in (0, 0.5, 1, 2)
+        assert tuning["rows"] == 4 and tuning["best_beta"] in (0, 2, 8, 32)
 
     # A finished folder kept without its weights (as docs/results keeps one in git) needs nothing again...
     guided = dataclasses.replace(cfg, test_limit=6, guided=True, beta_rows=4)
@@ -227,6 +227,18 @@ beta_tuning: {{rows: 4, grid: [0, 1]}}
     assert "Training actually done" in text and "MDE80" in text
     assert text.count("evaluated: the last step (no model selection)") == 2  # eval_rows 0: no best checkpoint
     assert text.count("+ CF-guided decoding (β=1)") >= 2 and "tuned on valid" in text
+    # Each fused row against the same run decoded plainly and against the CF model that guided it;
+    # guided TCA4Rec against the guided host alone at the same beta setting.
+    tests = json.loads((report / "results.json").read_text())["datasets"]["synthetic"]["significance"]
+    pairs = {(t["a"], t["b"]) for t in tests}
+    fused = {t["b"] for t in tests if "CF-guided" in t["b"]}
+    assert len(fused) == 4
+    for label in fused:
+        assert (label.split(" + CF-guided")[0], label) in pairs and ("SASRec", label) in pairs
+    for beta in ("β=1)", "tuned on valid)"):
+        host, tca = sorted((label for label in fused if label.endswith(beta)), key=lambda lab: "TCA4Rec" in lab)
+        assert (host, tca) in pairs and "TCA4Rec" in tca and "TCA4Rec" not in host
+    assert len(tests) == 4 * (1 + 4 * 2 + 2)  # NDCG/HR x all/novel, per pair: TCA, 4 fused x 2, 2 guided TCA
     for cell in study.config.llm_cells():  # the teacher of the TCA cell, SASRec for the host alone too
         assert study.guide_cf_run(cell) == study.out / "synthetic/cf/sasrec-s0"
         assert json.loads((study.out / cell.folder / "metrics_test_beta1.json").read_text())["rows"] == 6

@@ -51,7 +51,7 @@ def register(sub) -> None:
     p = add_command(sub, "demo", _demo, "the main job: SASRec, LLM and LLM + TCA4Rec on one dataset, with a report",
                     ("tca4rec demo", "tca4rec demo --data ../shared/data/amazon2018/Toys_and_Games --out demo_toys",
                      "tca4rec demo --max-steps 40 --test-limit 50   # a quicker look",
-                     "tca4rec demo --guided   # add CF-guided decoding (beta tuned on valid rows) to the same runs"))
+                     "tca4rec demo --no-guided   # without the fused rows (CF-guided decoding, beta tuned on valid)"))
     p.add_argument("--data", help="dataset folder (default: a synthetic dataset generated on the spot)")
     p.add_argument("--out", help="output folder (default: demo_out); rerun with the same folder to resume")
     p.add_argument("--llm", help="local Hugging Face model folder (default: the embedded SmolLM2-135M-Instruct)")
@@ -59,8 +59,9 @@ def register(sub) -> None:
     p.add_argument("--max-steps", type=int, dest="max_steps", help=f"optimizer steps per LLM run (default {DemoConfig.max_steps})")
     p.add_argument("--test-limit", type=int, dest="test_limit", help=f"test rows evaluated (default {DemoConfig.test_limit})")
     p.add_argument("--seed", type=int)
-    p.add_argument("--guided", action="store_true", default=None,
-                   help="also decode both LLM runs with CF-guided decoding, beta tuned on valid rows (tune-beta)")
+    p.add_argument("--guided", action=argparse.BooleanOptionalAction, default=None,
+                   help="also decode both LLM runs with CF-guided decoding, beta tuned on valid rows (the fused "
+                        "rows; default on; --no-guided skips them)")
     p.add_argument("--beta-rows", type=int, dest="beta_rows",
                    help=f"valid rows per beta when tuning (default {DemoConfig.beta_rows})")
 

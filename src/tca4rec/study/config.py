@@ -204,7 +204,7 @@ def _apply_override(raw: dict, item: str, path: Path) -> None:
 
 
 DEMO_SYNTH = {"num_items": 400, "num_users": 600, "seed": 0}
-DEMO_BETA_GRID = [0, 0.5, 1, 2]  # CF weights tried on valid rows by the guided demo
+DEMO_BETA_GRID = [0, 2, 8, 32]  # CF weights the demo tries on valid rows (wide: the best sat at 8-32 at demo size)
 
 
 @dataclass
@@ -221,7 +221,7 @@ class DemoConfig:
     test_limit: int = 40  # test rows, the same for every method
     cf_epochs: int = 30
     seed: int = 0
-    guided: bool = False  # also CF-guided decoding of both LLM runs, beta tuned on valid rows
+    guided: bool = True  # also CF-guided decoding of both LLM runs (the fused rows), beta tuned on valid rows
     beta_rows: int = 16  # valid rows decoded per beta of DEMO_BETA_GRID when guided
 
     def study_config(self) -> StudyConfig:

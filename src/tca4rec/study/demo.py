@@ -8,10 +8,11 @@ PNG plots) that says whether the LLM + TCA4Rec difference is significant at this
 what difference this many rows could detect (MDE). The demo shows the pipeline; whether the
 method helps is the study's question (README "Results").
 
-``guided=True`` (``tca4rec demo --guided``) also decodes both LLM runs with CF-guided
-decoding, beta tuned on a few valid rows (``tca4rec tune-beta``): two more rows in the
-table, about 8 more minutes on 2 CPU cores. Run after a plain demo with the same ``--out``,
-it only adds those decodings.
+The fused rows (``guided=True``, the default; ``--no-guided`` skips them): both LLM runs are
+also decoded with CF-guided decoding, the product of the LLM and SASRec, beta tuned on a few
+valid rows over ``DEMO_BETA_GRID`` (``tca4rec tune-beta``), with paired tests against plain
+decoding, against SASRec and between the two fused rows. Nothing is retrained for them: run
+after a ``--no-guided`` demo with the same ``--out``, the demo only adds those decodings.
 
 It is a two-cell study (see ``tca4rec.study.runner``), so it resumes where it stopped when run
 again with the same ``--out``.

@@ -137,16 +137,23 @@ def write_study_report(study) -> Path:
             rows_out.append(rec)
 
         # Significance: every TCA4Rec cell against the same host alone (same seed, same rows).
+        def host_alone(cell: LLMCell) -> LLMCell | None:
+            return next((c for c in llm_cells if c.host == cell.host and c.alpha == 0 and c.seed == cell.seed
+                         and (c.cf is None or c.cf == cell.cf)), None)
+
         tests = []
         for cell in llm_cells:
-            if cell.alpha == 0 or cell not in results:
-                continue
-            base = next((c for c in llm_cells if c.host == cell.host and c.alpha == 0 and c.seed == cell.seed
-                         and (c.cf is None or c.cf == cell.cf)), None)
-            if base in results:
-                tests += _paired(results[base], results[cell], cell.seed)
-        for (cell, _), res in guided.items():  # CF-guided decoding against the same run decoded plainly
+            if cell.alpha != 0 and cell in results and host_alone(cell) in results:
+                tests += _paired(results[host_alone(cell)], results[cell], cell.seed)
+        # The fused recommender against each of its parts: the same run decoded plainly, the CF
+        # model whose logits guided it, and (for TCA4Rec) the host alone decoded the same way.
+        for (cell, b), res in guided.items():
             tests += _paired(results[cell], res, cell.seed)
+            guide = CFCell(name, cf_of(cell), cell.seed)
+            if guide in results:
+                tests += _paired(results[guide], res, cell.seed)
+            if cell.alpha != 0 and (host_alone(cell), b) in guided:
+                tests += _paired(guided[(host_alone(cell), b)], res, cell.seed)
 
         training = [_training_line(results[c].label, out / c.folder) for c in llm_cells if c in results]
 
