@@ -6,19 +6,23 @@ its longest row, and on a CPU near its compute ceiling every pad position costs 
 real token. Grouping rows of similar length (``TrainConfig.group_by_length``, the default)
 wastes fewer FLOPs. Reported per mode: seconds per optimizer step, real (non-pad) tokens per
 step and per second, the share of computed positions that were real, and the speed-up in real
-tokens per second. Model loading is excluded from the timings.
+tokens per second. Model loading and the process's first step are excluded from the timings.
+Grouping regroups rows within mega-batches of about four batches (transformers'
+``get_length_grouped_indices``): with fewer than four batches of rows (``--steps`` x
+``--batch-size``) both modes see the same batches and only the utilization figures mean much.
 
 Against the machine: the **model FLOP/s** each mode achieves (``training_flops``: forward and
 backward of the real tokens only, through the frozen base with LoRA, the output layer on the
 title positions only, counted from the model's shapes; padding, optimizer and loss arithmetic
 count nothing), and the **peak** the same process measures for the model's largest matmul
-(real tokens of a step x hidden -> MLP width) on the same device, before and after the runs.
+(real tokens of a step x hidden -> MLP width) on the same device, twice after the runs.
 Their ratio is the utilization: what a faster kernel or less padding could still win.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from collections.abc import Sequence
@@ -135,12 +139,17 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for grouped in (False, True):
-            config = TrainConfig(data=args.data, out=str(Path(tmp) / f"grouped-{grouped}"), llm=args.llm or "smollm2-135m",
-                                 host="tallrec", alpha=0.0, batch_size=args.batch_size, grad_accum=1,
-                                 max_steps=args.steps, train_limit=args.steps * args.batch_size, eval_rows=0,
-                                 save_steps=args.steps, logging_steps=1, group_by_length=grouped, seed=args.seed)
-            results.append(measure(config))
+        configs = [TrainConfig(data=args.data, out=str(Path(tmp) / f"grouped-{grouped}"), llm=args.llm or "smollm2-135m",
+                               host="tallrec", alpha=0.0, batch_size=args.batch_size, grad_accum=1,
+                               max_steps=args.steps, train_limit=args.steps * args.batch_size, eval_rows=0,
+                               save_steps=args.steps, logging_steps=1, group_by_length=grouped, seed=args.seed)
+                   for grouped in (False, True)]
+        # The process's first training step pays one-time costs (thread pools, allocator, lazy
+        # initialisation: about twice a step on this CPU); a step not measured takes them off
+        # whichever mode would run first.
+        measure(dataclasses.replace(configs[0], out=str(Path(tmp) / "warm-up"), max_steps=1, save_steps=1,
+                                    train_limit=args.batch_size), log=lambda _: None)
+        results = [measure(config) for config in configs]
     base, grouped = results
     # The peak of the model's largest matmul at a step's real tokens, on the device and dtype the
     # runs used, before and after them (the machine's load may change meanwhile).
