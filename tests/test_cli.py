@@ -85,3 +85,16 @@ def test_a_gguf_file_cut_short_is_a_one_line_error(tmp_path, synth_dir, capsys):
     one_line_error(capsys, ["train", "--data", str(synth_dir), "--out", str(tmp_path / "run"), "--llm", str(cut),
                             "--max-steps", "1"], str(cut), "cut short")
     assert not (tmp_path / "run").exists()
+
+
+def test_every_cf_lookahead_option_defaults_to_the_librarys_choice():
+    """The CLI spells its defaults without importing torch; they must stay the API's default."""
+    from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD
+
+    found = []
+    for path, parser in leaf_commands(build_parser()):
+        for action in parser._actions:
+            if "--cf-lookahead" in action.option_strings:
+                found.append(" ".join(path))
+                assert action.default == DEFAULT_CF_LOOKAHEAD, path
+    assert {"evaluate", "tune-beta", "recommend", "serve", "bench decode"} <= set(found)

@@ -153,7 +153,7 @@ def test_tiny_demo_end_to_end_then_resume_and_report(tmp_path, tiny_llm_dir, cap
     assert len(methods) == 5 and len(guided) == 2
     assert {m.split(" + CF-guided")[0] for m in guided} == {"LLM", "LLM + TCA4Rec"}
     for run in ("tallrec-nocf-a0-s0", "tallrec-sasrec-a0.1-s0"):
-        tuning = json.loads((tmp_path / "demo" / "synthetic" / "llm" / run / "beta_tuning.json").read_text())
+        tuning = json.loads((tmp_path / "demo" / "synthetic" / "llm" / run / "beta_tuning_max.json").read_text())
         assert tuning["rows"] == 4 and tuning["best_beta"] in (0, 2, 8, 32)
 
     # A finished folder kept without its weights (as docs/results keeps one in git) needs nothing again...

@@ -62,7 +62,8 @@ def test_large_beta_scores_are_the_teachers_title_probabilities(runs, cf_run, lo
 def test_decoding_variants_have_their_own_files():
     from tca4rec.llm.evaluate import decoding_suffix
 
-    assert decoding_suffix(2, False) == decoding_suffix(2, False, "sum") == "_beta2"  # committed names stay valid
+    assert decoding_suffix(2, False, "sum") == "_beta2"  # committed names stay valid
+    assert decoding_suffix(2, False) == "_beta2_max"  # the default lookahead
     assert decoding_suffix(2, True, "max") == "_beta2_max_lennorm"
     assert decoding_suffix(0, False, "max") == ""  # beta 0 is plain decoding, whatever the lookahead
 
@@ -74,14 +75,15 @@ def test_a_tuned_beta_is_tied_to_its_lookahead(tmp_path):
     record = {"best_beta": 2.0, "cf_run": "teacher", "cf_lookahead": "max"}
     (tmp_path / "beta_tuning_max.json").write_text(json.dumps(record))
     assert read_tuned_beta(tmp_path, None, "max") == 2.0
+    assert read_tuned_beta(tmp_path, None) == 2.0  # max is the default
     with pytest.raises(ConfigError, match="--cf-lookahead sum"):  # not tuned for sum yet
-        read_tuned_beta(tmp_path, None)
+        read_tuned_beta(tmp_path, None, "sum")
     (tmp_path / "beta_tuning.json").write_text(json.dumps(record))  # a file that claims otherwise
     with pytest.raises(ConfigError, match="tuned with --cf-lookahead max, not sum"):
         read_tuned_beta(tmp_path, None, "sum")
     del record["cf_lookahead"]  # a record from before the option: tuned with sum
     (tmp_path / "beta_tuning.json").write_text(json.dumps(record))
-    assert read_tuned_beta(tmp_path, None) == 2.0
+    assert read_tuned_beta(tmp_path, None, "sum") == 2.0
 
 
 def test_tune_beta_then_auto(runs, capsys):
@@ -89,22 +91,22 @@ def test_tune_beta_then_auto(runs, capsys):
     from tca4rec.llm.evaluate import evaluate_llm_run
 
     tca, _ = runs
-    assert main(["tune-beta", "--run", str(tca), "--rows", "3", "--grid", "1", "0", "--beams", "2"]) == 0
+    assert main(["tune-beta", "--run", str(tca), "--rows", "3", "--grid", "1", "0", "--beams", "2",
+                 "--cf-lookahead", "sum"]) == 0
     stored = json.loads((tca / "beta_tuning.json").read_text())
     assert [row["beta"] for row in stored["table"]] == [0.0, 1.0] and stored["best_beta"] in (0.0, 1.0)
     assert stored["split"] == "valid" and stored["rows"] == 3 and "chosen beta" in capsys.readouterr().out
     plain = evaluate_llm_run(tca, split="valid", limit=3, beams=2)
     assert stored["table"][0]["NDCG@10"] == pytest.approx(plain["metrics"]["NDCG@10"])
-    auto = evaluate_llm_run(tca, split="valid", limit=3, beams=2, beta="auto")
+    auto = evaluate_llm_run(tca, split="valid", limit=3, beams=2, beta="auto", cf_lookahead="sum")
     assert auto["beta"] == stored["best_beta"]
     assert main(["tune-beta", "--run", str(tca), "--split", "test"]) == 2
     assert "never on the test rows" in capsys.readouterr().err
-    assert main(["tune-beta", "--run", str(tca), "--rows", "3", "--grid", "0", "1", "--beams", "2",
-                 "--cf-lookahead", "max"]) == 0
+    assert main(["tune-beta", "--run", str(tca), "--rows", "3", "--grid", "0", "1", "--beams", "2"]) == 0  # max
     tuned_max = json.loads((tca / "beta_tuning_max.json").read_text())
     assert tuned_max["cf_lookahead"] == "max" and "beta_tuning_max.json" in capsys.readouterr().out
     assert json.loads((tca / "beta_tuning.json").read_text()) == stored  # the sum tuning stays
-    auto = evaluate_llm_run(tca, split="valid", limit=3, beams=2, beta="auto", cf_lookahead="max")
+    auto = evaluate_llm_run(tca, split="valid", limit=3, beams=2, beta="auto")
     assert auto["beta"] == tuned_max["best_beta"]
     capsys.readouterr()
     assert main(["evaluate", "--run", str(tca), "--cf-lookahead", "mean"]) == 2  # refused by the search, one line
@@ -125,7 +127,7 @@ def test_run_without_teacher_needs_a_cf_run(runs, cf_run, capsys):
     with pytest.raises(ConfigError, match="must be"):
         evaluate_llm_run(alone, split="valid", limit=2, beams=2, beta="-1")
     record = evaluate_llm_run(alone, split="valid", limit=2, beams=2, beta=0.5, cf_run=cf_run, length_normalize=True)
-    assert record["guide_cf"] == str(cf_run) and (alone / "metrics_valid_beta0.5_lennorm.json").is_file()
+    assert record["guide_cf"] == str(cf_run) and (alone / "metrics_valid_beta0.5_max_lennorm.json").is_file()
     ds = load_dataset(json.loads((alone / "config.json").read_text())["config"]["data"])
     capsys.readouterr()
     assert main(["recommend", "--run", str(alone), "--history", ds.titles[3], "--k", "2", "--beta", "1",

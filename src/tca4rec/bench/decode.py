@@ -36,6 +36,7 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
+from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD
 from tca4rec.align.trie import TitleTrie
 from tca4rec.cf import load_cf_run
 from tca4rec.data import load_dataset
@@ -118,7 +119,7 @@ def forwards_floor(model, ids: torch.Tensor, mask: torch.Tensor, forwards: int, 
 
 def run_bench(model, trie: TitleTrie, item_token_ids: Sequence[Sequence[int]], prompts: Sequence[Sequence[int]],
               pad_id: int, beams: int, batch: int, beta: float = 1.0, cf_logits: torch.Tensor | None = None,
-              with_hf: bool = True, with_copied: bool = True, cf_lookahead: str = "sum") -> dict:
+              with_hf: bool = True, with_copied: bool = True, cf_lookahead: str = DEFAULT_CF_LOOKAHEAD) -> dict:
     """Decode every prompt (``batch`` prompts per call) with HF (unless ``with_hf`` is False), our search at
     beta = 0 with the prompt KV shared and (unless ``with_copied`` is False) copied per beam, at ``beta``
     (CF logits [len(prompts), N]: ``cf_logits`` or seeded random ones), and the forwards floor; JSON-ready

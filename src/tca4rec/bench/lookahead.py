@@ -54,7 +54,7 @@ def cf_only_beam_search(trie: TitleTrie, cf_logits: torch.Tensor, width: int, lo
 
 def cf_top_titles(trie: TitleTrie, cf_logits: torch.Tensor, k: int) -> torch.Tensor:
     """Leaves [B, k] of the k most probable titles of each row under the CF logits (exact, float64)."""
-    guide = CFGuide(trie, cf_logits)
+    guide = CFGuide(trie, cf_logits, lookahead="sum")  # at a leaf both are log p_CF; sum builds no table
     leaves = trie.is_leaf(torch.arange(trie.num_nodes)).nonzero().squeeze(1)  # [F]
     rows = torch.arange(guide.num_rows).repeat_interleave(leaves.numel())
     log_p = guide.log_share(rows, leaves.repeat(guide.num_rows)).view(guide.num_rows, -1)  # [B, F]

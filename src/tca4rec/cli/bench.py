@@ -80,7 +80,7 @@ def _decode(group) -> None:
     p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")
     p.add_argument("--beta", type=float, default=1.0, help="CF weight of the guided search timed (default 1)")
     p.add_argument("--cf-run", default=None, help="CF run whose logits guide (default: seeded random logits)")
-    p.add_argument("--cf-lookahead", default="sum", metavar="sum|max",
+    p.add_argument("--cf-lookahead", default="max", metavar="sum|max",
                    help="how the guided search scores a partial title (default %(default)s)")
     p.add_argument("--no-hf", action="store_true", help="skip the (slow) HF generate baseline")
     p.add_argument("--no-copied", action="store_true",

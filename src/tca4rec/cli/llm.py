@@ -134,10 +134,10 @@ def _add_guidance_options(p: argparse.ArgumentParser) -> None:
 def _add_lookahead_option(p: argparse.ArgumentParser) -> None:
     # No choices list here: it lives with the search (tca4rec.align.guidance), which loads torch;
     # the search refuses another value with a one-line error.
-    p.add_argument("--cf-lookahead", default="sum", dest="cf_lookahead", metavar="sum|max",
-                   help="CF part of a partial title: its prefix's CF share (sum, default) or the CF probability "
-                        "of its most probable title (max: keeps the CF model's top titles in the beam); "
-                        "finished titles are ranked the same way by both")
+    p.add_argument("--cf-lookahead", default="max", dest="cf_lookahead", metavar="sum|max",
+                   help="CF part of a partial title: the CF probability of its most probable title (max, "
+                        "default: keeps the CF model's top titles in the beam; chosen on valid rows) or its "
+                        "prefix's CF share (sum); finished titles are ranked the same way by both")
 
 
 def _positive_int(text: str) -> int:

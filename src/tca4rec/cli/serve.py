@@ -32,9 +32,9 @@ def register(sub) -> None:
                    help="CF run whose logits guide decoding when beta > 0 (default: the run's teacher)")
     p.add_argument("--beta", default="0", metavar="BETA|auto",
                    help="default CF weight for requests that give none (default 0; auto = the tuned one)")
-    p.add_argument("--cf-lookahead", default="sum", dest="cf_lookahead", metavar="sum|max",
-                   help="how guided decoding scores a partial title: its prefix's CF share (sum, default) or its "
-                        "most probable title (max)")
+    p.add_argument("--cf-lookahead", default="max", dest="cf_lookahead", metavar="sum|max",
+                   help="how guided decoding scores a partial title: its most probable title (max, default) or "
+                        "its prefix's CF share (sum)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0 = any free port)")
     p.add_argument("--beams", type=int, default=10, help="beam width; requests may ask for k in 1..beams (default 10)")

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import torch
 from transformers import Cache, DynamicCache
 
-from tca4rec.align.guidance import CFGuide, check_lookahead
+from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD, CFGuide, check_lookahead
 from tca4rec.align.trie import ROOT, TitleTrie
 from tca4rec.decode.shared_kv import CONTEXT_KWARG, SharedPromptCache, shared_kv_attention, shared_kv_unsupported
 from tca4rec.errors import ConfigError
@@ -70,7 +70,7 @@ class BeamSearchConfig:
     masked: bool = False  # MSL: softmax over the trie children only, of logits / tau
     tau: float = 1.0  # used only when masked
     beta: float = 0.0  # CF weight: token score + beta * log q(v | node); 0 = plain decoding, bit for bit
-    cf_lookahead: str = "sum"  # a partial beam's CF part: its subtree's share ("sum") or best title ("max")
+    cf_lookahead: str = DEFAULT_CF_LOOKAHEAD  # a partial beam's CF part: its subtree's share ("sum") or best title ("max")
     # Beams share their prompt's KV (no copies); False copies it per beam, as models that cannot share do
     # (the reference the tests and ``tca4rec bench decode`` compare against).
     share_prompt_kv: bool = True

@@ -23,6 +23,7 @@ import torch
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
+from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD
 from tca4rec.cf import load_cf_run
 from tca4rec.cf.run import cf_fingerprint
 from tca4rec.decode import BeamSearchConfig, constrained_beam_search
@@ -36,7 +37,7 @@ TEACHER = "teacher"  # the CF run a run was trained with (its config's ``cf``)
 def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, device=None,
                   desc: str = "beam search", beta: float = 0.0, length_normalize: bool = False,
                   cf_model: torch.nn.Module | None = None, progress: tqdm | bool = True,
-                  cf_lookahead: str = "sum") -> tuple[np.ndarray, np.ndarray]:
+                  cf_lookahead: str = DEFAULT_CF_LOOKAHEAD) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` items of every row of ``split`` by constrained beam search.
 
     ``progress``: a caller's bar (spanning several calls) that rows advance; True: a bar of this
@@ -126,7 +127,7 @@ def tuned_beta_file(cf_lookahead: str) -> str:
     return TUNED_BETA_FILE if cf_lookahead == "sum" else f"beta_tuning_{cf_lookahead}.json"
 
 
-def read_tuned_beta(run_dir: Path, cf_run: str | Path | None, cf_lookahead: str = "sum") -> float:
+def read_tuned_beta(run_dir: Path, cf_run: str | Path | None, cf_lookahead: str = DEFAULT_CF_LOOKAHEAD) -> float:
     """The beta ``tune_beta`` chose for this run, if it was tuned with this lookahead and this CF
     run (the run's teacher when ``cf_run`` is None, else the same model, by content)."""
     path = run_dir / tuned_beta_file(cf_lookahead)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from tca4rec.align.guidance import check_lookahead
+from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD, check_lookahead
 from tca4rec.errors import ConfigError
 from tca4rec.evaluate.metrics import KS, exclude_record, hit_ranks, metrics_record, prediction_records
 from tca4rec.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
@@ -37,7 +37,7 @@ from tca4rec.llm.run import load_llm_run, process_state, weights_stamp
 BLOCK_BATCHES = 8  # decoded rows are saved after every BLOCK_BATCHES batches (per process)
 
 
-def decoding_suffix(beta: float, length_normalize: bool, cf_lookahead: str = "sum") -> str:
+def decoding_suffix(beta: float, length_normalize: bool, cf_lookahead: str = DEFAULT_CF_LOOKAHEAD) -> str:
     """File-name suffix of a decoding variant: '' for plain decoding, e.g. '_beta0.5_lennorm' or
     '_beta2_max' (the sum lookahead, the first one, keeps the names it always had)."""
     guided = (f"_beta{beta:g}" + ("_max" if cf_lookahead == "max" else "")) if beta > 0 else ""
@@ -48,7 +48,7 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
                      batch_size: int = 8, data: str | Path | None = None, beta: float | str = 0.0,
                      cf_run: str | Path | None = None, length_normalize: bool = False,
                      sample_seed: int | None = None, sample_exclude: tuple[tuple[int, int], ...] = (),
-                     cf_lookahead: str = "sum") -> dict:
+                     cf_lookahead: str = DEFAULT_CF_LOOKAHEAD) -> dict:
     """Evaluate a finished run on ``split``; writes ``metrics_<split>.json`` and ``predictions_<split>.jsonl``
     (with the suffix of ``decoding_suffix`` for CF-guided or length-normalized decoding).
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tca4rec.align.guidance import check_lookahead
+from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD, check_lookahead
 from tca4rec.data.dataset import Split
 from tca4rec.errors import ConfigError
 from tca4rec.llm.decoding import evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
@@ -108,7 +108,7 @@ class Recommender:
     """
 
     def __init__(self, run: LLMRun, *, beams: int = 10, beta: float | str = 0.0, cf_run: str | Path | None = None,
-                 length_normalize: bool = False, cf_lookahead: str = "sum") -> None:
+                 length_normalize: bool = False, cf_lookahead: str = DEFAULT_CF_LOOKAHEAD) -> None:
         if beams < 1:
             raise ConfigError(f"--beams {beams}: must be >= 1")
         self.run = run
@@ -164,7 +164,7 @@ class Recommender:
 def recommend(run_dir: str | Path, history_titles: Sequence[HistoryEntry], k: int = 10, beams: int | None = None,
               run: LLMRun | None = None, beta: float | str = 0.0, cf_run: str | Path | None = None,
               length_normalize: bool = False, data: str | Path | None = None,
-              note: Callable[[str], None] | None = None, cf_lookahead: str = "sum") -> list[Recommendation]:
+              note: Callable[[str], None] | None = None, cf_lookahead: str = DEFAULT_CF_LOOKAHEAD) -> list[Recommendation]:
     """The ``k`` best items after ``history_titles`` (titles or item ids; ``beams`` defaults to max(k, 10)).
 
     The model reads the last H entries (H: the dataset's history width); a longer history is

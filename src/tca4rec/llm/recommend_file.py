@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD
 from tca4rec.data import load_dataset
 from tca4rec.errors import ConfigError
 from tca4rec.io import atomic_write_json, atomic_write_jsonl
@@ -35,7 +36,7 @@ from tca4rec.llm.run import load_llm_run, process_state, read_run_record, weight
 def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, *, k: int = 10,
                    beams: int | None = None, beta: float | str = 0.0, cf_run: str | Path | None = None,
                    batch_size: int = 8, skip_bad_rows: str | Path | None = None, data: str | Path | None = None,
-                   length_normalize: bool = False, cf_lookahead: str = "sum") -> dict:
+                   length_normalize: bool = False, cf_lookahead: str = DEFAULT_CF_LOOKAHEAD) -> dict:
     """Write the top ``k`` of every row of ``histories`` to ``out`` (resuming a killed run); returns a summary.
 
     ``skip_bad_rows``: a file to list bad input rows in (JSON lines: row, field, error) instead

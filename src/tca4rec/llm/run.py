@@ -39,7 +39,7 @@ LLM_FILE = "llm.json"  # the adapted modules, trainable parameter count and base
 # Everything a run folder may hold (top level): what --overwrite may delete, and nothing else.
 LLM_RUN_FILES = ("config.json", LLM_FILE, CT_FILE, "adapter", "projector.safetensors", "checkpoints", "train_log.jsonl",
                  "train_state.json", "metrics_*.json", "predictions_*.jsonl", "decode_*.partial.json",
-                 "beta_tuning.json")
+                 "beta_tuning*.json")
 
 
 def process_state():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tca4rec.align.guidance import check_lookahead
+from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD, check_lookahead
 from tca4rec.cf.run import cf_fingerprint
 from tca4rec.errors import ConfigError
 from tca4rec.evaluate.metrics import KS, hit_ranks, summarize
@@ -29,7 +29,7 @@ SELECTION_METRIC = "NDCG@10"
 
 def tune_beta(run_dir: str | Path, split: str = "valid", rows: int = 100, grid: Sequence[float] = DEFAULT_GRID,
               cf_run: str | Path | None = None, beams: int = 10, batch_size: int = 8,
-              data: str | Path | None = None, cf_lookahead: str = "sum") -> dict:
+              data: str | Path | None = None, cf_lookahead: str = DEFAULT_CF_LOOKAHEAD) -> dict:
     """Evaluate every beta of ``grid`` on the first ``rows`` rows of ``split``; store and return the table."""
     if split == "test":
         raise ConfigError("--split test: beta is chosen on valid rows, never on the test rows it is reported on")

@@ -26,6 +26,7 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 import tca4rec
+from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.llm.decoding import TEACHER, read_tuned_beta
 from tca4rec.llm.recommend import Recommender
@@ -41,7 +42,7 @@ class ServeConfig:
     run: str
     cf_run: str | None = None
     beta: float | str = 0.0  # default CF weight of requests that give none ("auto": the tuned one)
-    cf_lookahead: str = "sum"  # how guided decoding scores a partial title (tca4rec.align.guidance)
+    cf_lookahead: str = DEFAULT_CF_LOOKAHEAD  # how guided decoding scores a partial title (tca4rec.align.guidance)
     host: str = "127.0.0.1"
     port: int = 8000  # 0: any free port (the ready line says which)
     beams: int = 10

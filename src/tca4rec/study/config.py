@@ -59,7 +59,9 @@ class StudyConfig:
     eval_batch_size: int = 8  # test rows decoded per model call (x beams sequences); raise it on a GPU
     betas: list[float | str] = field(default_factory=lambda: [0])  # CF-guided decoding weights; "auto": tuned
     beta_tuning: dict = field(default_factory=dict)  # for "auto": {rows: 100, grid: [0, 0.25, ...]} on valid rows
-    cf_lookahead: str = "sum"  # CF-guided decoding: a partial title's CF part, its prefix's share or best title (max)
+    # CF-guided decoding: a partial title's CF part, its best title (max, the commands' default) or its
+    # prefix's share (sum). A study file that omits it means sum, as it did before max existed.
+    cf_lookahead: str = "sum"
     cf: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     base: str = "."
@@ -236,7 +238,7 @@ class DemoConfig:
             name="demo", out=str(Path(self.out).resolve()), datasets={name: dataset},
             grid=[{"host": ["tallrec"], "cf": ["sasrec"], "alpha": [0.0, 0.1]}],
             split="test", eval_limit=self.test_limit, seeds=[self.seed], cf={"epochs": self.cf_epochs},
-            train=train, betas=[0, "auto"] if self.guided else [0],
+            train=train, betas=[0, "auto"] if self.guided else [0], cf_lookahead="max",
             beta_tuning={"rows": self.beta_rows, "grid": DEMO_BETA_GRID} if self.guided else {},
             labels={f"{name}/cf/sasrec-s{self.seed}": "SASRec",
                     f"{name}/llm/tallrec-nocf-a0-s{self.seed}": "LLM",
