@@ -95,7 +95,9 @@ def test_tune_beta_then_auto(runs, capsys):
                  "--cf-lookahead", "sum"]) == 0
     stored = json.loads((tca / "beta_tuning.json").read_text())
     assert [row["beta"] for row in stored["table"]] == [0.0, 1.0] and stored["best_beta"] in (0.0, 1.0)
-    assert stored["split"] == "valid" and stored["rows"] == 3 and "chosen beta" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert stored["split"] == "valid" and stored["rows"] == 3 and "chosen beta" in out
+    assert ("the largest tried" in out) == (stored["best_beta"] == 1.0)  # at the grid's top: say so
     plain = evaluate_llm_run(tca, split="valid", limit=3, beams=2)
     assert stored["table"][0]["NDCG@10"] == pytest.approx(plain["metrics"]["NDCG@10"])
     auto = evaluate_llm_run(tca, split="valid", limit=3, beams=2, beta="auto", cf_lookahead="sum")

@@ -78,6 +78,8 @@ def _tune_beta(args: argparse.Namespace) -> int:
         Console().print(table)
         print(f"chosen beta {record['best_beta']:g} (best {record['metric']}); stored in "
               f"{args.run}/{tuned_beta_file(args.cf_lookahead)} for --beta auto --cf-lookahead {args.cf_lookahead}")
+        if 0 < record["best_beta"] == max(row["beta"] for row in record["table"]):
+            print("note: the chosen beta is the largest tried; a grid that goes higher may find a better one")
     return 0
 
 
