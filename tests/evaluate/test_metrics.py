@@ -62,6 +62,19 @@ def test_bootstrap_ci_contains_mean_and_paired_test_detects_a_real_gap():
     assert same["diff"] == 0 and not same["significant"]
 
 
+def test_a_ci_that_excludes_zero_is_not_significant_when_the_exact_test_says_otherwise():
+    """5 of 200 rows gain a hit, none lose one: the bootstrap CI excludes 0, McNemar's exact
+    p is 2 / 2^5 = 0.0625. The verdict follows the most conservative p."""
+    a = np.zeros(200, dtype=int)
+    b = a.copy()
+    b[:5] = 1
+    t = paired_bootstrap(a, b, "HR@10")
+    assert t["low"] > 0 and t["p_exact"] == 0.0625 and t["p"] == 0.0625
+    assert not t["significant"]
+    b[:12] = 1  # 12 of 12 discordant: p 2 / 2^12
+    assert paired_bootstrap(a, b, "HR@10")["significant"]
+
+
 def test_paired_bootstrap_states_the_minimum_detectable_effect():
     rng = np.random.default_rng(3)
     a, b = rng.integers(0, 11, 4000), rng.integers(0, 11, 4000)

@@ -64,7 +64,9 @@ _Z_POWER80 = 1.959964 + 0.841621
 
 def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str = "NDCG@10", n_boot: int = 2000,
                      level: float = 0.95, seed: int = 0) -> dict[str, float]:
-    """CI of mean(metric_b - metric_a) over the same rows; significant when the CI excludes 0.
+    """CI of mean(metric_b - metric_a) over the same rows; significant when the CI excludes 0
+    and every one of the three p values below is under ``1 - level`` (near the threshold a CI
+    that just excludes 0 can come with an exact p above 0.05: the verdict then says no).
 
     Power: ``mde80`` is the minimum detectable effect, the smallest true difference that
     this many rows detect with 80% power at the 5% level: 2.80 x the bootstrap standard
@@ -93,10 +95,10 @@ def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str = "ND
     # (count + 1) / (n_boot + 1): never 0, whatever the number of resamples resolves.
     p_bootstrap = min(1.0, 2 * (min(int((means <= 0).sum()), int((means >= 0).sum())) + 1) / (n_boot + 1))
     p_exact = mcnemar_exact_p(value_a > 0, value_b > 0) if metric.startswith("HR") else sign_flip_p(diff, seed=seed)
-    return {"diff": mean, "low": float(lo), "high": float(hi), "significant": bool(lo > 0 or hi < 0),
+    p = max(p_normal, p_bootstrap, p_exact)
+    return {"diff": mean, "low": float(lo), "high": float(hi), "significant": bool((lo > 0 or hi < 0) and p < 1 - level),
             "se": se, "mde80": _Z_POWER80 * se, "discordant": int((diff != 0).sum()),
-            "p_normal": p_normal, "p_bootstrap": p_bootstrap, "p_exact": p_exact,
-            "p": max(p_normal, p_bootstrap, p_exact)}
+            "p_normal": p_normal, "p_bootstrap": p_bootstrap, "p_exact": p_exact, "p": p}
 
 
 EXACT_SIGN_FLIPS = 16  # up to this many nonzero differences every sign pattern is enumerated
