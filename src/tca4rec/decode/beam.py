@@ -363,23 +363,16 @@ def constrained_beam_search(model, trie: TitleTrie, attention_mask: torch.LongTe
     if trie.vocab_bound > scorer.vocab_size:
         raise ConfigError(f"the trie holds token ids up to {trie.vocab_bound - 1}, beyond the model's "
                           f"vocabulary of {scorer.vocab_size}: trie and model use different tokenizers")
+    device = prompt_mask.device  # the model's; the trie and the search's bookkeeping stay on the CPU
+    num_samples = prompt_mask.shape[0]
     prompt_len = prompt_mask.sum(1).cpu()  # [B]
     shared = config.share_prompt_kv and shared_kv_unsupported(model) is None
     kv = _SharedKV(model, scorer, prompt_mask, config.lookahead) if shared else _CopiedKV(model, scorer, prompt_mask)
-    with _search_lock(model):
-        return _search(model, trie, kv, scorer, prompt_mask, prompt_len, input_ids, inputs_embeds, config, guide,
-                       shared)
-
-
-def _search(model, trie: TitleTrie, kv: _CopiedKV | _SharedKV, scorer: _NextTokenScorer, prompt_mask: torch.Tensor,
-            prompt_len: torch.Tensor, input_ids, inputs_embeds, config: BeamSearchConfig, guide: CFGuide | None,
-            shared: bool) -> BeamSearchResult:
-    """The search of ``constrained_beam_search`` (the caller holds the model's lock)."""
-    device = prompt_mask.device  # the model's; the trie and the search's bookkeeping stay on the CPU
-    num_samples = prompt_mask.shape[0]
+    lock = _search_lock(model)
+    lock.acquire()
     was_training = model.training
-    model.eval()
     try:
+        model.eval()
         prompt = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
         scored = _ScoredTokens(trie, scorer)
         node = torch.full((num_samples,), ROOT, dtype=torch.long)
@@ -443,3 +436,4 @@ def _search(model, trie: TitleTrie, kv: _CopiedKV | _SharedKV, scorer: _NextToke
         return pool.result(trie, depth, beam_rows, forwards, fed_tokens, shared)
     finally:
         model.train(was_training)
+        lock.release()
