@@ -70,7 +70,8 @@ class BeamSearchConfig:
     masked: bool = False  # MSL: softmax over the trie children only, of logits / tau
     tau: float = 1.0  # used only when masked
     beta: float = 0.0  # CF weight: token score + beta * log q(v | node); 0 = plain decoding, bit for bit
-    cf_lookahead: str = DEFAULT_CF_LOOKAHEAD  # a partial beam's CF part: its subtree's share ("sum") or best title ("max")
+    # A partial beam's CF part: its best title ("max", the default) or its subtree's share ("sum").
+    cf_lookahead: str = DEFAULT_CF_LOOKAHEAD
     # Beams share their prompt's KV (no copies); False copies it per beam, as models that cannot share do
     # (the reference the tests and ``tca4rec bench decode`` compare against).
     share_prompt_kv: bool = True

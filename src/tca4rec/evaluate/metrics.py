@@ -96,7 +96,8 @@ def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str = "ND
     p_bootstrap = min(1.0, 2 * (min(int((means <= 0).sum()), int((means >= 0).sum())) + 1) / (n_boot + 1))
     p_exact = mcnemar_exact_p(value_a > 0, value_b > 0) if metric.startswith("HR") else sign_flip_p(diff, seed=seed)
     p = max(p_normal, p_bootstrap, p_exact)
-    return {"diff": mean, "low": float(lo), "high": float(hi), "significant": bool((lo > 0 or hi < 0) and p < 1 - level),
+    significant = bool((lo > 0 or hi < 0) and p < 1 - level)
+    return {"diff": mean, "low": float(lo), "high": float(hi), "significant": significant,
             "se": se, "mde80": _Z_POWER80 * se, "discordant": int((diff != 0).sum()),
             "p_normal": p_normal, "p_bootstrap": p_bootstrap, "p_exact": p_exact, "p": p}
 

@@ -58,7 +58,7 @@ class StudyConfig:
     beams: int = 10
     eval_batch_size: int = 8  # test rows decoded per model call (x beams sequences); raise it on a GPU
     betas: list[float | str] = field(default_factory=lambda: [0])  # CF-guided decoding weights; "auto": tuned
-    beta_tuning: dict = field(default_factory=dict)  # for "auto": {rows: 100, grid: [0, 0.25, ...]} on valid rows
+    beta_tuning: dict = field(default_factory=dict)  # for "auto": {rows: 100, grid: [0, 1, 2, ...]} on valid rows
     # CF-guided decoding: a partial title's CF part, its best title (max, the commands' default) or its
     # prefix's share (sum). A study file that omits it means sum, as it did before max existed.
     cf_lookahead: str = "sum"
