@@ -16,7 +16,6 @@ run the script again when it has.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
