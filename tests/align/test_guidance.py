@@ -101,7 +101,8 @@ def test_lookahead_is_validated():
     with pytest.raises(ConfigError, match="cf_lookahead 'mean'.*'sum'.*'max'"):
         CFGuide(trie, torch.zeros(1, 2), lookahead="mean")
     with pytest.raises(ConfigError, match="lookahead=\"max\""):
-        CFGuide(trie, torch.zeros(1, 2), lookahead="sum").log_max(torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+        zero = torch.zeros(1, dtype=torch.long)
+        CFGuide(trie, torch.zeros(1, 2), lookahead="sum").log_max(zero, zero)
 
 
 def test_leaf_shares_are_title_probabilities_with_duplicates_merged():

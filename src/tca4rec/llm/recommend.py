@@ -164,7 +164,8 @@ class Recommender:
 def recommend(run_dir: str | Path, history_titles: Sequence[HistoryEntry], k: int = 10, beams: int | None = None,
               run: LLMRun | None = None, beta: float | str = 0.0, cf_run: str | Path | None = None,
               length_normalize: bool = False, data: str | Path | None = None,
-              note: Callable[[str], None] | None = None, cf_lookahead: str = DEFAULT_CF_LOOKAHEAD) -> list[Recommendation]:
+              note: Callable[[str], None] | None = None,
+              cf_lookahead: str = DEFAULT_CF_LOOKAHEAD) -> list[Recommendation]:
     """The ``k`` best items after ``history_titles`` (titles or item ids; ``beams`` defaults to max(k, 10)).
 
     The model reads the last H entries (H: the dataset's history width); a longer history is
