@@ -100,6 +100,13 @@ def test_tune_beta_then_auto(runs, capsys):
     assert ("the largest tried" in out) == (stored["best_beta"] == 1.0)  # at the grid's top: say so
     plain = evaluate_llm_run(tca, split="valid", limit=3, beams=2)
     assert stored["table"][0]["NDCG@10"] == pytest.approx(plain["metrics"]["NDCG@10"])
+    # The rows behind the table are kept: each beta's and the teacher's own ranking, recomputable.
+    behind = [json.loads(line) for line in (tca / stored["predictions"]).read_text().splitlines()]
+    assert [p["beta"] for p in behind] == [0.0] * 3 + [1.0] * 3 + [None] * 3
+    for row in (*stored["table"], {"beta": None, **stored["cf_alone"]}):
+        ranks = np.array([p["rank"] for p in behind if p["beta"] == row["beta"]])
+        gains = np.where(ranks > 0, 1 / np.log2(np.maximum(ranks, 1) + 1), 0)
+        assert row["NDCG@10"] == pytest.approx(float(gains.mean()))
     auto = evaluate_llm_run(tca, split="valid", limit=3, beams=2, beta="auto", cf_lookahead="sum")
     assert auto["beta"] == stored["best_beta"]
     assert main(["tune-beta", "--run", str(tca), "--split", "test"]) == 2
@@ -161,3 +168,28 @@ def test_a_tuned_beta_belongs_to_the_cf_model_not_to_its_path(runs, cf_run, synt
     monkeypatch.chdir(there)
     with pytest.raises(ConfigError, match="another CF model"):
         evaluate_llm_run(alone, split="valid", limit=2, beams=2, beta="auto", cf_run="runs/sasrec")
+
+
+def test_a_shared_title_names_the_item_its_cf_model_or_popularity_ranks_first(runs, cf_run, synth_dataset):
+    """Evaluation picks, among same-title items, the teacher's best (a run with a teacher) or the
+    most popular in train (a run without one); the title, and so every title-level hit, is kept."""
+    from tca4rec.cf import load_cf_run
+    from tca4rec.llm.decoding import choose_items, item_logits
+    from tca4rec.llm.evaluate import evaluate_llm_run
+
+    valid = synth_dataset.split("valid")
+    shared = synth_dataset.same_title_items.members  # [M, G] the items of each shared title
+    reps = np.repeat(shared[:, :1], 4, axis=1).T  # [4, M]: each row ranks every shared title by its first item
+    teacher = load_cf_run(cf_run, synth_dataset).eval()
+    logits = item_logits(teacher, torch.tensor(valid.users[:4]), torch.tensor(valid.histories[:4]))
+    by_cf = choose_items(synth_dataset, reps, logits)
+    for r in range(4):
+        for m, item in enumerate(by_cf[r]):
+            members = shared[m][shared[m] > 0]
+            assert item == members[np.argmax(logits[r, members - 1].numpy())]
+    by_popularity = choose_items(synth_dataset, reps, None)
+    assert (synth_dataset.train_popularity[by_popularity] == synth_dataset.train_popularity[shared].max(1)).all()
+
+    tca, alone = runs
+    assert evaluate_llm_run(tca, split="valid", limit=2, beams=3)["item_choice"] == "cf"
+    assert evaluate_llm_run(alone, split="valid", limit=2, beams=3)["item_choice"] == "popularity"

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tca4rec.data.dataset import item_counts
 from tca4rec.errors import ConfigError
 
 NEGATIVE_SAMPLING = ("uniform", "popularity")
@@ -115,14 +116,6 @@ def sampled_softmax_loss(hidden: torch.Tensor, table: torch.Tensor, labels: torc
         negative = negative - log_q[negatives][None]
     negative = negative.masked_fill(negatives[None] == labels[:, None], float("-inf"))
     return F.cross_entropy(torch.cat([positive, negative], dim=1), torch.zeros_like(labels))
-
-
-def item_counts(histories: np.ndarray, targets: np.ndarray, num_items: int) -> np.ndarray:
-    """How often each item id 0..num_items occurs in train rows' histories and targets (float64, id 0 = 0)."""
-    items = np.concatenate([histories.reshape(-1), targets.reshape(-1)])
-    counts = np.bincount(items, minlength=num_items + 1)[: num_items + 1].astype(np.float64)
-    counts[0] = 0.0
-    return counts
 
 
 class CFModel(nn.Module):

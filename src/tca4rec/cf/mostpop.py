@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tca4rec.cf.base import CFModel, item_counts, register_cf_model
+from tca4rec.cf.base import CFModel, register_cf_model
+from tca4rec.data.dataset import item_counts
 
 
 @register_cf_model

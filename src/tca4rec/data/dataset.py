@@ -9,10 +9,12 @@ which is what sequential CF models want and what makes batching free.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from tca4rec.data.title_items import SameTitleItems
 from tca4rec.errors import ConfigError, DatasetError
 
 SPLITS = ("train", "valid", "test")
@@ -87,6 +89,14 @@ class Split:
                      self.row_ids[rows])
 
 
+def item_counts(histories: np.ndarray, targets: np.ndarray, num_items: int) -> np.ndarray:
+    """How often each item id 0..num_items occurs in rows' histories and targets (float64, id 0 = 0)."""
+    items = np.concatenate([histories.reshape(-1), targets.reshape(-1)])
+    counts = np.bincount(items, minlength=num_items + 1)[: num_items + 1].astype(np.float64)
+    counts[0] = 0.0
+    return counts
+
+
 def _draw(size: int, n: int | None, seed: int) -> np.ndarray:
     """Positions of a seeded sample of ``n`` of ``size`` rows, sorted (all when ``n`` is None or >= size)."""
     if n is None or n >= size:
@@ -123,6 +133,19 @@ class RecDataset:
     @property
     def num_items(self) -> int:
         return len(self.titles) - 1
+
+    @cached_property
+    def same_title_items(self) -> SameTitleItems:
+        """The items of every shared title: which item a generated title names (``title_items.py``)."""
+        return SameTitleItems(self.title_group)
+
+    @cached_property
+    def train_popularity(self) -> np.ndarray:
+        """float64 [N + 1]: occurrences of each item in the train rows (histories and targets)."""
+        train = self.splits.get("train")
+        if train is None:
+            return np.zeros(self.num_items + 1)
+        return item_counts(train.histories, train.targets, self.num_items)
 
     def split(self, name: str) -> Split:
         if name not in self.splits:

@@ -7,9 +7,11 @@ to it: dependencies run evaluate -> llm.decoding -> llm.run -> llm.weights, neve
 CF-guided decoding (``beta > 0``): the search adds beta * log q(v | node) from the rows'
 CF logits, taken from ``cf_model`` or else the run's own teacher (``signals.cf``), and
 scores a partial beam by its subtree's CF share or, with ``cf_lookahead="max"``, by its most
-probable title. The helpers below resolve the CLI/API options shared by evaluate, recommend
-and tune-beta: a beta value or "auto" (the one tuned for that lookahead, ``tuned_beta_file``
-in the run folder), and the CF run that guides.
+probable title. A ranked title that several items share names the item that the ranking's
+CF model (the guide, else the teacher; without one, train popularity) scores highest
+(``choose_items``). The helpers below resolve the CLI/API options shared by evaluate,
+recommend and tune-beta: a beta value or "auto" (the one tuned for that lookahead,
+``tuned_beta_file`` in the run folder), and the CF run that guides.
 """
 
 from __future__ import annotations
@@ -74,14 +76,16 @@ def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, 
             history_cf = user_cf = None
             if host.host_config.uses_cf_embeddings:
                 history_cf, user_cf = signals.cf_embeddings(users[rows], histories[rows])
-            cf_logits = None
-            if guide_model is not None:
-                cf_logits = item_logits(guide_model, users[rows], histories[rows])
+            # The CF model of this ranking also picks the item among same-title items (title_items.py).
+            chooser = guide_model if guide_model is not None else signals.cf
+            chooser_logits = item_logits(chooser, users[rows], histories[rows]) if chooser is not None else None
+            cf_logits = chooser_logits if guide_model is not None else None
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 inputs = host.decode_inputs(prompt, history_cf, user_cf)
                 result = constrained_beam_search(host.llm, signals.trie, prompt.attention_mask, config=search,
                                                  cf_logits=cf_logits, **inputs)
-            ids = torch.where(result.items >= 0, result.items + 1, 0).cpu()  # column -> item id
+            ids = torch.where(result.items >= 0, result.items + 1, 0).cpu().numpy()  # column -> item id
+            ids = torch.from_numpy(choose_items(signals.dataset, ids, chooser_logits))
             shard += [(int(r), i.tolist(), s.tolist()) for r, i, s in zip(rows, ids, result.scores.cpu())]
             progress.update(len(rows) * state.num_processes)
         if own_bar:
@@ -98,6 +102,15 @@ def item_logits(cf_model: torch.nn.Module, users: torch.Tensor, histories: torch
     """A CF model's float32 logits over item columns [B, N] (the padding column 0 dropped), on the CPU."""
     device = next(cf_model.parameters()).device
     return cf_model(users.to(device), histories.to(device))[:, 1:].float().cpu()
+
+
+def choose_items(dataset, items: np.ndarray, cf_logits: torch.Tensor | None) -> np.ndarray:
+    """The item each ranked title names (``data/title_items.py``): the best by ``cf_logits``
+    [R, N] (item columns), else the most popular in the train rows."""
+    if cf_logits is None:
+        return dataset.same_title_items.choose(items, dataset.train_popularity)
+    by_id = np.concatenate([np.full((len(items), 1), -np.inf), cf_logits.double().numpy()], axis=1)  # [R, N + 1]
+    return dataset.same_title_items.choose(items, by_id)
 
 
 def parse_beta(value: float | str) -> float:

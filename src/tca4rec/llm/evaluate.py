@@ -1,8 +1,9 @@
 """Evaluate an LLM run: trie-constrained beam search over a split, then HR/NDCG@1,3,5,10.
 
-The ranked list of a row is its top beams (item ids = trie column + 1); a hit is the
-target or an item with the identical title, exactly as for CF runs, and the results use
-the same ``metrics_<split>.json`` layout (``metrics_record``). Under ``torchrun`` /
+The ranked list of a row is its top beams (item ids = trie column + 1; a title several items
+share names the one its CF model, or train popularity, ranks first: ``item_choice``); a hit
+is the target or an item with the identical title, exactly as for CF runs, and the results
+use the same ``metrics_<split>.json`` layout (``metrics_record``). Under ``torchrun`` /
 ``accelerate launch`` the rows are sharded across processes and gathered in order; rank 0
 writes the files.
 
@@ -35,6 +36,9 @@ from tca4rec.llm.decoding import TEACHER, evaluate_rows, guide_cf_model, parse_b
 from tca4rec.llm.run import load_llm_run, process_state, weights_stamp
 
 BLOCK_BATCHES = 8  # decoded rows are saved after every BLOCK_BATCHES batches (per process)
+# Which item a title shared by several items names (llm.decoding.choose_items), as metrics record it.
+ITEM_CHOICE = "cf"  # the ranking's CF model (the guide, else the teacher) scores it highest
+POPULARITY_CHOICE = "popularity"  # no CF model: the most popular in the train rows
 
 
 def decoding_suffix(beta: float, length_normalize: bool, cf_lookahead: str = DEFAULT_CF_LOOKAHEAD) -> str:
@@ -76,7 +80,7 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
     partial = run.run_dir / f"decode_{split}{suffix}.partial.json"
     key = {"rows": rows.row_ids.tolist(), "beams": beams, "batch_size": batch_size, "beta": beta,
            "cf_run": str(cf_run) if cf_run is not None else None, "processes": state.num_processes,
-           "weights": weights_stamp(run.run_dir)}
+           "weights": weights_stamp(run.run_dir), "item_choice": ITEM_CHOICE}
     items, scores = _read_partial(partial, key)
     block = batch_size * BLOCK_BATCHES * state.num_processes
     what = f"evaluate {run.run_dir.name} on {split}" + (f" (CF-guided, β={beta:g})" if beta > 0 else "")
@@ -101,7 +105,8 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
         "host": run.config.host, "alpha": run.config.alpha, "cf": run.config.cf, "beta": beta,
         "guide_cf": (str(cf_run) if cf_run is not None else TEACHER) if beta > 0 else None,
         "cf_lookahead": cf_lookahead if beta > 0 else None,
-        "length_normalize": length_normalize})
+        "length_normalize": length_normalize,
+        "item_choice": ITEM_CHOICE if beta > 0 or run.config.cf is not None else POPULARITY_CHOICE})
     if state.is_main_process:
         atomic_write_json(run.run_dir / f"metrics_{split}{suffix}.json", record)
         atomic_write_jsonl(run.run_dir / f"predictions_{split}{suffix}.jsonl", prediction_records(
