@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tca4rec.errors import RunError
-from tca4rec.evaluate.metrics import mcnemar_exact_p
+from tca4rec.evaluate.metrics import mcnemar_exact_p, paired_bootstrap
 from tca4rec.evaluate.report import (
     bonferroni_lines,
     check_same_depth,
@@ -136,3 +136,25 @@ def test_pooled_comparison_is_one_test_over_the_rows_of_every_pair(tmp_path):
     assert pooled["rows"] == 80 and pooled["pairs"] == 2 and pooled["diff"] == pytest.approx(expected)
     assert pooled["p_exact"] == mcnemar_exact_p(np.concatenate([hits["a0"], hits["a1"]]),
                                                 np.concatenate([hits["b0"], hits["b1"]]))
+
+
+def test_a_p_value_at_its_resolution_floor_is_reported_as_such_and_not_used_for_bonferroni():
+    """2,000 resamples resolve p only down to 2/2001: over 48 tests (threshold 0.00104) the bootstrap
+    p cannot count, and the test is judged on its exact and normal p values instead."""
+    from tca4rec.evaluate.report import describe_comparison
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4, size=1000)
+    b = np.where(rng.random(1000) < 0.3, 1, a)  # b often ranks first: a clear gain
+    t = {"a": "x", "b": "y", "row_set": "all", "metric": "NDCG@10", "rows": 1000, **paired_bootstrap(a, b, "NDCG@10")}
+    assert t["p_bootstrap"] == t["p_bootstrap_floor"] == 2 / 2001 and t["n_boot"] == 2000
+    assert "≤ 0.001 (2,000 resamples) bootstrap" in describe_comparison(t)
+    assert t["p"] == t["p_bootstrap"]  # the largest of the three sits at the floor
+    (line,) = bonferroni_lines([t] * 48)
+    assert "48 of 48 remain significant" in line and "bootstrap p values are set aside" in line
+    assert "2,000 resamples" in line
+    worse = {**t, "p_normal": 0.002}  # judged on the p values that resolve it: no longer significant
+    (line,) = bonferroni_lines([worse] * 48)
+    assert "0 of 48 remain significant" in line
+    (line,) = bonferroni_lines([t] * 4)  # 0.0125: resolved by 2,000 resamples, nothing set aside
+    assert "set aside" not in line and "4 of 4" in line

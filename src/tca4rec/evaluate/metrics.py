@@ -79,7 +79,10 @@ def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str = "ND
     2 / (n_boot + 1)) and
     ``p_exact``: a sign-flip permutation test of the per-row differences for NDCG, which for
     HR (differences of +-1) is McNemar's exact test. ``p`` is the largest of the three: the
-    one to use for any multiple-testing claim.
+    one to use for a single test. The two Monte Carlo p values cannot go below their
+    resolution (``p_bootstrap_floor``, ``p_exact_floor``; exact tests: 0): a p at its floor
+    says only "at most this", so a multiple-testing claim sets aside a p whose floor is not
+    well below its threshold (``evaluate.report.bonferroni_lines``).
     """
     if len(ranks_a) != len(ranks_b):
         raise ValueError("paired bootstrap needs the same rows on both sides")
@@ -94,12 +97,16 @@ def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str = "ND
     p_normal = math.erfc(abs(mean) / se / math.sqrt(2)) if se > 0 else 1.0
     # (count + 1) / (n_boot + 1): never 0, whatever the number of resamples resolves.
     p_bootstrap = min(1.0, 2 * (min(int((means <= 0).sum()), int((means >= 0).sum())) + 1) / (n_boot + 1))
-    p_exact = mcnemar_exact_p(value_a > 0, value_b > 0) if metric.startswith("HR") else sign_flip_p(diff, seed=seed)
+    hr = metric.startswith("HR")
+    p_exact = mcnemar_exact_p(value_a > 0, value_b > 0) if hr else sign_flip_p(diff, seed=seed)
     p = max(p_normal, p_bootstrap, p_exact)
     significant = bool((lo > 0 or hi < 0) and p < 1 - level)
     return {"diff": mean, "low": float(lo), "high": float(hi), "significant": significant,
             "se": se, "mde80": _Z_POWER80 * se, "discordant": int((diff != 0).sum()),
-            "p_normal": p_normal, "p_bootstrap": p_bootstrap, "p_exact": p_exact, "p": p}
+            "p_normal": p_normal, "p_bootstrap": p_bootstrap, "p_exact": p_exact, "p": p,
+            # The smallest p each Monte Carlo test can show (its resolution); the others are exact.
+            "n_boot": n_boot, "p_bootstrap_floor": 2 / (n_boot + 1),
+            "p_exact_floor": 0.0 if hr else sign_flip_floor(int((diff != 0).sum()))}
 
 
 EXACT_SIGN_FLIPS = 16  # up to this many nonzero differences every sign pattern is enumerated
@@ -123,14 +130,23 @@ def sign_flip_p(diff: np.ndarray, n_perm: int | None = None, seed: int = 0) -> f
     if len(d) <= EXACT_SIGN_FLIPS:
         signs = ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1) * 2 - 1  # [2^n, n]
         return float((np.abs(signs @ d) >= observed).mean())
-    if n_perm is None:
-        n_perm = int(min(100_000, max(10_000, 2e8 // len(d))))
+    n_perm = n_perm or sign_flip_patterns(len(d))
     rng = np.random.default_rng(seed)
     count, chunk = 0, max(1, 2 ** 22 // len(d))  # [chunk, n] sign matrices of at most 4M entries
     for start in range(0, n_perm, chunk):
         signs = rng.integers(0, 2, size=(min(chunk, n_perm - start), len(d)), dtype=np.int8) * 2 - 1
         count += int((np.abs(signs @ d) >= observed).sum())
     return (1 + count) / (1 + n_perm)
+
+
+def sign_flip_patterns(nonzero: int) -> int:
+    """Random sign patterns ``sign_flip_p`` draws for ``nonzero`` differing rows (work near 2e8)."""
+    return int(min(100_000, max(10_000, 2e8 // max(nonzero, 1))))
+
+
+def sign_flip_floor(nonzero: int) -> float:
+    """The smallest p ``sign_flip_p`` can return by default: 0 (exact) when it enumerates every pattern."""
+    return 0.0 if nonzero <= EXACT_SIGN_FLIPS else 1 / (1 + sign_flip_patterns(nonzero))
 
 
 def mcnemar_exact_p(hit_a: np.ndarray, hit_b: np.ndarray) -> float:

@@ -197,24 +197,54 @@ def describe_comparison(t: dict) -> str:
     exact = "McNemar" if t["metric"].startswith("HR") else "sign-flip"
     which = " novel" if t.get("row_set") == "novel" else ""
     return (f"Δ{t['metric']} = {t['diff']:+.4f} [{t['low']:+.4f}, {t['high']:+.4f}] over {t['rows']}{which} rows "
-            f"({t['discordant']} rows differ; MDE80 {t['mde80']:.4f}; p {_p(t['p_exact'])} {exact}, "
-            f"{_p(t['p_bootstrap'])} bootstrap, {_p(t['p_normal'])} normal): **{verdict}**")
+            f"({t['discordant']} rows differ; MDE80 {t['mde80']:.4f}; p {_p(t['p_exact'], t.get('p_exact_floor'))} "
+            f"{exact}, {_p(t['p_bootstrap'], t.get('p_bootstrap_floor'), t.get('n_boot'))} bootstrap, "
+            f"{_p(t['p_normal'])} normal): **{verdict}**")
 
 
-def _p(p: float) -> str:
+def _p(p: float, floor: float | None = None, resamples: int | None = None) -> str:
+    """A p value as text; at its resolution floor only "at most" is known, and the text says so."""
+    if floor and p <= floor * (1 + 1e-9):
+        return f"≤ {floor:.2g}" + (f" ({resamples:,} resamples)" if resamples else " (its resolution)")
     return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
 
 
+# A p value counts towards a multiple-testing threshold only if it can resolve it: its floor
+# (the smallest p its resamples can show) at most this share of the threshold.
+RESOLUTION_MARGIN = 0.1
+P_VALUES = (("p_exact", "p_exact_floor", "exact"), ("p_bootstrap", "p_bootstrap_floor", "bootstrap"),
+            ("p_normal", None, "normal"))
+
+
+def resolved_p(t: dict, bound: float) -> tuple[float, list[str]]:
+    """A test's p for the threshold ``bound``: its largest p value, leaving out those that cannot
+    resolve ``bound`` (floor above RESOLUTION_MARGIN x bound); and the names of those left out."""
+    aside = [name for key, floor, name in P_VALUES
+             if floor and key in t and t.get(floor, 0.0) > RESOLUTION_MARGIN * bound]
+    if not aside:
+        return t["p"], []
+    return max(t[key] for key, _, name in P_VALUES if key in t and name not in aside), aside
+
+
 def bonferroni_lines(tests: list[dict], level: float = 0.05) -> list[str]:
-    """What survives a Bonferroni correction over ``tests``, judged on each test's largest p."""
+    """What survives a Bonferroni correction over ``tests``, judged on each test's largest p among
+    those whose resolution is fine enough for the corrected threshold (``resolved_p``)."""
     if len(tests) < 2:
         return []
     bound = level / len(tests)
-    kept = [t for t in tests if t["p"] < bound]
-    names = "; ".join(f"{t['b']} vs {t['a']}, Δ{t['metric']} ({t.get('row_set', 'all')} rows, p {_p(t['p'])})"
-                      for t in kept)
+    judged = [(t, *resolved_p(t, bound)) for t in tests]
+    kept = [(t, p) for t, p, _ in judged if p < bound]
+    aside = sorted({name for _, _, names in judged for name in names})
+    names = "; ".join(f"{t['b']} vs {t['a']}, Δ{t['metric']} ({t.get('row_set', 'all')} rows, p {_p(p)})"
+                      for t, p in kept)
+    note = ""
+    if aside:
+        boots = sorted({t["n_boot"] for t in tests if "n_boot" in t})
+        note = (f" (the {' and '.join(aside)} p values are set aside: their resolution"
+                + (f", {' / '.join(f'{n:,}' for n in boots)} resamples," if "bootstrap" in aside and boots else "")
+                + f" is not finer than a tenth of {bound:.2g}; each test is judged on the others)")
     return [f"Bonferroni over these {len(tests)} tests (each at {level:g}/{len(tests)} = {bound:.2g}), on the largest "
-            f"of each test's three p values: {len(kept)} of {len(tests)} remain significant"
+            f"of each test's p values{note}: {len(kept)} of {len(tests)} remain significant"
             + (f": {names}." if kept else ".")]
 
 
