@@ -3,7 +3,8 @@
 Every beta of a grid decodes the same first ``rows`` rows of the split with the same run
 and CF model; the best by NDCG@10 (ties: the smallest beta, the closer to plain decoding)
 is stored in the run folder with the whole table, so that ``--beta auto`` in evaluate and
-recommend reads it. A beta is tied to the lookahead it was tuned with (the CF term's scale
+recommend reads it. Beside it go the rankings behind the table (every beta's, and the CF
+model's alone on the same rows: ``cf_alone``), so that every figure of it can be recomputed. A beta is tied to the lookahead it was tuned with (the CF term's scale
 against the LLM's differs between them): each lookahead has its own file
 (``llm.decoding.tuned_beta_file``) and record field ``cf_lookahead``.
 """
@@ -16,15 +17,21 @@ from pathlib import Path
 import numpy as np
 
 from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD, check_lookahead
-from tca4rec.cf.run import cf_fingerprint
+from tca4rec.cf.run import cf_fingerprint, topk
 from tca4rec.errors import ConfigError
-from tca4rec.evaluate.metrics import KS, hit_ranks, summarize
-from tca4rec.io import atomic_write_json
+from tca4rec.evaluate.metrics import KS, hit_ranks, prediction_records, summarize
+from tca4rec.io import atomic_write_json, atomic_write_jsonl
 from tca4rec.llm.config import DEFAULT_GRID
 from tca4rec.llm.decoding import TEACHER, evaluate_rows, guide_cf_model, parse_beta, tuned_beta_file
 from tca4rec.llm.run import load_llm_run, process_state
 
 SELECTION_METRIC = "NDCG@10"
+
+
+def tuning_predictions_file(tuning_file: Path) -> Path:
+    """Where the rows behind a tuning table are kept: every beta's ranking of every row (``beta``
+    on each record), and the CF model's own (``beta`` null), so the table can be recomputed."""
+    return tuning_file.with_name(tuning_file.stem + "_predictions.jsonl")
 
 
 def tune_beta(run_dir: str | Path, split: str = "valid", rows: int = 100, grid: Sequence[float] = DEFAULT_GRID,
@@ -45,20 +52,31 @@ def tune_beta(run_dir: str | Path, split: str = "valid", rows: int = 100, grid: 
     if cf_model is None:
         raise ConfigError(f"{run_dir} has no CF teacher to guide decoding: name a CF run with --cf-run")
     split_rows = run.dataset.split(split).head(rows)
-    table = []
+    table, predictions = [], []
+    titles, group = run.dataset.titles, run.dataset.title_group
     for beta in betas:
-        items, _ = evaluate_rows(run.host, run.signals, split_rows, beams=beams, k=beams, batch_size=batch_size,
-                                 device=state.device, desc=f"beta {beta:g}", beta=beta, cf_model=cf_model,
-                                 cf_lookahead=cf_lookahead)
-        ranked = np.pad(items, ((0, 0), (0, max(0, max(KS) - beams))))
-        table.append({"beta": beta, **summarize(hit_ranks(ranked, split_rows.targets, run.dataset.title_group))})
+        items, scores = evaluate_rows(run.host, run.signals, split_rows, beams=beams, k=beams, batch_size=batch_size,
+                                      device=state.device, desc=f"beta {beta:g}", beta=beta, cf_model=cf_model,
+                                      cf_lookahead=cf_lookahead)
+        ranks = hit_ranks(np.pad(items, ((0, 0), (0, max(0, max(KS) - beams)))), split_rows.targets, group)
+        table.append({"beta": beta, **summarize(ranks)})
+        predictions += [{"beta": beta, **p} for p in prediction_records(
+            titles, split_rows.row_ids, split_rows.users, split_rows.targets, ranks, items, scores)]
+    # The CF model alone on the same rows: the line the table is read against.
+    items, scores = topk(cf_model, split_rows.users, split_rows.histories, k=min(max(KS), cf_model.num_items))
+    ranks = hit_ranks(items, split_rows.targets, group)
+    predictions += [{"beta": None, **p} for p in prediction_records(
+        titles, split_rows.row_ids, split_rows.users, split_rows.targets, ranks, items, scores)]
     best = max(table, key=lambda row: (row[SELECTION_METRIC], -row["beta"]))  # ties: the smallest beta
+    path = run.run_dir / tuned_beta_file(cf_lookahead)
     record = {"run": run.run_dir.name, "split": split, "rows": len(split_rows), "beams": beams,
               "cf_run": str(cf_run) if cf_run is not None else TEACHER,
               "cf_fingerprint": cf_fingerprint(cf_run) if cf_run is not None else None, "cf_lookahead": cf_lookahead,
               "metric": SELECTION_METRIC,
-              "best_beta": best["beta"], "table": table}
+              "best_beta": best["beta"], "table": table, "cf_alone": summarize(ranks),
+              "predictions": tuning_predictions_file(path).name}
     if state.is_main_process:
-        atomic_write_json(run.run_dir / tuned_beta_file(cf_lookahead), record)
+        atomic_write_jsonl(tuning_predictions_file(path), predictions)
+        atomic_write_json(path, record)
     state.wait_for_everyone()
     return record
