@@ -133,6 +133,9 @@ def test_tiny_demo_end_to_end_then_resume_and_report(tmp_path, tiny_llm_dir, cap
 
     assert main(["report", str(tmp_path / "demo")]) == 0
     assert "report folder" in capsys.readouterr().out
+    (report / "report.md").unlink()  # a study file is read like its folder: the report is written again
+    assert main(["report", str(tmp_path / "demo" / "study.yaml")]) == 0
+    assert "report folder" in capsys.readouterr().out and (report / "report.md").is_file()
 
     # New training settings on the finished folder: refused with what changed, nothing rewritten.
     saved = (tmp_path / "demo" / "study.yaml").read_text()

@@ -32,7 +32,9 @@ def _study(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from tca4rec.errors import ConfigError
 
-    if len(args.runs) == 1 and (Path(args.runs[0]) / "study.yaml").is_file():
+    single = Path(args.runs[0]) if len(args.runs) == 1 else None
+    # A study folder or a study file: the report of its finished cells, while others still run.
+    if single is not None and ((single / "study.yaml").is_file() or single.suffix in (".yaml", ".yml")):
         from tca4rec.study.runner import load_study
 
         print(f"report folder: {load_study(args.runs[0]).report()}")
@@ -86,10 +88,11 @@ def register(sub) -> None:
     p.add_argument("--only", nargs="+", metavar="CELL",
                    help="run only these cells (folders such as Office_Products/llm/tallrec-nocf-a0-s0); no report")
 
-    p = add_command(sub, "report", _report, "rebuild tables and plots from finished runs or a study folder",
+    p = add_command(sub, "report", _report, "rebuild tables and plots from finished runs, a study folder or file",
                     ("tca4rec report runs/my-study",
+                     "tca4rec report docs/results/breadth.yaml   # the finished cells of a study still running",
                      "tca4rec report runs/sasrec runs/tallrec-a0 runs/tallrec-a0.1 --data data/synth --out report"))
-    p.add_argument("runs", nargs="+", help="a study folder, or evaluated run folders (CF or LLM)")
+    p.add_argument("runs", nargs="+", help="a study folder or YAML file, or evaluated run folders (CF or LLM)")
     p.add_argument("--data", help="dataset folder of the runs (for run folders)")
     p.add_argument("--split", default="test", choices=["valid", "test"])
     p.add_argument("--out", default="report", help="report folder for run folders (default: report)")

@@ -28,10 +28,11 @@ from tca4rec.llm.run import load_llm_run, process_state
 SELECTION_METRIC = "NDCG@10"
 
 
-def tuning_predictions_file(tuning_file: Path) -> Path:
-    """Where the rows behind a tuning table are kept: every beta's ranking of every row (``beta``
-    on each record), and the CF model's own (``beta`` null), so the table can be recomputed."""
-    return tuning_file.with_name(tuning_file.stem + "_predictions.jsonl")
+def tuning_predictions_file(tuning_file: Path, split: str) -> Path:
+    """Where the rows behind a tuning table are kept (``predictions_valid_beta_tuning_max.jsonl``):
+    every beta's ranking of every row (``beta`` on each record), and the CF model's own (``beta``
+    null), so the table can be recomputed."""
+    return tuning_file.with_name(f"predictions_{split}_{tuning_file.stem}.jsonl")
 
 
 def tune_beta(run_dir: str | Path, split: str = "valid", rows: int = 100, grid: Sequence[float] = DEFAULT_GRID,
@@ -74,9 +75,9 @@ def tune_beta(run_dir: str | Path, split: str = "valid", rows: int = 100, grid: 
               "cf_fingerprint": cf_fingerprint(cf_run) if cf_run is not None else None, "cf_lookahead": cf_lookahead,
               "metric": SELECTION_METRIC,
               "best_beta": best["beta"], "table": table, "cf_alone": summarize(ranks),
-              "predictions": tuning_predictions_file(path).name}
+              "predictions": tuning_predictions_file(path, split).name}
     if state.is_main_process:
-        atomic_write_jsonl(tuning_predictions_file(path), predictions)
+        atomic_write_jsonl(tuning_predictions_file(path, split), predictions)
         atomic_write_json(path, record)
     state.wait_for_everyone()
     return record
