@@ -28,3 +28,25 @@ def test_evidence_report_recomputes_the_committed_cells(office_dir, tmp_path):
                  and t["row_set"] == "novel" and t["a"] == "tallrec s0")
     assert novel["diff"] == pytest.approx(compare(a, b, "NDCG@10", "novel")["diff"])
     assert novel["rows"] == int((~a.repeat).sum())
+
+
+def test_breadth_report_recomputes_the_committed_cells(office_dir, tmp_path):
+    """The breadth report reads whatever cells are finished, states the rest, and its tests are the library's."""
+    spec = importlib.util.spec_from_file_location("breadth_report", REPO / "scripts" / "breadth_report.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--data", str(office_dir), "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    text = (tmp_path / "report.md").read_text()
+    assert "## A. Teachers" in text and "## C. Alpha" in text and (tmp_path / "alpha.png").stat().st_size > 1000
+    assert set(results["missing"]).isdisjoint(results["cells"])
+    assert len(results["missing"]) + len(results["cells"]) == len(script.cell_folders())
+    ds = load_dataset(office_dir)
+    run = REPO / "docs" / "results" / "breadth" / "run" / "Office_Products"
+    a, b = (load_run_result(run / "llm" / f, "test", ds.title_group, histories=ds.split("test").histories)
+            for f in ("tallrec-nocf-a0-s1", "tallrec-sasrec-a0.1-s1"))
+    t = next(t for t in results["tests"] if t["b"] == "tallrec + TCA4Rec(SASRec)" and t["metric"] == "NDCG@10"
+             and t["row_set"] == "all")
+    assert t["diff"] == pytest.approx(compare(a, b)["diff"]) and t["rows"] == 1000
+    alpha0 = next(r for r in results["alpha"] if r["alpha"] == 0)
+    assert alpha0["NDCG@10"] == pytest.approx(a.metrics["NDCG@10"])

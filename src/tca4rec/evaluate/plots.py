@@ -81,3 +81,28 @@ def plot_against_alpha(series: dict[str, list[tuple[float, float, float]]], ylab
     ax.legend(fontsize=8)
     ax.set_title(title or f"{ylabel} against alpha")
     return _save(fig, path)
+
+
+def plot_alpha_panels(rows: Sequence[dict], path: str | Path) -> Path:
+    """Alpha as a knob, three panels: accuracy (NDCG@10, all and novel rows), agreement with the
+    teacher (consistency@10) and the language side (NLL per token); ``rows`` as the breadth
+    report's ``alpha_rows`` (keys alpha, NDCG@10, NDCG@10 novel, consistency@10, target_nll,
+    text_nll), a missing value left out of its line."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    panels = ((axes[0], (("NDCG@10", "all rows"), ("NDCG@10 novel", "novel rows")), "NDCG@10"),
+              (axes[1], (("consistency@10", "with the teacher's top-10"),), "consistency@10"),
+              (axes[2], (("target_nll", "target title after the prompt (valid)"),
+                         ("text_nll", "held-out titles as plain text")), "NLL per token (nats)"))
+    for ax, series, ylabel in panels:
+        for key, label in series:
+            points = [(r["alpha"], r[key]) for r in rows if r.get(key) is not None]
+            if points:
+                ax.plot(*zip(*sorted(points)), marker="o", label=label)
+        ax.set_xlabel("alpha")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle("Soft Label Alignment: alpha against accuracy, teacher agreement and fluency")
+    fig.tight_layout()
+    return _save(fig, path)
