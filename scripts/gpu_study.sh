@@ -14,10 +14,12 @@
 #   4. the report is written (from whatever finished, if time ran out) and packed into $OUT.
 # Every stage prints its elapsed time, so the next run can be sized from this one's log.
 #
-# usage: scripts/gpu_study.sh [--smoke | --cf-only] [--stage all|train|evaluate] [--budget SECONDS]
+# usage: scripts/gpu_study.sh [--smoke | --full | --cf-only] [--stage all|train|evaluate] [--budget SECONDS]
 #                             [--reserve SECONDS] [--jobs N]
 #                             [--set KEY=VALUE ...] [CONFIG]      (--set: see tca4rec study --help)
 #   --smoke: the same path at toy size (scripts/gpu_smoke.yaml, a tiny random LLM); run it first.
+#   --full: the released code's recipe at full data (docs/results/gpu-office-full.yaml: all train
+#      rows, up to 10 epochs, early stopping on valid HR@3 every 2 epochs, two seeds, 5,000 test rows).
 #   --cf-only: only the CF teachers (e.g. on the first call, so the LLM cells get the whole second).
 #   --stage train / --stage evaluate: fine-tune only / decode only, in two calls (the study resumes).
 set -euo pipefail
@@ -27,6 +29,7 @@ SMOKE=0 CF_ONLY=0 STAGE=all BUDGET=480 RESERVE=75 JOBS=4 CONFIG=docs/results/gpu
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1; CONFIG=scripts/gpu_smoke.yaml ;;
+    --full) CONFIG=docs/results/gpu-office-full.yaml ;;
     --cf-only) CF_ONLY=1 ;;
     --stage) STAGE=$2; shift ;;
     --budget) BUDGET=$2; shift ;;

@@ -43,3 +43,24 @@ def test_gpu_study_script_runs_end_to_end_at_toy_size(tmp_path):
     assert "report/report.md" in names and any(n.startswith("logs/") for n in names)
     parts = sorted(out.glob("runs.tgz.part*"))
     assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "docs" / "results").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_committed_study_file_is_valid(path):
+    """The committed study files load with every check a run makes first (nothing is created)."""
+    from tca4rec.study.runner import load_study
+
+    study = load_study(path)
+    assert study.config.llm_cells()
+
+
+def test_the_full_data_recipe_is_the_released_codes():
+    """scripts/gpu_study.sh --full: all train rows, up to 10 epochs, valid HR@3 every 2 epochs, patience 3."""
+    from tca4rec.study.config import StudyConfig
+
+    config = StudyConfig.from_yaml(REPO / "docs" / "results" / "gpu-office-full.yaml")
+    steps_per_epoch = -(-10_000 // config.train["batch_size"])
+    assert "train_limit" not in config.train and config.train["epochs"] == 10 and config.train["patience"] == 3
+    assert config.train["eval_steps"] == 2 * steps_per_epoch and config.seeds == [0, 1] and config.eval_limit is None
+    assert {(c.host, c.alpha) for c in config.llm_cells()} == {(h, a) for h in ("tallrec", "msl") for a in (0, 0.1)}
+    assert "--full) CONFIG=docs/results/gpu-office-full.yaml" in (REPO / "scripts" / "gpu_study.sh").read_text()
