@@ -101,3 +101,33 @@ def test_train_cf_refuses_a_folder_that_only_looks_like_a_run(synth_dataset, tmp
     with pytest.raises(RunError, match="not a tca4rec CF run folder"):
         train_cf(synth_dataset, "mostpop", fake, overwrite=True, progress=False)
     assert (fake / "config.json").read_text() == '{"some": "other tool"}'
+
+
+def outputs(synth_dir, run):
+    """Every command output option outside the run folders, as (argv without the path, what it writes)."""
+    return [
+        (["bench", "align", "--data", str(synth_dir), "--batch", "1", "--repeats", "1", "--out"], "file"),
+        (["bench", "serve", "http://127.0.0.1:9", "--requests", "1", "--out"], "file"),
+        (["report", str(run), "--data", str(synth_dir), "--out"], "folder"),
+        (["cf", "sweep", "--data", str(synth_dir), "--model", "mostpop", "--quiet", "--out"], "folder"),
+    ]
+
+
+def test_every_output_option_refuses_what_a_person_put_there(synth_dir, tmp_path, capsys):
+    """One rule (``tca4rec.io.check_output``) before any work: a person's file or folder is never replaced."""
+    run = tmp_path / "pop"
+    assert cf_train(synth_dir, run) == 0
+    assert main(["cf", "evaluate", "--run", str(run), "--split", "test"]) == 0
+    precious_file = tmp_path / "precious.json"
+    precious_file.write_text('{"mine": 1}')
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("precious")
+    before = snapshot(tmp_path)
+    for argv, kind in outputs(synth_dir, run):
+        for target in (precious_file, notes):
+            capsys.readouterr()
+            assert main([*argv, str(target)]) == 2, argv
+            err = capsys.readouterr().err.strip()
+            assert "\n" not in err and str(target) in err and "did not write" in err, err
+    assert snapshot(tmp_path) == before

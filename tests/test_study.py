@@ -58,6 +58,14 @@ def test_bad_study_configs_name_the_field(bad, message):
     ("cf: {dropout: 3}", "options of sasrec.*dropout"),
     ("datasets: {d: {synthetic: {num_items: lots}}}", "field 'datasets.d.synthetic.num_items'"),
     ("train: {lora_targets: q_proj}", "field 'train.lora_targets'"),
+    ('datasets: {"../../escape": data}', "field 'datasets \\(key '../../escape'\\)': '../../escape' is not a plain"),
+    ("name: ../../evil", "field 'name': '../../evil' is not a plain name"),
+    ("grid: [{host: [tallrec], cf: [../sasrec], alpha: [0.1]}]", "field 'grid\\[0\\].cf': '../sasrec' is not a plain"),
+    ("grid: [{host: [tallrec], cf: [sasrec], alpha: []}]", "field 'grid\\[0\\].alpha': an empty list"),
+    ("grid: [{host: [], cf: [sasrec]}]", "field 'grid\\[0\\].host': an empty list"),
+    ("cf: {epochs: -1}", "field 'cf' \\(options of sasrec\\): need epochs >= 0"),
+    ("betas: [0, 1.0e+308]", "field 'betas\\[1\\]': 1e\\+308 is not a finite number in \\[0, 10,000,000\\]"),
+    ("beta_tuning: {rows: 5, grid: [0, 1.0e+8]}", "field 'beta_tuning.grid\\[1\\]': 100000000.0 is not a finite"),
 ])
 def test_a_study_file_of_wrong_types_names_file_field_and_value_before_anything_is_made(tmp_path, line, message):
     text = "name: x\nout: o\ndatasets: {d: data}\ngrid: [{host: [tallrec], cf: [sasrec], alpha: [0, 0.1]}]\n"
@@ -68,6 +76,14 @@ def test_a_study_file_of_wrong_types_names_file_field_and_value_before_anything_
     with pytest.raises(ConfigError, match=message) as err:
         load_study(path)
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]  # nothing created
+
+
+def test_a_missing_dataset_folder_is_refused_before_the_study_folder_is_made(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\nout: o\ndatasets: {d: no_such_data}\ngrid: [{host: [tallrec]}]\n")
+    with pytest.raises(ConfigError, match="field 'datasets.d': .*no_such_data"):
+        load_study(path).run()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]  # nothing created
 
 

@@ -5,7 +5,12 @@ then renamed over the destination (``os.replace`` is atomic on POSIX and Windows
 
 The one deletion the project does (``--overwrite`` of a run folder) goes through
 ``remove_own_folder``: it deletes a folder only if every entry in it is one the project
-writes, so no command can delete a file a person put there.
+writes, so no command can delete a file a person put there. Every other output path of
+every command goes through ``check_output`` before any work starts: a path that exists is
+written only if it is recognisably that command's own earlier output.
+
+Errors name the path the user gave, never the hidden temporary file beside it, and a
+safetensors file cut short is a one-line ``RunError`` (``load_tensors``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import IO, Any
@@ -30,18 +35,32 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     """Open a temporary sibling of ``path`` for writing; rename it onto ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _naming(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     binary = "b" in mode
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with _naming(path):
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError about the hidden temporary sibling of ``path`` (a read-only folder) names ``path``
+    instead: the user gave that path and has never seen the temporary name."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise type(e)(e.errno, e.strerror, str(path)) from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -64,6 +83,19 @@ def atomic_write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+def load_tensors(path: str | os.PathLike) -> dict:
+    """The tensors of a safetensors file (never a pickle); a file cut short or not safetensors at all
+    is a RunError naming it, not a SafetensorError traceback."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except SafetensorError as e:
+        raise RunError(f"cannot load {path}: not a readable safetensors file ({e}); cut short or replaced? "
+                       "Restore it or train the run again") from None
+
+
 def atomic_save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """Save a dict of tensors as safetensors, atomically (safe to load: no pickle)."""
     from safetensors.torch import save
@@ -76,10 +108,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a folder in a temporary sibling, then rename it onto ``path`` (which must not exist)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    with _naming(path):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.replace(tmp, path)
+        with _naming(path):
+            os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -92,7 +126,7 @@ def check_own_folder(path: str | os.PathLike, own: Sequence[str], what: str) -> 
     if path.is_symlink() or not path.is_dir():
         kind = "a link" if path.is_symlink() else "a file"
         raise RunError(f"{path} is {kind}, not a {what} folder; refusing to replace it (choose another --out)")
-    foreign = sorted(e.name for e in path.iterdir() if not any(fnmatch(e.name, p) for p in (*own, TEMPORARY)))
+    foreign = _foreign(path, own)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise RunError(f"{path} holds files tca4rec does not write in a {what} folder ({shown}); refusing to "
@@ -103,3 +137,52 @@ def remove_own_folder(path: str | os.PathLike, own: Sequence[str], what: str) ->
     """Delete ``path`` after ``check_own_folder`` passed: only the project's own files go."""
     check_own_folder(path, own, what)
     shutil.rmtree(path)
+
+
+def _foreign(folder: Path, own: Sequence[str]) -> list[str]:
+    """The entries of ``folder`` not named like any of the ``own`` patterns (nor a temporary file)."""
+    return sorted(e.name for e in folder.iterdir() if not any(fnmatch(e.name, p) for p in (*own, TEMPORARY)))
+
+
+def check_output(path: str | os.PathLike, option: str, ours: Callable[[Path], bool] | None = None) -> Path:
+    """The one rule for every path a command writes, checked before any work starts: the path does
+    not exist yet, or ``ours`` recognises it as this command's own earlier output (a file to resume,
+    a report to redo), which may be written again. Anything else there, a person's file, a folder
+    where a file goes, a link, is a RunError naming ``option`` and the path: a command never
+    replaces what a person wrote."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return path
+    if ours is not None and not path.is_symlink() and ours(path):
+        return path
+    kind = "a link" if path.is_symlink() else "a folder" if path.is_dir() else "a file"
+    raise RunError(f"{option} {path}: {kind} that this command did not write is there; refusing to replace it "
+                   f"(move it away or choose another {option})")
+
+
+def own_folder(own: Sequence[str]) -> Callable[[Path], bool]:
+    """``ours`` of ``check_output`` for a folder output: a folder whose every entry is named like ``own``."""
+    return lambda path: path.is_dir() and not _foreign(path, own)
+
+
+def jsonl_records(keys: Collection[str]) -> Callable[[Path], bool]:
+    """``ours`` of ``check_output`` for a JSON-lines output: a file whose every line is an object with
+    exactly ``keys`` (an empty file too)."""
+    def recognise(path: Path) -> bool:
+        try:
+            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        except (OSError, ValueError):
+            return False
+        return all(isinstance(r, dict) and set(r) == set(keys) for r in records)
+    return recognise
+
+
+def json_record(key: str, value: object) -> Callable[[Path], bool]:
+    """``ours`` of ``check_output`` for a JSON output: an object whose ``key`` holds ``value``."""
+    def recognise(path: Path) -> bool:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(record, dict) and record.get(key) == value
+    return recognise

@@ -61,6 +61,16 @@ def check_value(value: Any, annotation: Any, path: str) -> None:
         raise ConfigError(f"{where}: {value!r} is not {_describe(annotation)}")
 
 
+def check_name(value: object, path: str) -> str:
+    """Raise ``ConfigError`` naming the field ``path`` unless ``value`` is a plain name: one folder or
+    file name, as every name that becomes a path component must be (a study's datasets, hosts, CF
+    models). ``../../x``, ``a/b``, ``..`` or an absolute path would write outside the folder meant."""
+    if not isinstance(value, str) or value in ("", ".", "..") or any(c in value for c in "/\\\0"):
+        raise ConfigError(f"field '{path}': {value!r} is not a plain name (one folder name, without '/', '\\' "
+                          "or '..')")
+    return value
+
+
 def check_fields(cls: type, values: dict[str, Any], prefix: str = "") -> None:
     """Check every entry of ``values`` against the annotation of the dataclass field it names
     (``prefix``: the path of ``values`` itself, e.g. ``train``). Names that are not fields are

@@ -126,3 +126,19 @@ def test_missing_or_incomplete_run_folder(tmp_path, capsys):
     (tmp_path / "half").mkdir()
     assert main(["cf", "evaluate", "--run", str(tmp_path / "half")]) == 2
     assert "config.json is missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda c: c["dataset"].update(num_items="abc"), "field 'dataset.num_items': 'abc' is not an integer"),
+    (lambda c: c["config"].update(hidden_size="big"), "field 'config.hidden_size': 'big' is not an integer"),
+], ids=["num_items", "hidden_size"])
+def test_wrong_types_in_config_json_name_the_file_and_field(sasrec_run, tmp_path, change, needle):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(sasrec_run, run)
+    config = json.loads((run / "config.json").read_text())
+    change(config)
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match=f"{run / 'config.json'}: {needle}"):
+        load_cf_run(run)

@@ -158,3 +158,17 @@ def test_a_p_value_at_its_resolution_floor_is_reported_as_such_and_not_used_for_
     assert "0 of 48 remain significant" in line
     (line,) = bonferroni_lines([t] * 4)  # 0.0125: resolved by 2,000 resamples, nothing set aside
     assert "set aside" not in line and "4 of 4" in line
+
+
+def test_runs_report_states_row_counts_and_partial_overlap(synth_dir, tmp_path, capsys):
+    """Runs on different test rows: the console (not only report.md) says how many rows each has and shares."""
+    from tca4rec.study.runs_report import write_runs_report
+
+    write_run(tmp_path / "a", [0, 1, 2, 3], [3, 4, 5, 6], [[3], [4], [1], [2]])
+    write_run(tmp_path / "b", [2, 3, 4], [5, 6, 7], [[5], [1], [7]])
+    write_runs_report([str(tmp_path / "a"), str(tmp_path / "b")], str(synth_dir), out=str(tmp_path / "report"))
+    out = capsys.readouterr().out
+    line = "Rows: a 4, b 3. The runs share only 2 rows"
+    assert line in out and line in (tmp_path / "report" / "report.md").read_text()
+    write_runs_report([str(tmp_path / "a"), str(tmp_path / "a")], str(synth_dir), out=str(tmp_path / "report"))
+    assert "Rows: a 4, a 4.\n" in capsys.readouterr().out  # the same rows: nothing more to say

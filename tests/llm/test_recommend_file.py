@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tca4rec.cli import main
-from tca4rec.errors import ConfigError, DatasetError
+from tca4rec.errors import ConfigError, DatasetError, RunError
 from tca4rec.llm.recommend import recommend
 from tca4rec.llm.recommend_file import recommend_file
 
@@ -164,9 +164,31 @@ def test_a_file_from_other_settings_is_refused(reference_file, run_dir, historie
     assert out.read_bytes() == reference_file.read_bytes()
     foreign = tmp_path / "foreign.jsonl"
     foreign.write_text('{"something": "else"}\n')
-    with pytest.raises(ConfigError, match="does not describe it"):
+    with pytest.raises(RunError, match="--out .*did not write"):
         recommend_file(run_dir, histories, foreign, k=3)
     assert foreign.read_text() == '{"something": "else"}\n'  # never overwritten
+
+
+def test_a_persons_file_given_as_skip_bad_rows_is_refused_before_anything_runs(run_dir, tmp_path, capsys):
+    """The hostile case of issue 36: ``--skip-bad-rows precious.jsonl`` used to replace the file."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"user": "a", "history": ["No Such Toy"]}) + "\n")
+    precious = tmp_path / "precious.jsonl"
+    precious.write_text("precious\n")
+    out = tmp_path / "o.jsonl"
+    args = ["recommend", "--run", str(run_dir), "--histories", str(path), "--out", str(out)]
+    assert main([*args, "--skip-bad-rows", str(precious)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--skip-bad-rows" in err and str(precious) in err and "\n" not in err
+    assert precious.read_text() == "precious\n" and not out.exists()
+    for same in (out, path):  # nor may it be the output or the input
+        with pytest.raises(ConfigError, match="the same file"):
+            recommend_file(run_dir, path, out, skip_bad_rows=same)
+
+
+def test_a_folder_given_as_histories_is_named_a_folder(run_dir, tmp_path):
+    with pytest.raises(DatasetError, match="a folder, not a histories file"):
+        recommend_file(run_dir, tmp_path, tmp_path / "o.jsonl")
 
 
 def test_sigkill_then_resume(reference, run_dir, histories, tmp_path):

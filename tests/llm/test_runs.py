@@ -263,3 +263,60 @@ def test_a_run_kept_without_its_title_tokens_rebuilds_them_and_decodes_the_same(
     rebuilt = evaluate_llm_run(kept, limit=3, beams=2)
     assert rebuilt["metrics"] == full["metrics"]
     assert (kept / "predictions_test.jsonl").read_text() == (run / "predictions_test.jsonl").read_text()
+
+
+def test_a_damaged_run_is_a_one_line_error_naming_the_file(reference_run, tmp_path, capsys):
+    """A cut adapter, wrong types in config.json, checkpoint state replaced by a pickle (issue 36):
+    each is one line naming the file (and the field), not a traceback; the pickle is never run."""
+    import dataclasses
+    import pickle
+    import shutil
+
+    from tca4rec.cli import main
+    from tca4rec.data import load_dataset
+    from tca4rec.llm.train import latest_checkpoint, train
+
+    config, run = reference_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+
+    def one_line(argv, *needles) -> str:
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert all(needle in err for needle in needles), err
+        return err
+
+    recommend = ["recommend", "--run", str(copy), "--history", load_dataset(config.data).titles[1], "--k", "2"]
+    adapter = copy / "adapter" / "adapter_model.safetensors"
+    whole = adapter.read_bytes()
+    for size in (1000, 0):
+        adapter.write_bytes(whole[:size])
+        one_line(recommend, str(adapter), "not a readable safetensors file")
+    adapter.write_bytes(whole)
+
+    record_path = copy / "config.json"
+    record = json.loads(record_path.read_text())
+    for change, needle in (({"config": {**record["config"], "lora_r": "eight"}}, "field 'config.lora_r': 'eight'"),
+                           ({"config": {**record["config"], "host": ["tallrec"]}}, "field 'config.host'"),
+                           ({"config": {**record["config"], "host": "nope"}}, "host nope: unknown host"),
+                           ({"num_items": "abc"}, "field 'num_items': 'abc' is not an integer")):
+        record_path.write_text(json.dumps({**record, **change}))
+        assert "--" not in one_line(recommend, str(record_path), needle)  # a field of the file, not an option
+    record_path.write_text(json.dumps(record))
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    checkpoint = latest_checkpoint(copy)
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        kept = (checkpoint / name).read_bytes()
+        (checkpoint / name).write_bytes(pickle.dumps(Payload()))
+        with pytest.raises(RunError, match=f"{checkpoint / name} is not a loadable checkpoint file"):
+            train(dataclasses.replace(config, out=str(copy)), resume=True)
+        (checkpoint / name).write_bytes(kept)
+    assert not marker.exists()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
-from tca4rec.llm.recommend import Recommender, recommend
+from tca4rec.errors import ConfigError
+from tca4rec.llm.config import MAX_BETA
+from tca4rec.llm.recommend import InputError, Recommender, recommend
 from tca4rec.serve.batcher import MicroBatcher
 
 HISTORIES = [[1], [5, 9, 12], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51], [299, 3], [120, 7, 88, 250]]
@@ -88,3 +92,15 @@ def test_a_row_that_breaks_the_model_fails_alone(short_context_run):
     same_lists(futures[0].result(), short.decode([[3]], k=4, beta=0.0)[0])
     same_lists(futures[2].result(), short.decode([[77]], k=4, beta=0.0)[0])
     assert batcher.stats.failures == 1 and batcher.stats.calls == 4  # the batch, then each row alone
+
+
+def test_every_accepted_beta_ranks_k_items_with_finite_scores_and_larger_ones_are_refused(
+        recommender, teacher_run, loaded_teacher_run):
+    """Beta 1e308 used to return one item scored -inf, and 1e300 ten scored NaN (issue 36)."""
+    ranked = recommender.decode([HISTORIES[1]], k=10, beta=recommender.resolve_beta(MAX_BETA))[0]
+    assert len(ranked) == 10 and all(math.isfinite(r.score) for r in ranked)
+    for beta in (MAX_BETA * 1.01, 1e300, 1e308):
+        with pytest.raises(InputError, match="beta"):  # the service's 422
+            recommender.resolve_beta(beta)
+        with pytest.raises(ConfigError, match="beta .*: must be a finite number in \\[0, 10,000,000\\]"):
+            recommend(teacher_run, HISTORIES[1], k=10, run=loaded_teacher_run, beta=beta)  # the API and the CLI

@@ -115,6 +115,14 @@ BAD_REQUESTS = [  # (id, body or raw bytes, status, field, value)
     ("k a string", {"history": [1], "k": "3"}, 422, "k", "3"),
     ("negative beta", {"history": [1], "beta": -1}, 422, "beta", -1.0),
     ("beta not a number", {"history": [1], "beta": "much"}, 422, "beta", "much"),
+    ("beta a numeric string", {"history": [1], "beta": "1"}, 422, "beta", "1"),  # as strict as k
+    ("beta a boolean", {"history": [1], "beta": True}, 422, "beta", True),
+    ("beta above the bound", {"history": [1], "beta": 1e308}, 422, "beta", 1e308),
+    ("beta NaN", b'{"history": [1], "beta": NaN}', 422, "beta", "nan"),  # JSON cannot carry it back: text
+    ("beta Infinity", b'{"history": [1], "beta": Infinity}', 422, "beta", "inf"),
+    ("beta -Infinity", b'{"history": [1], "beta": -Infinity}', 422, "beta", "-inf"),
+    ("beta 1e999", b'{"history": [1], "beta": 1e999}', 422, "beta", "inf"),
+    ("a lone surrogate in a title", b'{"history": ["\\ud800abc"]}', 422, "history[0]", "\\ud800abc"),
     ("unknown field", {"history": [1], "user": 7}, 422, "user", 7),
     ("a list, not an object", [1, 2], 422, "body", [1, 2]),
     ("malformed JSON", b'{"history": [1, }', 400, "body", '{"history": [1, }'),

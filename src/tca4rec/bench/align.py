@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from tca4rec.align import CollaborativeTokenizer, SoftLabels, soft_ntp_loss
+from tca4rec.bench import write_result
 from tca4rec.data import load_dataset
 from tca4rec.errors import ConfigError
-from tca4rec.io import atomic_write_json
 from tca4rec.llm.model import load_tokenizer
 from tca4rec.llm.prompts import title_token_ids
 
@@ -192,5 +192,5 @@ def run(args) -> int:
     result["data"] = str(args.data)
     print(_format(result))
     if args.out:
-        atomic_write_json(args.out, result)
+        write_result(args.out, "align", result)
     return 0

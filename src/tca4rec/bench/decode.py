@@ -38,13 +38,13 @@ from tqdm import tqdm
 
 from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD
 from tca4rec.align.trie import TitleTrie
+from tca4rec.bench import write_result
 from tca4rec.cf import load_cf_run
 from tca4rec.data import load_dataset
 from tca4rec.decode import BeamSearchConfig, constrained_beam_search
 from tca4rec.decode.shared_kv import CONTEXT_KWARG, SharedPromptCache, shared_kv_attention
 from tca4rec.errors import ConfigError
-from tca4rec.io import atomic_write_json
-from tca4rec.llm.decoding import item_logits
+from tca4rec.llm.decoding import item_logits, parse_beta
 from tca4rec.llm.model import load_causal_lm, load_tokenizer
 from tca4rec.llm.prompts import PromptBuilder, left_pad, title_token_ids
 
@@ -253,7 +253,7 @@ def _print_table(result: dict) -> None:
 def run(args) -> int:
     if args.samples < 1 or args.beams < 1 or args.threads < 1 or args.batch < 1:
         raise ConfigError("--samples, --beams, --batch and --threads must be at least 1")
-    if not args.beta > 0:
+    if not parse_beta(args.beta) > 0:  # the rule of every --beta, then above 0
         raise ConfigError(f"--beta {args.beta}: must be > 0 (it is compared against beta = 0)")
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data)
@@ -277,5 +277,5 @@ def run(args) -> int:
     result.update(data=str(args.data), split=args.split, llm=str(args.llm or "default"))
     _print_table(result)
     if args.out:
-        atomic_write_json(args.out, result)
+        write_result(args.out, "decode", result)
     return 0

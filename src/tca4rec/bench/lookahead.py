@@ -16,11 +16,11 @@ import torch
 
 from tca4rec.align.guidance import CF_LOOKAHEADS, CFGuide
 from tca4rec.align.trie import ROOT, TitleTrie
+from tca4rec.bench import write_result
 from tca4rec.cf import load_cf_run
 from tca4rec.data import load_dataset
 from tca4rec.decode.beam import segment_topk
 from tca4rec.errors import ConfigError
-from tca4rec.io import atomic_write_json
 from tca4rec.llm.decoding import item_logits
 from tca4rec.llm.model import load_tokenizer
 from tca4rec.llm.prompts import title_token_ids
@@ -89,5 +89,5 @@ def run(args) -> int:
         print(f"{lookahead:>3} lookahead: a CF-only beam of width {args.width} finds {recall.mean():.1%} of the "
               f"CF model's own top-{args.k} titles ({len(rows)} {args.split} rows, min {recall.min():.0%})")
     if args.out:
-        atomic_write_json(args.out, result)
+        write_result(args.out, "lookahead", result)
     return 0

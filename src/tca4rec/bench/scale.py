@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from tca4rec.align import CollaborativeTokenizer
+from tca4rec.bench import write_result
 from tca4rec.bench.align import median_seconds, peak_tensor_bytes
 from tca4rec.cf.run import topk
 from tca4rec.cf.zoo import cf_model_class
 from tca4rec.data.synth import SynthConfig, synthesize
 from tca4rec.decode.beam import BeamSearchConfig, constrained_beam_search
 from tca4rec.errors import ConfigError
-from tca4rec.io import atomic_write_json
 from tca4rec.llm.model import load_tokenizer
 from tca4rec.llm.prompts import title_token_ids
 
@@ -141,5 +141,5 @@ def run(args) -> int:
     result = run_bench(sizes, load_tokenizer(args.llm), args.batch, args.repeats, args.rows, args.seed)
     print(_format(result))
     if args.out:
-        atomic_write_json(args.out, result)
+        write_result(args.out, "scale", result)
     return 0

@@ -25,8 +25,8 @@ from collections import Counter
 import httpx
 import numpy as np
 
+from tca4rec.bench import write_result
 from tca4rec.errors import ConfigError
-from tca4rec.io import atomic_write_json
 
 MAX_REQUESTS = 100_000
 MAX_CONCURRENCY = 1_024
@@ -136,6 +136,6 @@ def run(args) -> int:
                        warmup=args.warmup, max_seconds=args.max_seconds, timeout=args.timeout, seed=args.seed)
     print(_format(result))
     if args.out:
-        atomic_write_json(args.out, result)
+        write_result(args.out, "serve", result)
         print(f"wrote {args.out}")
     return 0

@@ -33,8 +33,8 @@ from torch import nn
 from transformers import AutoConfig
 from transformers.pytorch_utils import Conv1D
 
+from tca4rec.bench import write_result
 from tca4rec.errors import ConfigError
-from tca4rec.io import atomic_write_json
 from tca4rec.llm.config import TrainConfig
 from tca4rec.llm.model import resolve_llm
 from tca4rec.llm.train import build_trainer, row_lengths
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
           f"(measured {', '.join(f'{p / 1e9:.1f}' for p in peaks)}); utilization "
           f"{100 * base['model_flops_per_s'] / peak:.0f}% random, {100 * grouped['model_flops_per_s'] / peak:.0f}% grouped")
     if args.out:
-        atomic_write_json(Path(args.out), {"random": base, "grouped": grouped, "speedup_real_tokens_per_s": speedup,
+        write_result(args.out, "train", {"random": base, "grouped": grouped, "speedup_real_tokens_per_s": speedup,
                                            "peak_flops_per_s": peak, "peak_measurements": peaks,
                                            "peak_matmul": list(shape),
                                            "utilization": {"random": base["model_flops_per_s"] / peak,

@@ -20,7 +20,8 @@ from tca4rec.cf.zoo import cf_model_class
 from tca4rec.data import RecDataset
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.evaluate.metrics import exclude_record, hit_ranks, metrics_record, prediction_records
-from tca4rec.io import atomic_write_json, atomic_write_jsonl
+from tca4rec.io import atomic_write_json, atomic_write_jsonl, load_tensors
+from tca4rec.validate import check_fields, check_value
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -57,7 +58,8 @@ def cf_fingerprint(run_dir: str | Path) -> str:
 
 
 def read_run_config(run_dir: str | Path) -> dict:
-    """The run's ``config.json``; RunError if the folder or file is missing or unreadable."""
+    """The run's ``config.json``; RunError if the folder or file is missing or unreadable, or a value
+    has the wrong type (checked like a study file: the message names the file and the field)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"CF run folder {run_dir} does not exist")
@@ -69,6 +71,14 @@ def read_run_config(run_dir: str | Path) -> dict:
         _ = config["model"], config["config"], config["dataset"]["num_items"], config["dataset"]["num_users"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise RunError(f"{path} is not a valid CF run config ({type(e).__name__}: {e})") from None
+    try:
+        check_value(config["model"], str, "model")
+        check_value(config["config"], dict, "config")
+        check_fields(cf_model_class(config["model"]).config_class, config["config"], "config")
+        for key in ("num_items", "num_users"):
+            check_value(config["dataset"][key], int, f"dataset.{key}")
+    except ConfigError as e:
+        raise RunError(f"{path}: {e}") from None
     return config
 
 
@@ -83,9 +93,6 @@ def check_dataset(config: dict, dataset: RecDataset, run_dir: Path) -> None:
 
 def load_cf_run(run_dir: str | Path, dataset: RecDataset | None = None) -> CFModel:
     """The trained model of ``run_dir`` in eval mode, from safetensors only."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     if dataset is not None:
@@ -97,9 +104,8 @@ def load_cf_run(run_dir: str | Path, dataset: RecDataset | None = None) -> CFMod
         cls = cf_model_class(config["model"])
         model = cls(cls.config_class.from_dict(config["config"]), config["dataset"]["num_items"],
                     config["dataset"]["num_users"])
-        state = load_file(weights)
-        model.load_state_dict(state)
-    except (ConfigError, SafetensorError, RuntimeError) as e:
+        model.load_state_dict(load_tensors(weights))
+    except (ConfigError, RuntimeError) as e:
         raise RunError(f"cannot load the CF checkpoint in {run_dir}: {str(e).splitlines()[0]}") from None
     return model.eval()
 

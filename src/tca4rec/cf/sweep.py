@@ -21,7 +21,7 @@ from tca4rec.cf.run import CONFIG_FILE, read_run_config
 from tca4rec.cf.train import make_config, train_cf
 from tca4rec.data import RecDataset
 from tca4rec.errors import ConfigError, RunError
-from tca4rec.io import atomic_write_json
+from tca4rec.io import atomic_write_json, check_output, own_folder
 
 SWEEP_FILE = "sweep.json"
 
@@ -50,7 +50,7 @@ def _finished_run(run_dir: Path, config: dict, dataset: RecDataset, limit: int |
 def sweep_cf(dataset: RecDataset, model_name: str, out_dir: str | Path, grid: dict[str, list[Any]], *,
              base: dict[str, Any] | None = None, limit: int | None = None, progress: bool = True) -> list[dict]:
     """Train every setting of ``grid`` (over ``base`` overrides) under ``out_dir``; rows best valid NDCG@10 first."""
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, "--out", own_folder((SWEEP_FILE, "*=*", "default")))
     base = dict(base or {})
     overlap = sorted(set(base) & set(grid))
     if overlap:

@@ -9,48 +9,26 @@ loads a running server over HTTP; its baseline is the same server started with
 from __future__ import annotations
 
 import argparse
+import importlib
 
 from tca4rec.cli import add_command
 
-
-def _run_align(args: argparse.Namespace) -> int:
-    from tca4rec.bench.align import run
-
-    return run(args)
+OUT_HELP = "also write the results as JSON here (a new file, or one an earlier run of this bench wrote)"
 
 
-def _run_decode(args: argparse.Namespace) -> int:
-    from tca4rec.bench.decode import run
+def _runner(name: str):
+    """The function of ``tca4rec bench NAME``: its ``--out`` is checked before the (long) measurement."""
+    def run(args: argparse.Namespace) -> int:
+        from tca4rec.bench import check_out
 
-    return run(args)
-
-
-def _run_lookahead(args: argparse.Namespace) -> int:
-    from tca4rec.bench.lookahead import run
-
-    return run(args)
-
-
-def _run_scale(args: argparse.Namespace) -> int:
-    from tca4rec.bench.scale import run
-
-    return run(args)
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    from tca4rec.bench.train import run
-
-    return run(args)
-
-
-def _run_serve(args: argparse.Namespace) -> int:
-    from tca4rec.bench.serve import run
-
-    return run(args)
+        if args.out:
+            check_out(args.out, name)
+        return importlib.import_module(f"tca4rec.bench.{name}").run(args)
+    return run
 
 
 def _align(group) -> None:
-    p = add_command(group, "align", _run_align,
+    p = add_command(group, "align", _runner("align"),
                     "soft-label speed vs the released per-position code, and loss memory vs plain CE",
                     ("tca4rec bench align --data ../shared/data/amazon2018/Toys_and_Games",
                      "tca4rec bench align --data data/synth --batch 4 --repeats 3 --out bench_align.json"))
@@ -62,11 +40,11 @@ def _align(group) -> None:
     p.add_argument("--alpha", type=float, default=0.1, help="soft-label weight alpha (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random CF logits and targets")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: stable timings)")
-    p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
 
 
 def _decode(group) -> None:
-    p = add_command(group, "decode", _run_decode,
+    p = add_command(group, "decode", _runner("decode"),
                     "trie-constrained beam search vs HF generate with prefix_allowed_tokens_fn: speed and equality",
                     ("tca4rec bench decode --data ../shared/data/amazon2018/Toys_and_Games --samples 8",
                      "tca4rec bench decode --data data/synth --llm path/to/hf_model --beams 5 --out bench_decode.json"))
@@ -77,7 +55,7 @@ def _decode(group) -> None:
     p.add_argument("--batch", type=int, default=1, help="prompts per decoding call, both methods (default 1)")
     p.add_argument("--split", default="test", help="split whose rows give the prompts (default test)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: stable timings)")
-    p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     p.add_argument("--beta", type=float, default=1.0, help="CF weight of the guided search timed (default 1)")
     p.add_argument("--cf-run", default=None, help="CF run whose logits guide (default: seeded random logits)")
     p.add_argument("--cf-lookahead", default="max", metavar="sum|max",
@@ -88,7 +66,7 @@ def _decode(group) -> None:
 
 
 def _lookahead(group) -> None:
-    p = add_command(group, "lookahead", _run_lookahead,
+    p = add_command(group, "lookahead", _runner("lookahead"),
                     "fraction of the CF model's own top-k titles a CF-only beam search finds, sum vs max lookahead",
                     ("tca4rec bench lookahead --data ../shared/data/amazon2018/Office_Products --cf-run runs/sasrec",))
     p.add_argument("--data", required=True, help="dataset folder (release format)")
@@ -98,11 +76,11 @@ def _lookahead(group) -> None:
     p.add_argument("--rows", type=int, default=20, help="first N rows of the split (default 20)")
     p.add_argument("--width", type=int, default=10, help="beam width (default 10)")
     p.add_argument("--k", type=int, default=10, help="top-k titles to find (default 10)")
-    p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
 
 
 def _scale(group) -> None:
-    p = add_command(group, "scale", _run_scale, "time and memory of each alignment stage against catalog size",
+    p = add_command(group, "scale", _runner("scale"), "time and memory of each alignment stage against catalog size",
                     ("tca4rec bench scale --items 20000,200000,1000000",
                      "tca4rec bench scale --items 1000,5000 --repeats 2 --out bench_scale.json"))
     p.add_argument("--items", default="20000,200000,1000000", help="comma-separated catalog sizes")
@@ -112,11 +90,11 @@ def _scale(group) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions, median reported (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the catalog, logits and models")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: stable timings)")
-    p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
 
 
 def _train(group) -> None:
-    p = add_command(group, "train", _run_train,
+    p = add_command(group, "train", _runner("train"),
                     "LoRA training throughput: rows grouped by length vs random batches (real tokens/s), "
                     "model FLOP/s and their share of the measured matmul peak",
                     ("tca4rec bench train --data ../shared/data/amazon2018/Office_Products --steps 8 --batch-size 16",
@@ -127,11 +105,11 @@ def _train(group) -> None:
     p.add_argument("--batch-size", type=int, default=16, dest="batch_size", help="rows per step (default 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
 
 
 def _serve(group) -> None:
-    p = add_command(group, "serve", _run_serve,
+    p = add_command(group, "serve", _runner("serve"),
                     "throughput and p50/p95/p99 latency of a running `tca4rec serve` (loopback)",
                     ("tca4rec bench serve http://127.0.0.1:8000 --requests 64 --concurrency 16",
                      "tca4rec bench serve http://127.0.0.1:8000 --requests 8 --concurrency 1 --out bench_c1.json"))
@@ -146,7 +124,7 @@ def _serve(group) -> None:
                    help="send no new request after this many seconds (default 300)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before a request is abandoned (default 600)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random histories")
-    p.add_argument("--out", default=None, help="also write the results as JSON here (atomic)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
 
 
 def register(sub) -> None:

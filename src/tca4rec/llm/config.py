@@ -20,6 +20,20 @@ MSL_DEFAULT_TAU = 4.5  # the MSL release's temperature
 # CF weights beta that tune-beta tries on valid rows. Wide: the tuned beta sat at the top of
 # narrower grids on both datasets measured (synthetic 2 of 0..2, Office_Products 16 of 0..16).
 DEFAULT_GRID = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+# The largest CF weight accepted anywhere (CLI, API, service, study files). The guided score adds
+# beta * log q(v | node) with log q >= about -104 in float32 (its smallest positive value), so up to
+# here a title's score stays far inside float32 and bf16 (3e38); 1e300 is inf in float32, which gave
+# -inf and NaN scores. At 1e7 a score / beta is already the CF model's title log-probability within
+# 1e-4 (tests/llm/test_guided_eval.py): a larger one only wipes out what is left of the LLM.
+MAX_BETA = 1e7
+
+
+def check_beta(value: object) -> float:
+    """A CF weight of CF-guided decoding: a number (not a boolean) in [0, MAX_BETA], as a float.
+    The ConfigError names the value; callers add the option or field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_BETA:
+        raise ConfigError(f"{value!r} is not a finite number in [0, {MAX_BETA:,.0f}]")
+    return float(value)
 
 
 @dataclass(frozen=True)

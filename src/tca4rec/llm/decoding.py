@@ -17,7 +17,6 @@ recommend and tune-beta: a beta value or "auto" (the one tuned for that lookahea
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from tca4rec.cf import load_cf_run
 from tca4rec.cf.run import cf_fingerprint
 from tca4rec.decode import BeamSearchConfig, constrained_beam_search
 from tca4rec.errors import ConfigError, RunError
+from tca4rec.llm.config import MAX_BETA, check_beta
 from tca4rec.llm.run import process_state
 
 TUNED_BETA_FILE = "beta_tuning.json"  # written by ``tune_beta``: the grid's table and the chosen beta
@@ -114,14 +114,11 @@ def choose_items(dataset, items: np.ndarray, cf_logits: torch.Tensor | None) -> 
 
 
 def parse_beta(value: float | str) -> float:
-    """A CF weight from the command line or the API: a finite number >= 0."""
+    """A CF weight from the command line (text) or the API (a number): ``check_beta``'s rule."""
     try:
-        beta = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--beta {value!r}: must be a number >= 0 or 'auto'") from None
-    if not (math.isfinite(beta) and beta >= 0):
-        raise ConfigError(f"--beta {value!r}: must be a finite number >= 0")
-    return beta
+        return check_beta(float(value) if isinstance(value, str) else value)
+    except ValueError:  # float() of a word, or check_beta's ConfigError
+        raise ConfigError(f"--beta {value!r}: must be a finite number in [0, {MAX_BETA:,.0f}] or 'auto'") from None
 
 
 def guide_cf_model(run, cf_run: str | Path | None):
@@ -149,7 +146,7 @@ def read_tuned_beta(run_dir: Path, cf_run: str | Path | None, cf_lookahead: str 
                           f"`tca4rec tune-beta --run {run_dir} --cf-lookahead {cf_lookahead}`")
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        best, tuned_with = float(record["best_beta"]), str(record["cf_run"])
+        best, tuned_with = check_beta(record["best_beta"]), str(record["cf_run"])
         tuned_lookahead = str(record.get("cf_lookahead", "sum"))  # records from before the option: sum
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise RunError(f"{path} is not a tune-beta result ({e})") from None

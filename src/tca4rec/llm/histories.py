@@ -23,6 +23,7 @@ from tca4rec.errors import DatasetError
 from tca4rec.llm.recommend import Catalog, InputError
 
 SUGGESTIONS = 20  # close-title hints are computed for the first bad rows only (each costs a catalog scan)
+BAD_ROW_FIELDS = ("row", "field", "error")  # a line of a --skip-bad-rows file
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,15 @@ class BadRow:
     error: str  # one line, without the file and row
 
     def record(self) -> dict:
-        return {"row": self.row, "field": self.field, "error": self.error}
+        return dict(zip(BAD_ROW_FIELDS, (self.row, self.field, self.error)))
 
 
 def read_histories(path: str | Path, catalog: Catalog, width: int,
                    skip_bad: bool = False) -> tuple[list[HistoryRow], list[BadRow]]:
     """The good rows of ``path`` in file order and, with ``skip_bad``, the bad ones (else the first is raised)."""
     path = Path(path)
+    if path.is_dir():
+        raise DatasetError("a folder, not a histories file (JSON lines or .csv)", file=path)
     if not path.is_file():
         raise DatasetError("no such file", file=path)
     rows: list[HistoryRow] = []

@@ -9,7 +9,10 @@ Resumable: decoded rows are appended one batch at a time as whole lines, flushed
 fsync'd. A run started again with the same settings (recorded beside the output in
 ``OUT.meta.json``) keeps the complete lines, drops a trailing partial line (a kill in the
 middle of a write) and decodes only the rows after them; a run with other settings or
-another input file is refused instead of being mixed into the file. Under ``torchrun`` /
+another input file is refused instead of being mixed into the file. Both output paths go
+through ``tca4rec.io.check_output`` before anything loads: an existing ``--out`` needs its
+settings record, an existing ``--skip-bad-rows`` file must be a bad-row list; a person's file
+in either place is refused, never overwritten. Under ``torchrun`` /
 ``accelerate launch`` each batch's rows are split across the processes, as evaluation
 does, and rank 0 writes.
 """
@@ -26,9 +29,9 @@ from tqdm.auto import tqdm
 from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD
 from tca4rec.data import load_dataset
 from tca4rec.errors import ConfigError
-from tca4rec.io import atomic_write_json, atomic_write_jsonl
+from tca4rec.io import atomic_write_json, atomic_write_jsonl, check_output, jsonl_records
 from tca4rec.llm.decoding import read_tuned_beta
-from tca4rec.llm.histories import HistoryRow, read_histories
+from tca4rec.llm.histories import BAD_ROW_FIELDS, HistoryRow, read_histories
 from tca4rec.llm.recommend import Catalog, Recommendation, Recommender
 from tca4rec.llm.run import load_llm_run, process_state, read_run_record, weights_stamp
 
@@ -48,6 +51,12 @@ def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, 
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: must be >= 1")
     out, histories = Path(out), Path(histories)
+    meta = out.with_name(out.name + ".meta.json")
+    check_output(out, "--out", lambda path: path.is_file() and meta.is_file())
+    if skip_bad_rows is not None:
+        if Path(skip_bad_rows).resolve() in (out.resolve(), meta.resolve(), histories.resolve()):
+            raise ConfigError(f"--skip-bad-rows {skip_bad_rows}: the same file as --out, its record or --histories")
+        check_output(skip_bad_rows, "--skip-bad-rows", jsonl_records(BAD_ROW_FIELDS))
     if beta == "auto":
         beta = read_tuned_beta(Path(run_dir), cf_run, cf_lookahead)  # before the slow load: fails fast
     state = process_state()
@@ -64,7 +73,6 @@ def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, 
            "beta": recommender.beta, "cf_run": None if cf_run is None else str(cf_run),
            "length_normalize": length_normalize, "cf_lookahead": cf_lookahead,
            "skip_bad_rows": skip_bad_rows is not None}
-    meta = out.with_name(out.name + ".meta.json")
     done, keep_bytes = _resume(out, meta, key, rows)
     if state.is_main_process:
         if done == 0:

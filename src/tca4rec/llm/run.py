@@ -7,7 +7,9 @@ run folder and loads the trained weights, reading only JSON and safetensors: a p
 dropped into the folder (``*.bin``, ``*.pt``) is never opened.
 
 A run is refused (``RunError``) when the dataset or the tokenizer differs from the ones it
-was trained with: their fingerprints are stored in ``config.json``.
+was trained with: their fingerprints are stored in ``config.json``. That file is checked like
+a study file when read (``read_run_record``): a value of the wrong type or range is one line
+naming the file and the field, never a ``TypeError`` from deep inside.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from peft import LoraConfig, get_peft_model
 from tca4rec.align import CollaborativeTokenizer
 from tca4rec.cf import load_cf_run
 from tca4rec.data import load_dataset
-from tca4rec.errors import RunError
+from tca4rec.errors import ConfigError, RunError
 from tca4rec.io import atomic_write_json
 from tca4rec.llm.config import RUN_FORMAT, TrainConfig
 from tca4rec.llm.hosts import Host
@@ -33,6 +35,7 @@ from tca4rec.llm.lora import AdapterReport, check_adapted, plan_lora
 from tca4rec.llm.model import load_causal_lm, load_tokenizer
 from tca4rec.llm.prompts import title_token_ids
 from tca4rec.llm.weights import load_weights
+from tca4rec.validate import check_fields, check_value
 
 CT_FILE = "ct.safetensors"
 LLM_FILE = "llm.json"  # the adapted modules, trainable parameter count and base dtype of a run
@@ -40,6 +43,8 @@ LLM_FILE = "llm.json"  # the adapted modules, trainable parameter count and base
 LLM_RUN_FILES = ("config.json", LLM_FILE, CT_FILE, "adapter", "projector.safetensors", "checkpoints", "train_log.jsonl",
                  "train_state.json", "metrics_*.json", "predictions_*.jsonl", "decode_*.partial.json",
                  "beta_tuning*.json")
+# The top-level fields of a run's config.json besides its format and its TrainConfig (``config``).
+RECORD_FIELDS = {"dataset_fingerprint": str, "tokenizer_fingerprint": str, "num_items": int}
 
 
 def process_state():
@@ -238,6 +243,17 @@ def read_run_record(run_dir: Path) -> dict:
     if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
         raise RunError(f"{run_dir} is not an LLM run folder (config.json has no format {RUN_FORMAT!r}; "
                        "a CF run is used with `tca4rec cf evaluate`)")
+    try:
+        for key, kind in RECORD_FIELDS.items():
+            if key in record:
+                check_value(record[key], kind, key)
+        check_value(record.get("config"), dict, "config")
+        check_fields(TrainConfig, record["config"], "config")
+        TrainConfig.from_dict(record["config"])  # the ranges, as training checked them
+    except ConfigError as e:  # named as a field of the file, not as a command-line option
+        raise RunError(f"{path}: {str(e).removeprefix('--')}") from None
+    except TypeError as e:  # a required field missing
+        raise RunError(f"{path}: field 'config': {e}") from None
     return record
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import pickle
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 from transformers import EarlyStoppingCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_pt_utils import get_length_grouped_indices
+from transformers.trainer_pt_utils import get_length_grouped_indices, safe_globals
 
 from tca4rec.align import soft_ntp_loss
 from tca4rec.errors import ConfigError, RunError
@@ -299,6 +300,21 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
+def check_checkpoint(checkpoint: Path) -> None:
+    """RunError naming the first file of ``checkpoint`` that resuming could not load. The Trainer reads
+    optimizer, scheduler and RNG state with ``torch.load(weights_only=True)``, which refuses a pickle
+    of anything else (and never runs it); reading them the same way first turns such a file into one
+    line naming it, before the model loads, instead of a traceback from inside the Trainer."""
+    for path in [*sorted(checkpoint.glob("*.pt")), *sorted(checkpoint.glob("rng_state*.pth"))]:
+        try:
+            with safe_globals():
+                torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RunError(f"--resume: {path} is not a loadable checkpoint file ({reason}); move the checkpoint "
+                           "folder away to resume from an earlier one, or start over with --overwrite") from None
+
+
 def check_run_dir(config: TrainConfig, resume: bool, overwrite: bool, fingerprints: dict) -> bool:
     """Check the run folder against --resume / --overwrite before anything is written or
     deleted (or a model loaded); returns whether a run is there to resume.
@@ -406,7 +422,8 @@ def build_trainer(config: TrainConfig, *, resume: bool = False, overwrite: bool 
     set_seed(config.seed)
     tca = Signals.build(config)
     fingerprints = fingerprints_of(tca.dataset, tca.tokenizer)
-    check_run_dir(config, resume, overwrite, fingerprints)  # refusals come before the model loads
+    if check_run_dir(config, resume, overwrite, fingerprints) and latest_checkpoint(run_dir) is not None:
+        check_checkpoint(latest_checkpoint(run_dir))  # refusals come before the model loads
     set_seed(config.seed)  # the same LoRA / projector initialization whatever was loaded before
     host = build_host(config, tca, trainable=True)  # a bad --lora-targets is refused before the folder exists
     checkpoint = prepare_run_dir(config, resume, overwrite, fingerprints)

@@ -10,10 +10,9 @@ import shutil
 from pathlib import Path
 
 from peft import set_peft_model_state_dict
-from safetensors.torch import load_file
 
 from tca4rec.errors import RunError
-from tca4rec.io import atomic_dir, atomic_save_tensors
+from tca4rec.io import atomic_dir, atomic_save_tensors, load_tensors
 from tca4rec.llm.hosts import Host
 
 
@@ -29,15 +28,16 @@ def save_weights(host: Host, folder: Path) -> None:
 
 
 def load_weights(host: Host, folder: Path) -> None:
-    """Load what ``save_weights`` wrote into an already built host (safetensors only)."""
+    """Load what ``save_weights`` wrote into an already built host (safetensors only; a file cut short
+    is a RunError naming it)."""
     adapter = folder / "adapter" / "adapter_model.safetensors"
     if not adapter.is_file():
         raise RunError(f"{folder}: no adapter weights (adapter/adapter_model.safetensors)")
-    result = set_peft_model_state_dict(host.llm, load_file(adapter))
+    result = set_peft_model_state_dict(host.llm, load_tensors(adapter))
     if getattr(result, "unexpected_keys", None):
         raise RunError(f"{adapter}: unexpected weights {result.unexpected_keys[:3]} (another LLM or LoRA config?)")
     if host.projector is not None:
         projector = folder / "projector.safetensors"
         if not projector.is_file():
             raise RunError(f"{folder}: the llara host needs projector.safetensors")
-        host.projector.load_state_dict(load_file(projector))
+        host.projector.load_state_dict(load_tensors(projector))

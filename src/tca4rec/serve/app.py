@@ -3,16 +3,19 @@
 Every error is a JSON object ``{"error": one line, "field": ..., "value": ...}``: 400 for a
 body that is not JSON, 413 for one larger than ``max_body`` bytes, 422 for a value the
 model cannot take (an unknown title or item id, an empty or over-long history, k outside
-1..beams, a beta that is not a number >= 0 or that needs a CF model the server lacks), 500
-with a one-line reason when decoding fails (the traceback goes to the server's log, never
-into a response), 503 once the server is draining after SIGTERM. None of them stops the
-server: each request is independent, and the model runs on the batcher's worker thread.
+1..beams, a beta that is not a JSON number in [0, 1e7] or that needs a CF model the server
+lacks), 500 with a one-line reason when decoding fails (the traceback goes to the server's
+log, never into a response), 503 once the server is draining after SIGTERM. None of them
+stops the server: each request is independent, and the model runs on the batcher's worker
+thread. An echoed value JSON cannot carry (NaN, Infinity, a lone surrogate in a title) is
+sent as text, so a bad value is always its 422, never a 500 from writing the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 
@@ -35,7 +38,8 @@ class RecommendRequest(BaseModel):
     history: list[StrictStr | StrictInt] = Field(
         description="items the user interacted with, oldest first: catalog titles (exact) or item ids")
     k: StrictInt = Field(10, description="number of items to return, 1..beams")
-    beta: float | None = Field(None, description="CF weight of CF-guided decoding (null: the server's default)")
+    beta: float | None = Field(None, strict=True, allow_inf_nan=False,  # as strict as k: no "1", no true
+                               description="CF weight of CF-guided decoding, 0..1e7 (null: the server's default)")
 
 
 class Item(BaseModel):
@@ -74,7 +78,22 @@ def error(status: int, message: str, field: str | None = None, value: object = N
         value = value.decode("utf-8", "replace")
     if isinstance(value, str) and len(value) > VALUE_CHARS:
         value = value[:VALUE_CHARS] + "..."
-    return JSONResponse({"error": message, "field": field, "value": value}, status_code=status)
+    return JSONResponse({"error": _sendable(message), "field": _sendable(field), "value": _sendable(value)},
+                        status_code=status)
+
+
+def _sendable(value: object) -> object:
+    """``value`` as JSON can send it: a non-finite number as text (``nan``, ``inf``), a string with a
+    lone surrogate (not encodable as UTF-8) with it escaped (``\\ud800``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, list):
+        return [_sendable(v) for v in value]
+    if isinstance(value, dict):
+        return {_sendable(k): _sendable(v) for k, v in value.items()}
+    return value
 
 
 def create_app(recommender: Recommender, batcher: MicroBatcher, info: dict, limits: Limits = Limits()) -> FastAPI:

@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from tca4rec.errors import ConfigError
-from tca4rec.llm.config import HOSTS, TrainConfig
+from tca4rec.llm.config import HOSTS, TrainConfig, check_beta
 from tca4rec.study.cells import CFCell, LLMCell, as_list
-from tca4rec.validate import check_fields, check_value
+from tca4rec.validate import check_fields, check_name, check_value
 
 GRID_KEYS = ("host", "cf", "alpha")
 # TrainConfig fields a study sets per cell, never in its 'train' block.
@@ -99,9 +98,11 @@ class StudyConfig:
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         check_fields(type(self), values)
+        check_name(self.name, "name")
         if not self.datasets:
             raise ConfigError("field 'datasets': a non-empty mapping name -> folder (or {synthetic: {...}})")
         for name, spec in self.datasets.items():
+            check_name(name, f"datasets (key {name!r})")  # the folder of its cells in the study folder
             if isinstance(spec, dict) and (set(spec) != {"synthetic"} or not isinstance(spec["synthetic"], (dict, type(None)))):
                 raise ConfigError(f"field 'datasets.{name}': {spec!r} is neither a folder nor {{synthetic: {{...}}}}")
         self._check_grid()
@@ -121,8 +122,8 @@ class StudyConfig:
         if self.beams < 10:
             raise ConfigError(f"field 'beams': {self.beams} (must be >= 10: metrics go up to @10)")
         for n, b in enumerate(self.betas):
-            if b != "auto" and (isinstance(b, str) or not (math.isfinite(b) and b >= 0)):
-                raise ConfigError(f"field 'betas[{n}]': {b!r} is not a finite number >= 0 or 'auto'")
+            if b != "auto":
+                _check_beta(b, f"betas[{n}]", " or 'auto'")
         self._check_beta_tuning()
         self._check_train()
 
@@ -132,11 +133,15 @@ class StudyConfig:
         for n, block in enumerate(self.grid):
             if not isinstance(block, dict) or set(block) - set(GRID_KEYS) or "host" not in block:
                 raise ConfigError(f"field 'grid[{n}]': {block!r} (expected keys host, cf, alpha)")
+            for key, values in block.items():
+                if isinstance(values, list) and not values:  # a grid of no cells: refused, not run as nothing
+                    raise ConfigError(f"field 'grid[{n}].{key}': an empty list (give at least one value"
+                                      f"{'; leave cf out for no CF model' if key == 'cf' else ''})")
             for host in as_list(block["host"]):
-                if host not in HOSTS:
+                if check_name(host, f"grid[{n}].host") not in HOSTS:
                     raise ConfigError(f"field 'grid[{n}].host': unknown host {host!r} (choose from {', '.join(HOSTS)})")
             for cf in as_list(block.get("cf", [])):
-                check_value(cf, str, f"grid[{n}].cf")
+                check_name(cf, f"grid[{n}].cf")
             for a in as_list(block.get("alpha", [0.0])):
                 check_value(a, float, f"grid[{n}].alpha")
                 if not 0 <= a <= 1:
@@ -150,8 +155,7 @@ class StudyConfig:
         if self.beta_tuning.get("rows", 1) < 1:
             raise ConfigError(f"field 'beta_tuning.rows': {self.beta_tuning['rows']} (must be >= 1)")
         for n, b in enumerate(self.beta_tuning.get("grid", [])):
-            if not (math.isfinite(b) and b >= 0):
-                raise ConfigError(f"field 'beta_tuning.grid[{n}]': {b!r} is not a finite number >= 0")
+            _check_beta(b, f"beta_tuning.grid[{n}]")
 
     def _check_train(self) -> None:
         fields = {f.name for f in dataclasses.fields(TrainConfig)} - set(CELL_FIELDS)
@@ -187,6 +191,14 @@ class StudyConfig:
     def cf_cells(self) -> list[CFCell]:
         models = dict.fromkeys(cf for block in self.grid for cf in as_list(block.get("cf", [])))
         return [CFCell(d, m, s) for d, m, s in itertools.product(self.datasets, models, self.seeds)]
+
+
+def _check_beta(value: object, field: str, also: str = "") -> None:
+    """The CF weights' one rule (``tca4rec.llm.config.check_beta``), named as a field of the file."""
+    try:
+        check_beta(value)
+    except ConfigError as e:
+        raise ConfigError(f"field '{field}': {e}{also}") from None
 
 
 def _apply_override(raw: dict, item: str, path: Path) -> None:

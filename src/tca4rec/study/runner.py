@@ -35,7 +35,7 @@ from tca4rec.cf.run import CF_RUN_FILES
 from tca4rec.cf.train import make_config
 from tca4rec.data import load_dataset
 from tca4rec.data.synth import SynthConfig, write_synthetic_dataset
-from tca4rec.errors import ConfigError, TCA4RecError
+from tca4rec.errors import ConfigError, DatasetError, TCA4RecError
 from tca4rec.io import atomic_write_text, remove_own_folder
 from tca4rec.llm.config import TrainConfig
 from tca4rec.llm.decoding import read_tuned_beta
@@ -90,6 +90,16 @@ class Study:
                 write_synthetic_dataset(path, SynthConfig(**(spec["synthetic"] or {})))
             self._datasets[name] = load_dataset(path)
         return self._datasets[name]
+
+    def _load_given_datasets(self) -> None:
+        """Load every dataset the study file names a folder for, before anything is created: a
+        missing or bad one is refused naming its field, not found after the study folder exists."""
+        for name, spec in self.config.datasets.items():
+            if not isinstance(spec, dict):
+                try:
+                    self.dataset(name)
+                except DatasetError as e:
+                    raise ConfigError(f"study field 'datasets.{name}': {e}") from None
 
     def _eval_rows(self, name: str) -> int:
         return len(self.dataset(name).split(self.config.split).select(
@@ -234,6 +244,7 @@ class Study:
         if deadline is not None and jobs < len(self.config.llm_cells()):
             raise ConfigError(f"--finish-within needs every LLM cell running at once: --jobs {jobs} < "
                               f"{len(self.config.llm_cells())} cells")
+        self._load_given_datasets()
         self._refuse_or_clear_changed(rerun_changed)
         self.out.mkdir(parents=True, exist_ok=True)
         if only is None:
@@ -428,9 +439,12 @@ def _check_against_registries(config: StudyConfig) -> None:
         check_lookahead(config.cf_lookahead)
     except ConfigError as e:
         raise ConfigError(f"field 'cf_lookahead': {e}") from None
-    opts = dict(config.cf)
-    check_value(opts.pop("epochs", 1), int, "cf.epochs")
-    check_value(opts.pop("train_limit", None), int | None, "cf.train_limit")
+    opts = dict(config.cf)  # epochs included: a cell's config is checked as it will be trained
+    check_value(opts.get("epochs", 1), int, "cf.epochs")
+    limit = opts.pop("train_limit", None)
+    check_value(limit, int | None, "cf.train_limit")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"field 'cf.train_limit': {limit} (must be >= 1, or null for all train rows)")
     for n, block in enumerate(config.grid):
         for model in _as_list(block.get("cf", [])):
             if model not in CF_MODELS:

@@ -2,16 +2,22 @@
 
 The first run is the reference: every other run is compared with it by a paired bootstrap
 over their common rows, and over the novel ones (the target's title not in the history).
+Each run's metrics are over its own rows: the console and ``report.md`` state every run's
+row count and, where the runs were evaluated on different rows, how many they share.
 """
 
 from __future__ import annotations
 
+from functools import reduce
 from pathlib import Path
+
+import numpy as np
 
 from tca4rec.data import load_dataset
 from tca4rec.evaluate.plots import plot_loss_curves, plot_metrics
 from tca4rec.evaluate.report import (
     ROW_SETS,
+    RunResult,
     bonferroni_lines,
     check_same_depth,
     compare,
@@ -23,17 +29,20 @@ from tca4rec.evaluate.report import (
     results_json,
     row_profile,
 )
-from tca4rec.io import atomic_write_json, atomic_write_text
+from tca4rec.io import atomic_write_json, atomic_write_text, check_output, own_folder
+
+REPORT_FILES = ("report.md", "results.json", "*.png")  # what a report folder holds
 
 
 def write_runs_report(runs: list[str], data: str, split: str = "test", out: str = "report") -> Path:
+    out_dir = check_output(out, "--out", own_folder(REPORT_FILES))
     ds = load_dataset(data)
     histories = ds.split(split).histories
     results = [load_run_result(r, split, ds.title_group, histories=histories) for r in runs]
     check_same_depth(results)
-    out_dir = Path(out)
     tests = [compare(results[0], r, m, rows) for r in results[1:] for rows in ROW_SETS for m in ("NDCG@10", "HR@10")]
-    lines = [f"# Report ({split}, dataset {ds.name})", "", metrics_table(results), "",
+    rows = rows_line(results)
+    lines = [f"# Report ({split}, dataset {ds.name})", "", metrics_table(results), "", rows, "",
              "Repeat rows (the target's title is already in the history), novel rows and item-level hits "
              "(the exact item; the table above counts identical titles):", "", profile_table(results), ""]
     for t in tests:
@@ -47,4 +56,15 @@ def write_runs_report(runs: list[str], data: str, split: str = "test", out: str 
     atomic_write_json(out_dir / "results.json", results_json(results, {
         "significance": tests, "profiles": {r.label: row_profile(r) for r in results}}))
     print_table(results, title=f"{ds.name} ({split})")
+    print(rows)
     return out_dir
+
+
+def rows_line(results: list[RunResult]) -> str:
+    """Each run's row count and, where they differ, the rows all runs share (what the paired tests use)."""
+    shared = reduce(np.intersect1d, [r.rows for r in results])
+    line = "Rows: " + ", ".join(f"{r.label} {len(r.rows)}" for r in results) + "."
+    if any(len(r.rows) != len(shared) for r in results):
+        line += (f" The runs share only {len(shared)} rows: each run's metrics above are over its own rows, "
+                 "the paired tests over the rows each pair shares.")
+    return line

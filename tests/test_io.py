@@ -1,0 +1,75 @@
+"""``tca4rec.io``: the one rule for output paths, errors that name the path the user gave."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import tca4rec.io as io
+from tca4rec.errors import RunError
+
+
+def test_check_output_accepts_new_paths_and_the_commands_own_output_only(tmp_path):
+    bad_rows = io.jsonl_records(("row", "field", "error"))
+    assert io.check_output(tmp_path / "new.jsonl", "--skip-bad-rows", bad_rows) == tmp_path / "new.jsonl"
+    ours = tmp_path / "bad.jsonl"
+    ours.write_text(json.dumps({"row": 3, "field": None, "error": "x"}) + "\n")
+    io.check_output(ours, "--skip-bad-rows", bad_rows)
+    (tmp_path / "empty.jsonl").write_text("")
+    io.check_output(tmp_path / "empty.jsonl", "--skip-bad-rows", bad_rows)  # no bad rows last time
+    for text in ("precious\n", '{"user": "u", "history": [1]}\n', json.dumps({"row": 1}) + "\n"):
+        theirs = tmp_path / "theirs.jsonl"
+        theirs.write_text(text)
+        with pytest.raises(RunError, match="--skip-bad-rows .*theirs.jsonl: a file that this command did not write"):
+            io.check_output(theirs, "--skip-bad-rows", bad_rows)
+        assert theirs.read_text() == text
+    with pytest.raises(RunError, match="a folder"):
+        io.check_output(tmp_path, "--out", bad_rows)
+    (tmp_path / "link").symlink_to(ours)
+    with pytest.raises(RunError, match="a link"):
+        io.check_output(tmp_path / "link", "--skip-bad-rows", bad_rows)
+    with pytest.raises(RunError, match="a file"):  # nothing recognised: only a new path will do
+        io.check_output(ours, "--out")
+
+
+def test_own_folder_and_json_record(tmp_path):
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.md").write_text("# r")
+    io.check_output(report, "--out", io.own_folder(("report.md", "*.png")))
+    (report / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="a folder that this command did not write"):
+        io.check_output(report, "--out", io.own_folder(("report.md", "*.png")))
+    result = tmp_path / "b.json"
+    result.write_text(json.dumps({"bench": "align", "x": 1}))
+    io.check_output(result, "--out", io.json_record("bench", "align"))
+    with pytest.raises(RunError):  # another benchmark's result is not this one's to replace
+        io.check_output(result, "--out", io.json_record("bench", "decode"))
+
+
+def test_a_refused_write_names_the_path_not_the_hidden_temporary_file(tmp_path, monkeypatch):
+    def read_only(*args, prefix="", dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", f"{dir}/{prefix}x1y2.tmp")
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(io.tempfile, "mkdtemp", read_only)
+    with pytest.raises(PermissionError) as err:
+        io.atomic_write_json(tmp_path / "out.jsonl.meta.json", {})
+    assert err.value.filename == str(tmp_path / "out.jsonl.meta.json")
+    with pytest.raises(PermissionError) as err, io.atomic_dir(tmp_path / "adapter"):
+        pass
+    assert err.value.filename == str(tmp_path / "adapter")
+
+
+@pytest.mark.parametrize("size", [0, 1000])
+def test_a_safetensors_file_cut_short_is_a_run_error_naming_it(tmp_path, size):
+    import torch
+
+    whole = tmp_path / "whole.safetensors"
+    io.atomic_save_tensors(whole, {"w": torch.zeros(1000)})
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(whole.read_bytes()[:size])
+    with pytest.raises(RunError, match=f"cannot load {cut}: not a readable safetensors file"):
+        io.load_tensors(cut)
+    assert io.load_tensors(whole)["w"].shape == (1000,)
