@@ -12,9 +12,10 @@ room and the layers below it (``tests/test_layers.py`` enforces this, and no cyc
 5. ``cf``: the collaborative-filtering zoo, its training and evaluation.
 6. ``llm``: prompts, hosts, LoRA fine-tuning with soft labels, LLM evaluation, beta tuning,
    recommendation.
-7. ``study``: experiments: the grid runner and its cells, reports, the demo.
-8. ``bench``, ``serve``: benchmarks and the HTTP service.
-9. ``cli``: the command line, a thin layer over all of the above.
+7. ``fuse``: the learned fusion, a LightGBM ranker over both experts' candidates.
+8. ``study``: experiments: the grid runner and its cells, reports, the demo.
+9. ``bench``, ``serve``: benchmarks and the HTTP service.
+10. ``cli``: the command line, a thin layer over all of the above.
 """
 
 from tca4rec.errors import DatasetError, TCA4RecError
@@ -23,5 +24,5 @@ __version__ = "0.1.0"
 __all__ = ["DatasetError", "LAYERS", "TCA4RecError", "__version__"]
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors",), ("io", "validate"), ("data", "align"), ("decode",), ("evaluate",), ("cf",), ("llm",), ("study",),
-    ("bench", "serve"), ("cli",))
+    ("errors",), ("io", "validate"), ("data", "align"), ("decode",), ("evaluate",), ("cf",), ("llm",), ("fuse",),
+    ("study",), ("bench", "serve"), ("cli",))

@@ -19,7 +19,7 @@ import sys
 from tca4rec.errors import TCA4RecError
 
 # Modules that define ``register(subparsers)``; order = order in ``--help``.
-COMMAND_MODULES = ("data", "cf", "llm", "serve", "bench", "study")
+COMMAND_MODULES = ("data", "cf", "llm", "fuse", "serve", "bench", "study")
 
 EPILOG = """examples:
   tca4rec data synth --out data/synth

@@ -65,6 +65,22 @@ def _decode(group) -> None:
                    help="skip the search with the prompt KV copied per beam (share_prompt_kv=False)")
 
 
+def _fuse(group) -> None:
+    p = add_command(group, "fuse", _runner("fuse"),
+                    "the learned fusion: fit time, and the re-ranking's share of a recommend --fusion call",
+                    ("tca4rec bench fuse --run runs/tallrec --cf-run runs/sasrec --rows 2000",
+                     "tca4rec bench fuse --run runs/tca --rows 200 --recommend 4 --out bench_fuse.json"))
+    p.add_argument("--run", required=True, help="LLM run folder (nothing is written there)")
+    p.add_argument("--cf-run", default=None, help="CF run of the candidates (default: the run's teacher)")
+    p.add_argument("--rows", type=int, default=2000, help="valid rows the fit is timed on (default 2000)")
+    p.add_argument("--k", type=int, default=20, help="the CF model's top-K titles per row (default 20)")
+    p.add_argument("--beams", type=int, default=10, help="LLM beams per row (default 10)")
+    p.add_argument("--recommend", type=int, default=8, help="recommend calls timed, one history each (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic beams")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: stable timings)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
+
+
 def _lookahead(group) -> None:
     p = add_command(group, "lookahead", _runner("lookahead"),
                     "fraction of the CF model's own top-k titles a CF-only beam search finds, sum vs max lookahead",
@@ -128,8 +144,8 @@ def _serve(group) -> None:
 
 
 def register(sub) -> None:
-    bench = sub.add_parser("bench", help="benchmarks (align, decode, lookahead, scale, serve, train)",
+    bench = sub.add_parser("bench", help="benchmarks (align, decode, fuse, lookahead, scale, serve, train)",
                            description=__doc__)
     group = bench.add_subparsers(dest="bench_command", metavar="BENCH")
-    for add in (_align, _decode, _lookahead, _scale, _serve, _train):
+    for add in (_align, _decode, _fuse, _lookahead, _scale, _serve, _train):
         add(group)

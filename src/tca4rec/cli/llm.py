@@ -1,6 +1,7 @@
 """``tca4rec train | evaluate | recommend | tune-beta``: the LLM recommender from the command line.
 
-``recommend --histories FILE --out FILE`` is offline batch scoring (``tca4rec.llm.recommend_file``).
+``recommend --histories FILE --out FILE`` is offline batch scoring (``tca4rec.llm.recommend_file``);
+``--fusion`` ranks by the run's learned fusion instead (``tca4rec.fuse``, docs/fusion.md).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_metrics(record: dict) -> None:
+def print_metrics(record: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -46,15 +47,41 @@ def _evaluate(args: argparse.Namespace) -> int:
     from tca4rec.llm.evaluate import decoding_suffix, evaluate_llm_run
     from tca4rec.llm.run import process_state
 
+    if args.fusion:
+        return _evaluate_fused(args)
     record = evaluate_llm_run(args.run, split=args.split, limit=args.limit, beams=args.beams,
                               batch_size=args.batch_size, data=args.data, beta=args.beta, cf_run=args.cf_run,
                               length_normalize=args.length_normalize, sample_seed=args.sample_seed,
                               cf_lookahead=args.cf_lookahead)
     if process_state().is_main_process:
-        _print_metrics(record)
+        print_metrics(record)
         suffix = decoding_suffix(record["beta"], args.length_normalize, args.cf_lookahead)
         print(f"wrote metrics_{args.split}{suffix}.json and predictions_{args.split}{suffix}.jsonl in {args.run}")
     return 0
+
+
+def _evaluate_fused(args: argparse.Namespace) -> int:
+    from tca4rec.fuse.apply import evaluate_fused
+    from tca4rec.fuse.config import FUSION_SUFFIX
+    from tca4rec.llm.run import process_state
+
+    _check_fusion_options(args)
+    record = evaluate_fused(args.run, split=args.split, limit=args.limit, beams=args.beams, batch_size=args.batch_size,
+                            data=args.data, cf_run=args.cf_run, sample_seed=args.sample_seed)
+    if process_state().is_main_process:
+        print_metrics(record)
+        print(f"wrote metrics_{args.split}.json and predictions_{args.split}.jsonl (plain decoding), and "
+              f"metrics_{args.split}{FUSION_SUFFIX}.json and predictions_{args.split}{FUSION_SUFFIX}.jsonl "
+              f"in {args.run}")
+    return 0
+
+
+def _check_fusion_options(args: argparse.Namespace) -> None:
+    from tca4rec.errors import ConfigError
+    from tca4rec.llm.decoding import parse_beta
+
+    if args.beta == "auto" or parse_beta(args.beta) != 0 or args.length_normalize:
+        raise ConfigError("--fusion re-ranks plain decoding: it takes no --beta or --length-normalize")
 
 
 def _tune_beta(args: argparse.Namespace) -> int:
@@ -90,12 +117,21 @@ def _recommend(args: argparse.Namespace) -> int:
     from tca4rec.errors import ConfigError
     from tca4rec.llm.recommend import recommend
 
+    if args.fusion:
+        _check_fusion_options(args)
+        if args.beams is not None:
+            raise ConfigError("--fusion decodes the beams its fusion was fit on: it takes no --beams")
     if args.histories is not None:
         return _recommend_file(args)
     if args.out or args.skip_bad_rows:
         raise ConfigError("--out and --skip-bad-rows go with --histories FILE")
-    recs = recommend(args.run, args.history, k=args.k, beams=args.beams, beta=args.beta, cf_run=args.cf_run,
-                     length_normalize=args.length_normalize, data=args.data, cf_lookahead=args.cf_lookahead)
+    if args.fusion:
+        from tca4rec.fuse.recommend import recommend_fused
+
+        recs = recommend_fused(args.run, args.history, k=args.k, cf_run=args.cf_run, data=args.data)
+    else:
+        recs = recommend(args.run, args.history, k=args.k, beams=args.beams, beta=args.beta, cf_run=args.cf_run,
+                         length_normalize=args.length_normalize, data=args.data, cf_lookahead=args.cf_lookahead)
     table = Table(title=f"top {args.k} after {len(args.history)} item(s)")
     for column, justify in (("#", "right"), ("title", "left"), ("item id", "right"), ("score", "right")):
         table.add_column(column, justify=justify)
@@ -112,9 +148,16 @@ def _recommend_file(args: argparse.Namespace) -> int:
 
     if not args.out:
         raise ConfigError("--histories needs --out FILE (JSON lines, one per user)")
-    summary = recommend_file(args.run, args.histories, args.out, k=args.k, beams=args.beams, beta=args.beta,
-                             cf_run=args.cf_run, batch_size=args.batch_size, skip_bad_rows=args.skip_bad_rows,
-                             data=args.data, length_normalize=args.length_normalize, cf_lookahead=args.cf_lookahead)
+    if args.fusion:
+        from tca4rec.fuse.recommend import recommend_file_fused
+
+        summary = recommend_file_fused(args.run, args.histories, args.out, k=args.k, cf_run=args.cf_run,
+                                       batch_size=args.batch_size, skip_bad_rows=args.skip_bad_rows, data=args.data)
+    else:
+        summary = recommend_file(args.run, args.histories, args.out, k=args.k, beams=args.beams, beta=args.beta,
+                                 cf_run=args.cf_run, batch_size=args.batch_size, skip_bad_rows=args.skip_bad_rows,
+                                 data=args.data, length_normalize=args.length_normalize,
+                                 cf_lookahead=args.cf_lookahead)
     if process_state().is_main_process:
         resumed = f" ({summary['resumed_after']} were already there)" if summary["resumed_after"] else ""
         bad = (f"; {summary['bad_rows']} bad row(s) skipped, listed in {summary['bad_rows_file']}"
@@ -131,6 +174,13 @@ def _add_guidance_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--length-normalize", action="store_true",
                    help="rank titles by mean token score instead of the sum (default: sum, as D3 recommends)")
     _add_lookahead_option(p)
+
+
+def _add_fusion_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fusion", action="store_true",
+                   help="rank by the run's learned fusion (`tca4rec fuse fit`): its plain beams and the CF model's "
+                        "top titles re-ranked; --cf-run then names the fusion's CF run (default: the one it was fit "
+                        "with)")
 
 
 def _add_lookahead_option(p: argparse.ArgumentParser) -> None:
@@ -205,6 +255,7 @@ def register(sub) -> None:
         "tca4rec evaluate --run runs/tca --split test --beta auto",
         "tca4rec evaluate --run runs/tallrec --split test --beta 1 --cf-run runs/sasrec",
         "tca4rec evaluate --run runs/tca --split test --beta auto --cf-lookahead max",
+        "tca4rec evaluate --run runs/tallrec --split test --fusion   # after `tca4rec fuse fit`",
         "torchrun --nproc_per_node 2 -m tca4rec.cli -- evaluate --run runs/tca --split test",
     ))
     p.add_argument("--run", required=True, help="LLM run folder")
@@ -216,6 +267,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=8, help="prompts decoded together")
     p.add_argument("--data", help="dataset folder, if it moved since training")
     _add_guidance_options(p)
+    _add_fusion_option(p)
 
     p = add_command(sub, "tune-beta", _tune_beta, "choose the CF weight beta of CF-guided decoding on valid rows", (
         "tca4rec tune-beta --run runs/tca --rows 100",
@@ -237,6 +289,7 @@ def register(sub) -> None:
         'tca4rec recommend --run runs/tca --history "Lego City Police Car" "Uno Card Game"',
         'tca4rec recommend --run runs/tca --history "Uno Card Game" --k 5',
         "tca4rec recommend --run runs/tca --histories users.jsonl --out recs.jsonl --k 10",
+        'tca4rec recommend --run runs/tallrec --history "Uno Card Game" --fusion',
         "tca4rec recommend --run runs/tca --histories users.csv --out recs.jsonl --skip-bad-rows bad.jsonl",
         "torchrun --nproc_per_node 2 -m tca4rec.cli -- recommend --run runs/tca --histories users.jsonl "
         "--out recs.jsonl",
@@ -255,4 +308,5 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=8, help="with --histories: rows decoded together")
     p.add_argument("--data", help="dataset folder, if it moved since training")
     _add_guidance_options(p)
+    _add_fusion_option(p)
 

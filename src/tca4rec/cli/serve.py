@@ -15,7 +15,7 @@ def _serve(args: argparse.Namespace) -> int:
                       host=args.host, port=args.port,
                       beams=args.beams, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                       max_history=args.max_history, max_body=args.max_body, access_log=not args.no_access_log,
-                      threads=args.threads))
+                      threads=args.threads, fusion=args.fusion))
     return 0
 
 
@@ -24,6 +24,7 @@ def register(sub) -> None:
         "tca4rec serve --run runs/tca",
         "tca4rec serve --run runs/tca --port 8080 --max-batch 16 --max-wait-ms 20",
         "tca4rec serve --run runs/tallrec --cf-run runs/sasrec --beta 1 --host 0.0.0.0",
+        "tca4rec serve --run runs/tallrec --fusion   # after `tca4rec fuse fit`; a request may say \"fusion\": false",
         "curl -s localhost:8000/v1/recommend -H 'content-type: application/json' "
         "-d '{\"history\": [\"Uno Card Game\"], \"k\": 5}'",
     ))
@@ -49,3 +50,6 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, usually all cores; "
                                                "give each of N replicas on one machine cores / N)")
     p.add_argument("--no-access-log", action="store_true", dest="no_access_log", help="do not log every request")
+    p.add_argument("--fusion", action="store_true",
+                   help="load the run's learned fusion (`tca4rec fuse fit`; --cf-run names its CF run if it moved): "
+                        "requests rank by it unless they send \"fusion\": false")

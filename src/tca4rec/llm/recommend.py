@@ -124,6 +124,11 @@ class Recommender:
     def item_ids(self, history: Sequence[object], max_entries: int | None = None) -> list[int]:
         return self.catalog.item_ids(history, self.width, max_entries)
 
+    def resume_key(self) -> dict:
+        """What its lists depend on besides the run and the decoding options (batch scoring's resume
+        key): nothing here; a subclass that re-ranks names its model."""
+        return {}
+
     def check_k(self, k: object) -> int:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.beams:
             raise InputError(f"k {k!r} must be an integer in 1..{self.beams} (the beam width)", "k", k)
@@ -146,16 +151,27 @@ class Recommender:
                progress: bool = False) -> list[list[Recommendation]]:
         """The top ``k`` of each history of item ids (from ``item_ids``), decoded ``batch_size`` rows at a time
         (default: all at once). Under torchrun every process must call this; each gets every row's answer."""
+        return self.recommendations(*self.search(self.rows_of(histories), k, beta, batch_size, progress))
+
+    def rows_of(self, histories: Sequence[Sequence[int]]) -> Split:
+        """Histories of item ids as the rows of a split: left-padded to the width, user 0."""
         history = np.zeros((len(histories), self.width), dtype=np.int64)
         for row, ids in enumerate(histories):
             ids = list(ids)[-self.width:]
             history[row, self.width - len(ids):] = ids
         zeros = np.zeros(len(histories), dtype=np.int64)
-        rows = Split("recommend", zeros, history, zeros, zeros)
-        items, scores = evaluate_rows(
-            self.run.host, self.run.signals, rows, beams=self.beams, k=k, batch_size=batch_size or len(histories),
+        return Split("recommend", zeros, history, zeros, zeros)
+
+    def search(self, rows: Split, k: int, beta: float, batch_size: int | None = None,
+               progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The beams behind ``decode``: (item ids int64 [R, k], 0 = none; their scores float32 [R, k])."""
+        return evaluate_rows(
+            self.run.host, self.run.signals, rows, beams=self.beams, k=k, batch_size=batch_size or len(rows),
             desc="recommend", beta=beta, length_normalize=self.length_normalize, cf_lookahead=self.cf_lookahead,
             cf_model=self.cf_model if beta > 0 else None, progress=progress)
+
+    def recommendations(self, items: np.ndarray, scores: np.ndarray) -> list[list[Recommendation]]:
+        """Ranked item ids [R, k] (0 = none) and their scores as one list of ``Recommendation`` per row."""
         titles = self.run.dataset.titles
         return [[Recommendation(titles[int(i)], int(i), float(s)) for i, s in zip(row_items, row_scores) if i > 0]
                 for row_items, row_scores in zip(items, scores)]
@@ -164,8 +180,8 @@ class Recommender:
 def recommend(run_dir: str | Path, history_titles: Sequence[HistoryEntry], k: int = 10, beams: int | None = None,
               run: LLMRun | None = None, beta: float | str = 0.0, cf_run: str | Path | None = None,
               length_normalize: bool = False, data: str | Path | None = None,
-              note: Callable[[str], None] | None = None,
-              cf_lookahead: str = DEFAULT_CF_LOOKAHEAD) -> list[Recommendation]:
+              note: Callable[[str], None] | None = None, cf_lookahead: str = DEFAULT_CF_LOOKAHEAD,
+              recommender: Callable[[LLMRun], Recommender] | None = None) -> list[Recommendation]:
     """The ``k`` best items after ``history_titles`` (titles or item ids; ``beams`` defaults to max(k, 10)).
 
     The model reads the last H entries (H: the dataset's history width); a longer history is
@@ -173,6 +189,8 @@ def recommend(run_dir: str | Path, history_titles: Sequence[HistoryEntry], k: in
 
     ``run``: an already loaded ``LLMRun`` to reuse (then ``run_dir`` and ``data`` are only informative).
     ``beta``, ``cf_run``, ``length_normalize``, ``cf_lookahead``: CF-guided decoding, as in ``evaluate_llm_run``.
+    ``recommender``: builds the ``Recommender`` from the loaded run instead of those options (the learned
+    fusion's, ``tca4rec.fuse.recommend``).
     """
     beams = max(k, 10) if beams is None else beams
     if k < 1:
@@ -183,13 +201,14 @@ def recommend(run_dir: str | Path, history_titles: Sequence[HistoryEntry], k: in
         raise ConfigError("--history needs at least one title")
     if beta == "auto":
         beta = read_tuned_beta(Path(run_dir), cf_run, cf_lookahead)  # before the (slow) load: fails fast
-    recommender = Recommender(run if run is not None else load_llm_run(run_dir, data=data), beams=beams, beta=beta,
-                              cf_run=cf_run, length_normalize=length_normalize, cf_lookahead=cf_lookahead)
-    if len(history_titles) > recommender.width:
+    loaded = run if run is not None else load_llm_run(run_dir, data=data)
+    ranker = recommender(loaded) if recommender is not None else Recommender(
+        loaded, beams=beams, beta=beta, cf_run=cf_run, length_normalize=length_normalize, cf_lookahead=cf_lookahead)
+    if len(history_titles) > ranker.width:
         (note or _stderr_note)(f"the history has {len(history_titles)} titles; the model reads the last "
-                               f"{recommender.width} (the dataset's history width), the first "
-                               f"{len(history_titles) - recommender.width} are not used")
-    return recommender.decode([recommender.item_ids(history_titles)], k=k, beta=recommender.beta)[0]
+                               f"{ranker.width} (the dataset's history width), the first "
+                               f"{len(history_titles) - ranker.width} are not used")
+    return ranker.decode([ranker.item_ids(history_titles)], k=k, beta=ranker.beta)[0]
 
 
 def _stderr_note(message: str) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -33,17 +34,20 @@ from tca4rec.io import atomic_write_json, atomic_write_jsonl, check_output, json
 from tca4rec.llm.decoding import read_tuned_beta
 from tca4rec.llm.histories import BAD_ROW_FIELDS, HistoryRow, read_histories
 from tca4rec.llm.recommend import Catalog, Recommendation, Recommender
-from tca4rec.llm.run import load_llm_run, process_state, read_run_record, weights_stamp
+from tca4rec.llm.run import LLMRun, load_llm_run, process_state, read_run_record, weights_stamp
 
 
 def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, *, k: int = 10,
                    beams: int | None = None, beta: float | str = 0.0, cf_run: str | Path | None = None,
                    batch_size: int = 8, skip_bad_rows: str | Path | None = None, data: str | Path | None = None,
-                   length_normalize: bool = False, cf_lookahead: str = DEFAULT_CF_LOOKAHEAD) -> dict:
+                   length_normalize: bool = False, cf_lookahead: str = DEFAULT_CF_LOOKAHEAD,
+                   recommender: Callable[[LLMRun], Recommender] | None = None) -> dict:
     """Write the top ``k`` of every row of ``histories`` to ``out`` (resuming a killed run); returns a summary.
 
     ``skip_bad_rows``: a file to list bad input rows in (JSON lines: row, field, error) instead
-    of stopping at the first. ``beams`` defaults to max(k, 10).
+    of stopping at the first. ``beams`` defaults to max(k, 10). ``recommender``: builds the
+    ``Recommender`` from the loaded run instead of the decoding options (the learned fusion's,
+    ``tca4rec.fuse.recommend``); its ``resume_key`` joins the settings a resumed file must share.
     """
     beams = max(k, 10) if beams is None else beams
     if k < 1 or beams < k:
@@ -64,15 +68,17 @@ def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, 
     dataset = load_dataset(data if data is not None else read_run_record(Path(run_dir))["config"]["data"])
     rows, bad = read_histories(histories, Catalog(dataset.titles), int(dataset.split("train").histories.shape[1]),
                                skip_bad=skip_bad_rows is not None)
-    recommender = Recommender(load_llm_run(run_dir, data=data, device=state.device), beams=beams, beta=beta,
-                              cf_run=cf_run, length_normalize=length_normalize, cf_lookahead=cf_lookahead)
+    run = load_llm_run(run_dir, data=data, device=state.device)
+    ranker = recommender(run) if recommender is not None else Recommender(
+        run, beams=beams, beta=beta, cf_run=cf_run, length_normalize=length_normalize, cf_lookahead=cf_lookahead)
+    ranker.check_k(k)
     if skip_bad_rows is not None and state.is_main_process:
         atomic_write_jsonl(skip_bad_rows, [b.record() for b in bad])
     key = {"histories": str(histories.resolve()), "histories_sha256": _sha256(histories),
-           "run": str(Path(run_dir).resolve()), "weights": weights_stamp(Path(run_dir)), "k": k, "beams": beams,
-           "beta": recommender.beta, "cf_run": None if cf_run is None else str(cf_run),
+           "run": str(Path(run_dir).resolve()), "weights": weights_stamp(Path(run_dir)), "k": k,
+           "beams": ranker.beams, "beta": ranker.beta, "cf_run": None if cf_run is None else str(cf_run),
            "length_normalize": length_normalize, "cf_lookahead": cf_lookahead,
-           "skip_bad_rows": skip_bad_rows is not None}
+           "skip_bad_rows": skip_bad_rows is not None, **ranker.resume_key()}
     done, keep_bytes = _resume(out, meta, key, rows)
     if state.is_main_process:
         if done == 0:
@@ -85,8 +91,7 @@ def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, 
     with tqdm(total=len(rows), initial=done, unit="row", desc="recommend", disable=not state.is_main_process) as bar:
         for start in range(done, len(rows), block):
             chunk = rows[start:start + block]
-            ranked = recommender.decode([row.items for row in chunk], k=k, beta=recommender.beta,
-                                        batch_size=batch_size)
+            ranked = ranker.decode([row.items for row in chunk], k=k, beta=ranker.beta, batch_size=batch_size)
             if state.is_main_process:
                 _append(out, [_line(row, recs) for row, recs in zip(chunk, ranked)])
             bar.update(len(chunk))

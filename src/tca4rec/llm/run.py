@@ -42,7 +42,7 @@ LLM_FILE = "llm.json"  # the adapted modules, trainable parameter count and base
 # Everything a run folder may hold (top level): what --overwrite may delete, and nothing else.
 LLM_RUN_FILES = ("config.json", LLM_FILE, CT_FILE, "adapter", "projector.safetensors", "checkpoints", "train_log.jsonl",
                  "train_state.json", "metrics_*.json", "predictions_*.jsonl", "decode_*.partial.json",
-                 "beta_tuning*.json")
+                 "beta_tuning*.json", "fusion")
 # The top-level fields of a run's config.json besides its format and its TrainConfig (``config``).
 RECORD_FIELDS = {"dataset_fingerprint": str, "tokenizer_fingerprint": str, "num_items": int}
 
@@ -257,16 +257,10 @@ def read_run_record(run_dir: Path) -> dict:
     return record
 
 
-def load_llm_run(run_dir: str | Path, data: str | Path | None = None, merge: bool = True,
-                 device: str | torch.device | None = None) -> LLMRun:
-    """Load a finished run (``data`` overrides the dataset folder stored in its config).
-
-    ``merge`` folds the LoRA weights into the base model (faster decoding, same outputs).
-    """
-    run_dir = Path(run_dir)
+def load_run_signals(run_dir: Path, data: str | Path | None = None) -> tuple[dict, TrainConfig, Signals]:
+    """A run's ``config.json``, its TrainConfig and its ``Signals`` (checked against the dataset and
+    tokenizer it was trained with), without the LLM: what re-ranking its decoded beams needs."""
     record = read_run_record(run_dir)
-    if not (run_dir / "adapter").is_dir():
-        raise RunError(f"{run_dir} is incomplete (no adapter/): finish it with `tca4rec train --resume`")
     values = dict(record["config"])
     if data is not None:
         values["data"] = str(data)
@@ -274,7 +268,20 @@ def load_llm_run(run_dir: str | Path, data: str | Path | None = None, merge: boo
     # The CT is the catalog's titles tokenized: rebuilt when absent (a run committed without
     # it), the same as stored because the dataset and tokenizer fingerprints must match.
     ct_path = run_dir / CT_FILE
-    signals = Signals.build(config, ct_path=ct_path if ct_path.is_file() else None, expected=record)
+    return record, config, Signals.build(config, ct_path=ct_path if ct_path.is_file() else None, expected=record)
+
+
+def load_llm_run(run_dir: str | Path, data: str | Path | None = None, merge: bool = True,
+                 device: str | torch.device | None = None) -> LLMRun:
+    """Load a finished run (``data`` overrides the dataset folder stored in its config).
+
+    ``merge`` folds the LoRA weights into the base model (faster decoding, same outputs).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "adapter").is_dir():
+        read_run_record(run_dir)  # not a run folder at all: that is the error to name
+        raise RunError(f"{run_dir} is incomplete (no adapter/): finish it with `tca4rec train --resume`")
+    record, config, signals = load_run_signals(run_dir, data)
     host = build_host(config, signals, trainable=False)
     load_weights(host, run_dir)
     if merge:

@@ -9,6 +9,10 @@ log, never into a response), 503 once the server is draining after SIGTERM. None
 stops the server: each request is independent, and the model runs on the batcher's worker
 thread. An echoed value JSON cannot carry (NaN, Infinity, a lone surrogate in a title) is
 sent as text, so a bad value is always its 422, never a 500 from writing the answer.
+
+``"fusion": true`` ranks by the run's learned fusion (``tca4rec.fuse``; the default of a server
+started with ``--fusion``), ``false`` by plain or CF-guided decoding; anything but a JSON
+boolean or null, asking a server without a fusion for it, or a beta above 0 with it, is a 422.
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ from dataclasses import asdict, dataclass
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tca4rec.llm.recommend import InputError, Recommender
-from tca4rec.serve.batcher import MicroBatcher, one_line
+from tca4rec.serve.batcher import DecodeFn, MicroBatcher, one_line
 
 VALUE_CHARS = 200  # an echoed value (a raw body, a long title) is cut to this many characters
+FUSION = "fusion"  # the batcher's mode of a request ranked by the learned fusion (other requests: their beta)
 
 
 class RecommendRequest(BaseModel):
@@ -40,18 +45,21 @@ class RecommendRequest(BaseModel):
     k: StrictInt = Field(10, description="number of items to return, 1..beams")
     beta: float | None = Field(None, strict=True, allow_inf_nan=False,  # as strict as k: no "1", no true
                                description="CF weight of CF-guided decoding, 0..1e7 (null: the server's default)")
+    fusion: StrictBool | None = Field(None, description="rank by the learned fusion (null: the server's default)")
 
 
 class Item(BaseModel):
     id: int
     title: str
-    score: float = Field(description="sum of the title's token log-probs (+ beta * CF log-probs when guided)")
+    score: float = Field(description="sum of the title's token log-probs (+ beta * CF log-probs when guided); "
+                                     "with fusion, the ranker's score")
 
 
 class RecommendResponse(BaseModel):
     items: list[Item]
     k: int
     beta: float
+    fusion: bool
     beams: int
     history: list[int] = Field(description="the item ids the model read (the last history_width entries)")
     model: str
@@ -96,8 +104,17 @@ def _sendable(value: object) -> object:
     return value
 
 
-def create_app(recommender: Recommender, batcher: MicroBatcher, info: dict, limits: Limits = Limits()) -> FastAPI:
-    """The app; its lifespan starts the batcher and, at shutdown, lets it finish what is queued."""
+def decode_modes(recommender: Recommender, fused: Recommender | None) -> DecodeFn:
+    """The batcher's decode function: mode ``FUSION`` ranks by the learned fusion, a beta by decoding."""
+    def decode(histories, k, mode):
+        return fused.decode(histories, k) if mode == FUSION else recommender.decode(histories, k, mode)
+    return decode
+
+
+def create_app(recommender: Recommender, batcher: MicroBatcher, info: dict, limits: Limits = Limits(),
+               fused: Recommender | None = None) -> FastAPI:
+    """The app; its lifespan starts the batcher and, at shutdown, lets it finish what is queued.
+    ``fused``: the learned fusion's recommender (``tca4rec.fuse.recommend``), the requests' default."""
     state = ServerState()
 
     @asynccontextmanager
@@ -131,9 +148,13 @@ def create_app(recommender: Recommender, batcher: MicroBatcher, info: dict, limi
         state.in_flight += 1
         try:
             k = recommender.check_k(body.k)
-            beta = recommender.resolve_beta(body.beta)
+            fusion = fused is not None if body.fusion is None else body.fusion
+            if fusion and fused is None:
+                raise InputError("fusion true: this server has no learned fusion (start it with --fusion)",
+                                 "fusion", body.fusion)
+            beta = (fused if fusion else recommender).resolve_beta(body.beta)
             history = recommender.item_ids(body.history, limits.max_history)
-            future = batcher.submit(history, k, beta)
+            future = batcher.submit(history, k, FUSION if fusion else beta)
             try:
                 ranked = await asyncio.wrap_future(future)
             except Exception as e:  # noqa: BLE001 - a model failure is this request's answer, not the server's end
@@ -145,8 +166,8 @@ def create_app(recommender: Recommender, batcher: MicroBatcher, info: dict, limi
         finally:
             state.in_flight -= 1
         items = [Item(id=r.item_id, title=r.title, score=r.score) for r in ranked]
-        return RecommendResponse(items=items, k=k, beta=beta, beams=recommender.beams, history=history,
-                                 model=str(info.get("model")))
+        return RecommendResponse(items=items, k=k, beta=beta, fusion=fusion, beams=recommender.beams,
+                                 history=history, model=str(info.get("model")))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -184,7 +205,7 @@ def validation_error(exc: RequestValidationError) -> JSONResponse:
     if kind == "missing":
         return error(422, f"{field} is required", field, None)
     if kind == "extra_forbidden":
-        return error(422, f"{field} is not a request field (fields: history, k, beta)", field, value)
+        return error(422, f"{field} is not a request field (fields: history, k, beta, fusion)", field, value)
     return error(422, f"{field} {value!r}: {first.get('msg', 'invalid')}", field, value)
 
 

@@ -2,12 +2,13 @@
 
 The HTTP handlers submit jobs from the event loop; one worker thread owns the model. It
 takes the oldest waiting job, gathers more until ``max_batch`` rows wait or ``max_wait_s``
-has passed since that job arrived, and decodes them: one call per CF weight beta among them
-(beta changes the search itself), while rows asking for different k share a call (the search
-keeps the largest k; each row gets the first k of its own list, which is its top k, see
-``tca4rec.llm.recommend``). While a batch decodes, new jobs queue; by the time it is done
-their window has usually passed, so under load batches fill at once and throughput grows
-with the number of concurrent requests, while a lone request waits at most ``max_wait_s``.
+has passed since that job arrived, and decodes them: one call per decoding mode among them
+(a CF weight beta, or the learned fusion: each changes the search or the ranking), while rows
+asking for different k share a call (the search keeps the largest k; each row gets the first
+k of its own list, which is its top k, see ``tca4rec.llm.recommend``). While a batch
+decodes, new jobs queue; by the time it is done their window has usually passed, so under
+load batches fill at once and throughput grows with the number of concurrent requests, while
+a lone request waits at most ``max_wait_s``.
 
 A batch that fails is decoded again row by row, so a request that breaks the model gets its
 own error (logged with the traceback) and the other rows of its batch still get answers.
@@ -20,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -28,15 +29,16 @@ from tca4rec.llm.recommend import Recommendation
 
 LOG = logging.getLogger("tca4rec.serve")
 
-# decode(histories of item ids, k, beta) -> one ranked list (of at least k items when possible) per history
-DecodeFn = Callable[[Sequence[Sequence[int]], int, float], list[list[Recommendation]]]
+# decode(histories of item ids, k, mode) -> one ranked list (of at least k items when possible) per history;
+# a mode is a CF weight beta, or whatever else the decode function tells apart (serve.app: the learned fusion)
+DecodeFn = Callable[[Sequence[Sequence[int]], int, Hashable], list[list[Recommendation]]]
 
 
 @dataclass
 class Job:
     history: list[int]
     k: int
-    beta: float
+    mode: Hashable
     arrived: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
 
@@ -45,7 +47,7 @@ class Job:
 class BatchStats:
     """Counters since start-up (read by ``/v1/info``)."""
 
-    calls: int = 0  # decode calls (a gathered batch with two betas makes two)
+    calls: int = 0  # decode calls (a gathered batch with two modes makes two)
     rows: int = 0  # rows decoded, retries included
     largest: int = 0  # most rows in one call
     failures: int = 0  # rows answered with an error
@@ -72,9 +74,9 @@ class MicroBatcher:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, history: list[int], k: int, beta: float) -> Future:
+    def submit(self, history: list[int], k: int, mode: Hashable) -> Future:
         """Queue one row; the future holds its ranked list (``k`` items at most) or the decoding error."""
-        job = Job(history, k, beta)
+        job = Job(history, k, mode)
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the batcher is stopping")
@@ -99,9 +101,9 @@ class MicroBatcher:
             groups: dict[float, list[Job]] = {}
             for job in batch:
                 if job.future.set_running_or_notify_cancel():  # False: its caller is gone
-                    groups.setdefault(job.beta, []).append(job)
-            for beta, jobs in groups.items():
-                self._decode(jobs, beta, retry_alone=len(jobs) > 1)
+                    groups.setdefault(job.mode, []).append(job)
+            for mode, jobs in groups.items():
+                self._decode(jobs, mode, retry_alone=len(jobs) > 1)
 
     def _next_batch(self) -> list[Job] | None:
         """The next batch (oldest first), or None once stopping with nothing left."""
@@ -118,19 +120,19 @@ class MicroBatcher:
                 self._cond.wait(left)
             return [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))]
 
-    def _decode(self, jobs: list[Job], beta: float, retry_alone: bool) -> None:
+    def _decode(self, jobs: list[Job], mode: Hashable, retry_alone: bool) -> None:
         self.stats.calls += 1
         self.stats.rows += len(jobs)
         self.stats.largest = max(self.stats.largest, len(jobs))
         began = time.monotonic()
         try:
-            lists = self.decode([job.history for job in jobs], max(job.k for job in jobs), beta)
+            lists = self.decode([job.history for job in jobs], max(job.k for job in jobs), mode)
         except Exception as e:  # noqa: BLE001 - any model failure is answered, never raised in the worker
             self.stats.seconds += time.monotonic() - began
             if retry_alone:
                 LOG.warning("a batch of %d rows failed (%s); decoding them one by one", len(jobs), one_line(e))
                 for job in jobs:
-                    self._decode([job], beta, retry_alone=False)
+                    self._decode([job], mode, retry_alone=False)
                 return
             LOG.exception("decoding failed for history %s", jobs[0].history)
             self.stats.failures += 1

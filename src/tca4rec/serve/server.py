@@ -1,9 +1,10 @@
 """Start the service: load the run once, bind the port, warm up, serve with uvicorn until SIGTERM/SIGINT.
 
-Start-up order: options are checked, the run is loaded (the slow part), the port is bound
-(a busy port is a one-line error), one history is decoded to warm the model up (and to fail
-before accepting traffic if the model cannot decode at all), then uvicorn starts and the log
-says ``ready at http://HOST:PORT``.
+Start-up order: options are checked, the run is loaded (the slow part) with, under
+``--fusion``, its learned fusion (refused in one line if it belongs to another CF model,
+catalog or weights), the port is bound (a busy port is a one-line error), one history is
+decoded to warm the model up (and to fail before accepting traffic if the model cannot decode
+at all), then uvicorn starts and the log says ``ready at http://HOST:PORT``.
 
 Shutdown (SIGTERM or Ctrl-C): ``/healthz`` and new recommend requests answer 503 at once
 (a load balancer takes the replica out), uvicorn stops accepting connections, requests in
@@ -28,10 +29,12 @@ from uvicorn.config import LOGGING_CONFIG
 import tca4rec
 from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD
 from tca4rec.errors import ConfigError, RunError
+from tca4rec.fuse.recommend import FusedRecommender
+from tca4rec.fuse.store import load_fusion
 from tca4rec.llm.decoding import TEACHER, read_tuned_beta
 from tca4rec.llm.recommend import Recommender
 from tca4rec.llm.run import load_llm_run
-from tca4rec.serve.app import Limits, ServerState, create_app
+from tca4rec.serve.app import Limits, ServerState, create_app, decode_modes
 from tca4rec.serve.batcher import MicroBatcher, one_line
 
 LOG = logging.getLogger("tca4rec.serve")
@@ -52,6 +55,7 @@ class ServeConfig:
     max_body: int = Limits.max_body
     access_log: bool = True
     threads: int | None = None  # torch CPU threads (None: torch's choice); replicas sharing a machine split its cores
+    fusion: bool = False  # load the run's learned fusion; requests rank by it unless they say "fusion": false
 
     def check(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -86,7 +90,7 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def run_info(recommender: Recommender, config: ServeConfig) -> dict:
+def run_info(recommender: Recommender, config: ServeConfig, fused: FusedRecommender | None = None) -> dict:
     """What ``/v1/info`` reports about the model and the settings."""
     run = recommender.run
     weight = next(run.host.parameters())
@@ -96,7 +100,18 @@ def run_info(recommender: Recommender, config: ServeConfig) -> dict:
             "device": str(weight.device), "dataset": run.dataset.name, "items": run.dataset.num_items,
             "teacher": run.config.cf, "cf_run": cf_run, "beta": recommender.beta,
             "cf_lookahead": recommender.cf_lookahead, "beams": recommender.beams,
-            "history_width": recommender.width, "max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms}
+            "history_width": recommender.width, "max_batch": config.max_batch, "max_wait_ms": config.max_wait_ms,
+            "fusion": None if fused is None else fused.fusion.describe()}
+
+
+def fused_recommender(recommender: Recommender, cf_run: str | None) -> FusedRecommender:
+    """The run's learned fusion beside ``recommender``, on the same loaded run and with the same beams."""
+    run = recommender.run
+    fused = FusedRecommender(run, load_fusion(run.run_dir, run.signals, cf_run))
+    if fused.beams != recommender.beams:
+        raise ConfigError(f"--beams {recommender.beams}: the learned fusion of {run.run_dir} was fit on "
+                          f"{fused.beams} beams; serve it with --beams {fused.beams}")
+    return fused
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -132,15 +147,20 @@ def serve(config: ServeConfig) -> None:
         config.beta = read_tuned_beta(Path(config.run), config.cf_run, config.cf_lookahead)  # fail before the load
     recommender = Recommender(load_llm_run(config.run), beams=config.beams, beta=config.beta, cf_run=config.cf_run,
                               cf_lookahead=config.cf_lookahead)
+    fused = fused_recommender(recommender, config.cf_run) if config.fusion else None
     sock = bind(config.host, config.port)
     try:  # warm-up: the first request is not the slow one, and a model that cannot decode never takes traffic
         recommender.decode([[1]], k=1, beta=recommender.beta)
+        if fused is not None:
+            fused.decode([[1]], k=1)
     except Exception as e:
         sock.close()
         raise RunError(f"{config.run}: the model failed to decode a one-item history ({one_line(e)})") from e
-    info = run_info(recommender, config)
-    batcher = MicroBatcher(recommender.decode, max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000)
-    app = create_app(recommender, batcher, info, Limits(max_history=config.max_history, max_body=config.max_body))
+    info = run_info(recommender, config, fused)
+    batcher = MicroBatcher(decode_modes(recommender, fused), max_batch=config.max_batch,
+                           max_wait_s=config.max_wait_ms / 1000)
+    app = create_app(recommender, batcher, info, Limits(max_history=config.max_history, max_body=config.max_body),
+                     fused=fused)
     url = url_of(sock)
     ready = (f"ready at {url} (model {info['model']}, {info['items']} items, {time.monotonic() - started:.0f} s "
              f"to start; API docs at {url}/docs)")

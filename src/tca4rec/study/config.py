@@ -20,6 +20,7 @@ A study file (see ``docs/results/*.yaml``)::
     train: {train_limit: 1000, max_steps: 200, batch_size: 4, grad_accum: 1}  # TrainConfig fields
     grid:
       - {host: [tallrec], cf: [sasrec], alpha: [0, 0.1]}
+    fusion: {rows: 2000, k: 20}      # optional: each LLM cell's learned fusion, fit on valid rows (docs/fusion.md)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from tca4rec.errors import ConfigError
+from tca4rec.fuse.config import FusionConfig
 from tca4rec.llm.config import HOSTS, TrainConfig, check_beta
 from tca4rec.study.cells import CFCell, LLMCell, as_list
 from tca4rec.validate import check_fields, check_name, check_value
@@ -65,6 +67,9 @@ class StudyConfig:
     train: dict = field(default_factory=dict)
     base: str = "."
     labels: dict[str, str] = field(default_factory=dict)  # optional display names by cell folder
+    # The learned fusion of every LLM cell (FusionConfig fields but beams, which are the study's), fit on
+    # the cell's valid rows with the CF model that guides it; None: none.
+    fusion: dict | None = None
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "StudyConfig":
@@ -126,6 +131,7 @@ class StudyConfig:
                 _check_beta(b, f"betas[{n}]", " or 'auto'")
         self._check_beta_tuning()
         self._check_train()
+        self._check_fusion()
 
     def _check_grid(self) -> None:
         if not self.grid:
@@ -156,6 +162,25 @@ class StudyConfig:
             raise ConfigError(f"field 'beta_tuning.rows': {self.beta_tuning['rows']} (must be >= 1)")
         for n, b in enumerate(self.beta_tuning.get("grid", [])):
             _check_beta(b, f"beta_tuning.grid[{n}]")
+
+    def _check_fusion(self) -> None:
+        if self.fusion is None:
+            return
+        known = {f.name for f in dataclasses.fields(FusionConfig)} - {"beams"}
+        if set(self.fusion) - known:
+            raise ConfigError(f"field 'fusion': unknown option(s) {', '.join(sorted(set(self.fusion) - known))} "
+                              f"(known: {', '.join(sorted(known))})")
+        check_fields(FusionConfig, self.fusion, "fusion")
+        try:
+            self.fusion_config()
+        except ConfigError as e:
+            raise ConfigError(f"field 'fusion': {str(e).removeprefix('--')}") from None
+        if not self.cf_cells():
+            raise ConfigError("field 'fusion': the learned fusion needs a CF model in the grid ('cf')")
+
+    def fusion_config(self) -> FusionConfig | None:
+        """The learned fusion each LLM cell is fit with (on the study's beams), or None."""
+        return None if self.fusion is None else FusionConfig(**self.fusion, beams=self.beams)
 
     def _check_train(self) -> None:
         fields = {f.name for f in dataclasses.fields(TrainConfig)} - set(CELL_FIELDS)

@@ -4,6 +4,8 @@ Per dataset: one table of every method (mean over seeds; the 95% bootstrap CI ov
 rows for one seed, the spread over seeds otherwise), collaborative consistency against
 the CF model, paired-bootstrap significance of each TCA4Rec run against its host alone,
 and plots: metrics per method, training loss, accuracy and consistency against alpha.
+A cell's CF-guided decodings and its learned fusion (``_fusion`` files) are rows of their own,
+each tested against the cell's plain decoding and its CF model.
 The text states what the numbers say, significant or not.
 """
 
@@ -31,9 +33,10 @@ from tca4rec.evaluate.report import (
     profile_table,
     row_profile,
 )
+from tca4rec.fuse.config import FUSION_SUFFIX
 from tca4rec.io import atomic_write_json, atomic_write_text
 from tca4rec.llm.evaluate import decoding_suffix
-from tca4rec.study.cells import CFCell, LLMCell
+from tca4rec.study.cells import CF_LABELS, CFCell, LLMCell
 from tca4rec.study.cells import as_list as _as_list
 
 
@@ -99,10 +102,18 @@ def write_study_report(study) -> Path:
                             + (", tuned on valid" if b == "auto" else ""))
                     guided[(cell, b)] = load_run_result(out / cell.folder, split, ds.title_group, suffix=suffix,
                                                         histories=histories, label=f"{results[cell].label} + CF-guided decoding ({text})")
-        results.update(guided)
 
         def cf_of(cell) -> str | None:
             return cell.cf or primary_cf
+
+        # The learned fusion of a cell (fit on its valid rows), keyed (cell, "fusion") like a guided decoding.
+        for cell in llm_cells:
+            if cell in results and (out / cell.folder / f"predictions_{split}{FUSION_SUFFIX}.jsonl").is_file():
+                guided[(cell, "fusion")] = load_run_result(
+                    out / cell.folder, split, ds.title_group, suffix=FUSION_SUFFIX, histories=histories,
+                    label=f"{results[cell].label} + learned fusion ({CF_LABELS.get(cf_of(cell), cf_of(cell))}, "
+                          "fit on valid)")
+        results.update(guided)
 
         consistency: dict = {}
         for key in [*llm_cells, *guided]:
@@ -145,8 +156,8 @@ def write_study_report(study) -> Path:
         for cell in llm_cells:
             if cell.alpha != 0 and cell in results and host_alone(cell) in results:
                 tests += _paired(results[host_alone(cell)], results[cell], cell.seed)
-        # The fused recommender against each of its parts: the same run decoded plainly, the CF
-        # model whose logits guided it, and (for TCA4Rec) the host alone decoded the same way.
+        # The fused recommender (CF-guided or learned fusion) against each of its parts: the same run
+        # decoded plainly, its CF model, and (for TCA4Rec) the host alone fused the same way.
         for (cell, b), res in guided.items():
             tests += _paired(results[cell], res, cell.seed)
             guide = CFCell(name, cf_of(cell), cell.seed)
@@ -215,7 +226,8 @@ def write_study_report(study) -> Path:
                       *[t for t in training if t], ""]
         if tests:
             lines += ["Paired bootstrap over the same rows (95% CI of the difference, the second method minus the "
-                      "first: TCA4Rec minus its host alone, CF-guided minus plain decoding of the same run; MDE80: the "
+                      "first: TCA4Rec minus its host alone, CF-guided decoding or learned fusion minus plain decoding "
+                      "of the same run, and minus its CF model; MDE80: the "
                       "smallest true difference these rows detect with 80% power at the 5% level), on all rows and on "
                       "the novel rows; p values: exact (sign-flip permutation for NDCG, McNemar for HR), bootstrap "
                       "and normal approximation:", ""]

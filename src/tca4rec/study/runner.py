@@ -7,7 +7,9 @@ Each cell is an ordinary run folder (``out/<dataset>/cf/<model>-s<seed>``,
 evaluated or used for ``recommend`` on its own. The runner is resumable: an evaluated
 cell is skipped, a cell killed during training restarts from its last checkpoint. The
 host alone (alpha = 0, no CF embeddings) does not depend on the CF model, so it is trained
-once and shared by every CF series of the same host.
+once and shared by every CF series of the same host. With a ``fusion`` option every LLM cell
+also gets a learned fusion, fit on its valid rows (a fit with the same settings and CF model
+is reused), that re-ranks its decoded test rows.
 
 ``tca4rec demo`` is a study too: one synthetic dataset, SASRec, tallrec at alpha 0 and 0.1.
 """
@@ -36,6 +38,10 @@ from tca4rec.cf.train import make_config
 from tca4rec.data import load_dataset
 from tca4rec.data.synth import SynthConfig, write_synthetic_dataset
 from tca4rec.errors import ConfigError, DatasetError, TCA4RecError
+from tca4rec.fuse.apply import fuse_predictions, fused_with
+from tca4rec.fuse.config import FUSION_SUFFIX
+from tca4rec.fuse.fit import fit_fusion
+from tca4rec.fuse.store import fusion_matches
 from tca4rec.io import atomic_write_text, remove_own_folder
 from tca4rec.llm.config import TrainConfig
 from tca4rec.llm.decoding import read_tuned_beta
@@ -131,10 +137,12 @@ class Study:
                 raise ConfigError(f"--only {', '.join(unknown)}: not a cell of this study "
                                   f"(cells: {', '.join(sorted(known))})")
         stages: list[Stage] = []
-        # Per LLM cell: is its plain decoding evaluated, and which CF-guided decodings are left.
-        progress = {c: (self.evaluated(self.out / c.folder, c.dataset), self._guided_left(c))
+        # Per LLM cell: is its plain decoding evaluated, which CF-guided decodings are left, is its fusion.
+        progress = {c: (self.evaluated(self.out / c.folder, c.dataset), self._guided_left(c), self._fusion_left(c))
                     for c in self.config.llm_cells()}
-        unfinished = [c for c, (plain_done, guided_left) in progress.items() if not plain_done or guided_left]
+        unfinished = [c for c, (plain_done, guided_left, fusion_left) in progress.items()
+                      if not plain_done or guided_left or fusion_left]
+        guided = bool(self.guided_betas()) or self.config.fusion is not None  # the cells read their guide CF run
         for cell in self.config.cf_cells():
             if only is not None and cell.folder not in only:
                 continue
@@ -142,7 +150,7 @@ class Study:
             # A finished study folder may be kept without its weights (e.g. committed as results):
             # the CF model is trained again only if an unfinished LLM cell still reads it.
             readers = [c for c in unfinished if (c.cf is not None and CFCell(c.dataset, c.cf, c.seed) == cell)
-                       or (self.guided_betas() and self.guide_cf_run(c) == run)]
+                       or (guided and self.guide_cf_run(c) == run)]
             weights_needed = bool(readers) and not (run / "model.safetensors").is_file()
             if not self.evaluated(run, cell.dataset) or weights_needed:
                 stages.append(Stage(f"CF {cell.label} on {cell.dataset}", "cf_run", cell.dataset, 1,
@@ -151,7 +159,7 @@ class Study:
             run = self.out / cell.folder
             if only is not None and cell.folder not in only:
                 continue
-            plain_done, guided_left = progress[cell]
+            plain_done, guided_left, fusion_left = progress[cell]
             trained = (run / "adapter").is_dir()
             if not trained and cell in unfinished and stage != "evaluate":  # a finished cell may lack its adapter
                 stages.append(Stage(f"fine-tune {cell.label} on {cell.dataset}", "llm_step", cell.dataset,
@@ -164,6 +172,10 @@ class Study:
                     stages.append(Stage(f"evaluate {cell.label} on {cell.dataset} with CF-guided decoding (β={b})",
                                         "eval_row", cell.dataset, self._eval_rows(cell.dataset),
                                         lambda c=cell, b=b: self.evaluate_llm(c, b)))
+                if fusion_left:
+                    stages.append(Stage(f"learned fusion of {cell.label} on {cell.dataset} (fit on valid rows, "
+                                        f"then its {self.config.split} rows re-ranked)", "eval_row", cell.dataset,
+                                        self.config.fusion_config().rows, lambda c=cell: self.fuse_llm(c)))
         return stages
 
     def _guided_left(self, cell: LLMCell) -> list:
@@ -171,6 +183,15 @@ class Study:
         run = self.out / cell.folder
         return [b for b in self.guided_betas() if self.guided_beta_value(cell, b) is None
                 or not self.evaluated(run, cell.dataset, self.guided_beta_value(cell, b))]
+
+    def _fusion_left(self, cell: LLMCell) -> bool:
+        """Whether the cell's learned fusion (if the study has one) is still to fit or to apply."""
+        config = self.config.fusion_config()
+        if config is None:
+            return False
+        run = self.out / cell.folder
+        return not (fused_with(run, self.config.split, self.guide_cf_run(cell), config)
+                    and self.evaluated(run, cell.dataset, suffix=FUSION_SUFFIX))
 
     # ---- CF-guided decoding: every LLM cell is also decoded with each beta of ``betas`` ----
     def guided_betas(self) -> list:
@@ -193,12 +214,14 @@ class Study:
         except TCA4RecError:
             return None
 
-    def evaluated(self, run: Path, dataset: str, beta: float = 0.0) -> bool:
+    def evaluated(self, run: Path, dataset: str, beta: float = 0.0, suffix: str | None = None) -> bool:
         """Whether ``run`` holds metrics for this study's split, rows and beams (decoded with CF
-        weight ``beta``). Metrics from another ``eval_limit`` or beam width (a study folder
-        re-run with a changed config) would compare methods on different rows: such a cell is
-        evaluated again."""
-        path = run / f"metrics_{self.config.split}{decoding_suffix(beta, False, self.config.cf_lookahead)}.json"
+        weight ``beta``, or the variant of file suffix ``suffix``). Metrics from another
+        ``eval_limit`` or beam width (a study folder re-run with a changed config) would compare
+        methods on different rows: such a cell is evaluated again."""
+        if suffix is None:
+            suffix = decoding_suffix(beta, False, self.config.cf_lookahead)
+        path = run / f"metrics_{self.config.split}{suffix}.json"
         if not path.is_file():
             return False
         try:
@@ -409,6 +432,20 @@ class Study:
                          cf_lookahead=self.config.cf_lookahead)
         self._measured("eval_row", cell.dataset, time.time() - t0, self._eval_rows(cell.dataset))
 
+    def fuse_llm(self, cell: LLMCell) -> None:
+        """Fit the cell's learned fusion on its valid rows (one fit with these settings and CF model
+        is reused), then re-rank its decoded test rows with it."""
+        t0 = time.time()
+        run, cf_run, config = self.out / cell.folder, self.guide_cf_run(cell), self.config.fusion_config()
+        fitted = not fusion_matches(run, cf_run, config)
+        if fitted:
+            record = fit_fusion(run, cf_run, config, batch_size=self.config.eval_batch_size)
+            self.log(f"learned fusion of {cell.label}: {record['settings']} (held-out valid NDCG@10 "
+                     f"{record['selection']['held_out']['fusion']:.4f})")
+        fuse_predictions(run, self.config.split, cf_run=cf_run)
+        if fitted:
+            self._measured("eval_row", cell.dataset, time.time() - t0, config.rows)
+
     # ---- reporting ---------------------------------------------------------------------
     def report(self) -> Path:
         return write_study_report(self)
@@ -472,6 +509,8 @@ def _config_record(config: StudyConfig) -> dict:
         rec.pop("eval_sample_exclude")
     if rec["cf_lookahead"] == "sum":  # likewise for studies with the original lookahead
         rec.pop("cf_lookahead")
+    if rec["fusion"] is None:  # and for studies without a learned fusion
+        rec.pop("fusion")
     rec["datasets"] = {k: (v if isinstance(v, dict) else os.path.relpath(Path(config.base) / str(v), config.out_dir))
                        for k, v in config.datasets.items()}
     rec["out"] = "."

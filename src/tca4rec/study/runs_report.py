@@ -1,7 +1,8 @@
 """``tca4rec report RUN... --data DIR``: tables, significance and plots for any evaluated runs.
 
 The first run is the reference: every other run is compared with it by a paired bootstrap
-over their common rows, and over the novel ones (the target's title not in the history).
+over their common rows, and over the novel ones (the target's title not in the history). An
+LLM run whose folder holds a learned fusion's results (``_fusion`` files) adds a row for it.
 Each run's metrics are over its own rows: the console and ``report.md`` state every run's
 row count and, where the runs were evaluated on different rows, how many they share.
 """
@@ -29,6 +30,7 @@ from tca4rec.evaluate.report import (
     results_json,
     row_profile,
 )
+from tca4rec.fuse.config import FUSION_SUFFIX
 from tca4rec.io import atomic_write_json, atomic_write_text, check_output, own_folder
 
 REPORT_FILES = ("report.md", "results.json", "*.png")  # what a report folder holds
@@ -38,7 +40,7 @@ def write_runs_report(runs: list[str], data: str, split: str = "test", out: str 
     out_dir = check_output(out, "--out", own_folder(REPORT_FILES))
     ds = load_dataset(data)
     histories = ds.split(split).histories
-    results = [load_run_result(r, split, ds.title_group, histories=histories) for r in runs]
+    results = [result for run in runs for result in _with_fusion(run, split, ds.title_group, histories)]
     check_same_depth(results)
     tests = [compare(results[0], r, m, rows) for r in results[1:] for rows in ROW_SETS for m in ("NDCG@10", "HR@10")]
     rows = rows_line(results)
@@ -58,6 +60,15 @@ def write_runs_report(runs: list[str], data: str, split: str = "test", out: str 
     print_table(results, title=f"{ds.name} ({split})")
     print(rows)
     return out_dir
+
+
+def _with_fusion(run: str, split: str, title_group: np.ndarray, histories: np.ndarray) -> list[RunResult]:
+    """A run's result and, when its folder holds one, its learned fusion's (the ``_fusion`` files)."""
+    plain = load_run_result(run, split, title_group, histories=histories)
+    if not (Path(run) / f"predictions_{split}{FUSION_SUFFIX}.jsonl").is_file():
+        return [plain]
+    return [plain, load_run_result(run, split, title_group, label=f"{plain.label} + learned fusion",
+                                   suffix=FUSION_SUFFIX, histories=histories)]
 
 
 def rows_line(results: list[RunResult]) -> str:
