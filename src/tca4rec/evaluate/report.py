@@ -203,9 +203,11 @@ def describe_comparison(t: dict) -> str:
 
 
 def _p(p: float, floor: float | None = None, resamples: int | None = None) -> str:
-    """A p value as text; at its resolution floor only "at most" is known, and the text says so."""
+    """A p value as text; at its resolution floor only "at most" is known, and the text says how
+    many resamples (or, for the sign-flip test, ``1 / floor - 1`` random sign patterns) set it."""
     if floor and p <= floor * (1 + 1e-9):
-        return f"≤ {floor:.2g}" + (f" ({resamples:,} resamples)" if resamples else " (its resolution)")
+        draws = f"{resamples:,} resamples" if resamples else f"{round(1 / floor) - 1:,} sign patterns"
+        return f"≤ {floor:.2g} ({draws})"
     return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
 
 
