@@ -31,8 +31,8 @@ from pathlib import Path
 
 from tca4rec.data import load_dataset
 from tca4rec.evaluate.plots import plot_alpha_panels
-from tca4rec.evaluate.report import (ROW_SETS, RunResult, bonferroni_lines, collaborative_consistency, compare,
-                                     describe_comparison, load_run_result, row_profile)
+from tca4rec.evaluate.report import (ROW_SETS, RunResult, collaborative_consistency, compare, load_run_result,
+                                     paired_tests_section, row_profile)
 from tca4rec.io import atomic_write_json, atomic_write_text
 from tca4rec.llm.fluency import fluency
 
@@ -184,14 +184,7 @@ def write(cells: dict[str, RunResult], missing: list[str], out: Path) -> Path:
         lines += ["", "![alpha](alpha.png)"]
     if missing:
         lines += ["", f"Not finished yet (no predictions committed): {', '.join(missing)}."]
-    lines += ["", "## Paired tests", "",
-              "Second method minus first; 95% bootstrap CI, MDE80; p values: exact (sign-flip for NDCG, McNemar for "
-              "HR), bootstrap, normal approximation.", ""]
-    for kind in dict.fromkeys(t["kind"] for t in tests):
-        lines += [f"### {kind}", ""]
-        lines += [f"- {t['b']} vs {t['a']}: {describe_comparison(t)}." for t in tests if t["kind"] == kind]
-        lines.append("")
-    lines += bonferroni_lines(tests)
+    lines += ["", *paired_tests_section(tests)]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     atomic_write_json(out / "results.json", {
         "cells": {label: {"run": str(cell_folders()[label].relative_to(REPO)), "rows": int(len(r.ranks)),

@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 from tca4rec.data import load_dataset
-from tca4rec.evaluate.report import (ROW_SETS, RunResult, bonferroni_lines, compare, compare_pooled,
-                                     describe_comparison, load_run_result, row_profile)
+from tca4rec.evaluate.report import (ROW_SETS, RunResult, compare, compare_pooled, load_run_result,
+                                     paired_tests_section, row_profile)
 from tca4rec.io import atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,14 +102,7 @@ def write(cells: dict[str, RunResult], missing: list[str], out: Path) -> Path:
     if missing:
         lines += ["", f"Not finished yet (no predictions committed): {', '.join(missing)}."]
     tests = tests_of(cells)
-    lines += ["", "## Paired tests", "",
-              "Second method minus first, 95% bootstrap CI, MDE80, p values: exact (sign-flip permutation for NDCG, "
-              "McNemar for HR), bootstrap, normal approximation.", ""]
-    for kind in dict.fromkeys(t["kind"] for t in tests):
-        lines += [f"### {kind}", ""]
-        lines += [f"- {t['b']} vs {t['a']}: {describe_comparison(t)}." for t in tests if t["kind"] == kind]
-        lines.append("")
-    lines += bonferroni_lines(tests)
+    lines += ["", *paired_tests_section(tests)]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     atomic_write_json(out / "results.json", {
         "cells": {label: {"study": CELLS[label][0], "cell": CELLS[label][1], "rows": int(len(r.ranks)),

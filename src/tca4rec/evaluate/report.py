@@ -250,6 +250,18 @@ def bonferroni_lines(tests: list[dict], level: float = 0.05) -> list[str]:
             + (f": {names}." if kept else ".")]
 
 
+def paired_tests_section(tests: list[dict]) -> list[str]:
+    """Markdown lines: the tests grouped by their ``kind`` (a heading each), then the Bonferroni line."""
+    lines = ["## Paired tests", "",
+             "Second method minus first, 95% bootstrap CI, MDE80, p values: exact (sign-flip permutation for NDCG, "
+             "McNemar for HR), bootstrap, normal approximation.", ""]
+    for kind in dict.fromkeys(t["kind"] for t in tests):
+        lines += [f"### {kind}", ""]
+        lines += [f"- {t['b']} vs {t['a']}: {describe_comparison(t)}." for t in tests if t["kind"] == kind]
+        lines.append("")
+    return lines + bonferroni_lines(tests)
+
+
 def row_profile(r: RunResult) -> dict:
     """Where a run's hits come from: repeat vs novel rows, and item-level hits."""
     hr1 = r.ranks == 1
