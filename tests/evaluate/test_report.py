@@ -151,13 +151,16 @@ def test_a_p_value_at_its_resolution_floor_is_reported_as_such_and_not_used_for_
     assert "≤ 0.001 (2,000 resamples) bootstrap" in describe_comparison(t)
     assert t["p"] == t["p_bootstrap"]  # the largest of the three sits at the floor
     (line,) = bonferroni_lines([t] * 48)
-    assert "48 of 48 remain significant" in line and "bootstrap p values are set aside" in line
+    assert "48 of 48 remain significant" in line and "bootstrap p values under it are set aside" in line
     assert "2,000 resamples" in line
     worse = {**t, "p_normal": 0.002}  # judged on the p values that resolve it: no longer significant
     (line,) = bonferroni_lines([worse] * 48)
     assert "0 of 48 remain significant" in line
     (line,) = bonferroni_lines([t] * 4)  # 0.0125: resolved by 2,000 resamples, nothing set aside
     assert "set aside" not in line and "4 of 4" in line
+    null = {**t, "p_bootstrap": 0.8, "p_exact": 0.7, "p_normal": 0.75, "p": 0.8}  # coarse but far above: it stays
+    (line,) = bonferroni_lines([null] * 48)
+    assert "set aside" not in line and "0 of 48" in line
 
 
 def test_runs_report_states_row_counts_and_partial_overlap(synth_dir, tmp_path, capsys):

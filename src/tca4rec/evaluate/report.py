@@ -219,10 +219,12 @@ P_VALUES = (("p_exact", "p_exact_floor", "exact"), ("p_bootstrap", "p_bootstrap_
 
 
 def resolved_p(t: dict, bound: float) -> tuple[float, list[str]]:
-    """A test's p for the threshold ``bound``: its largest p value, leaving out those that cannot
-    resolve ``bound`` (floor above RESOLUTION_MARGIN x bound); and the names of those left out."""
+    """A test's p for the threshold ``bound``: its largest p value, leaving out those under ``bound``
+    that cannot resolve it (floor above RESOLUTION_MARGIN x bound: "under" may be the floor's
+    doing); and the names of those left out. A coarse p at or above ``bound`` stays: a Monte Carlo
+    p errs high, so it still says "not significant"."""
     aside = [name for key, floor, name in P_VALUES
-             if floor and key in t and t.get(floor, 0.0) > RESOLUTION_MARGIN * bound]
+             if floor and key in t and t[key] < bound and t.get(floor, 0.0) > RESOLUTION_MARGIN * bound]
     if not aside:
         return t["p"], []
     return max(t[key] for key, _, name in P_VALUES if key in t and name not in aside), aside
@@ -242,7 +244,7 @@ def bonferroni_lines(tests: list[dict], level: float = 0.05) -> list[str]:
     note = ""
     if aside:
         boots = sorted({t["n_boot"] for t in tests if "n_boot" in t})
-        note = (f" (the {' and '.join(aside)} p values are set aside: their resolution"
+        note = (f" (the {' and '.join(aside)} p values under it are set aside: their resolution"
                 + (f", {' / '.join(f'{n:,}' for n in boots)} resamples," if "bootstrap" in aside and boots else "")
                 + f" is not finer than a tenth of {bound:.2g}; each test is judged on the others)")
     return [f"Bonferroni over these {len(tests)} tests (each at {level:g}/{len(tests)} = {bound:.2g}), on the largest "
