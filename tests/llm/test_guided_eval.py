@@ -231,3 +231,11 @@ def test_fluency_matches_a_per_sequence_reference(runs):
         base = sum(_sequence_nll(host.llm, [start], s) for s in ids) / sum(map(len, ids))
     assert got["base_text_nll"] == pytest.approx(base, rel=1e-4)
     assert math.isfinite(got["text_nll"]) and got["texts"] == 3
+
+
+def test_a_saved_adapter_names_its_base_model_not_a_path_of_this_machine(runs, tiny_llm_dir):
+    """Runs are committed as results: peft's records of the base model keep only its folder name."""
+    for run in runs:
+        config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == tiny_llm_dir.name
+        assert str(tiny_llm_dir) not in (run / "adapter" / "README.md").read_text()
