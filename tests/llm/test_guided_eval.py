@@ -233,9 +233,22 @@ def test_fluency_matches_a_per_sequence_reference(runs):
     assert math.isfinite(got["text_nll"]) and got["texts"] == 3
 
 
-def test_a_saved_adapter_names_its_base_model_not_a_path_of_this_machine(runs, tiny_llm_dir):
-    """Runs are committed as results: peft's records of the base model keep only its folder name."""
+def test_a_saved_adapter_names_its_base_model_not_a_path_of_this_machine(runs, tiny_llm_dir, tmp_path):
+    """Runs are committed as results: peft's records of the base model keep only its folder name,
+    and saving never makes peft look the model up on a hub (it warns when it cannot)."""
+    import warnings
+
+    from tca4rec.llm.run import load_llm_run
+    from tca4rec.llm.weights import save_weights
+
     for run in runs:
         config = json.loads((run / "adapter" / "adapter_config.json").read_text())
         assert config["base_model_name_or_path"] == tiny_llm_dir.name
         assert str(tiny_llm_dir) not in (run / "adapter" / "README.md").read_text()
+    host = load_llm_run(runs[0], merge=False).host
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save_weights(host, tmp_path / "again")
+    assert not [w for w in caught if "Could not find a config file" in str(w.message)]
+    assert json.loads((tmp_path / "again" / "adapter" / "adapter_config.json").read_text())[
+        "base_model_name_or_path"] == tiny_llm_dir.name

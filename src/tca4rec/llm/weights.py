@@ -23,19 +23,17 @@ def save_weights(host: Host, folder: Path) -> None:
         shutil.rmtree(folder / "adapter")
     # peft records the base model's path in the adapter's config and model card: keep only its
     # name, so a run folder names no path of the machine it was trained on (runs are committed).
+    # Rewritten after saving: peft itself must see the real folder (else it asks the Hub about it).
     paths = {str(c.base_model_name_or_path) for c in host.llm.peft_config.values() if c.base_model_name_or_path}
     paths.add(str(host.llm.get_base_model().config.name_or_path))
-    for peft_config in host.llm.peft_config.values():
-        if peft_config.base_model_name_or_path:
-            peft_config.base_model_name_or_path = Path(peft_config.base_model_name_or_path).name
     with atomic_dir(folder / "adapter") as tmp:
         host.llm.save_pretrained(tmp, safe_serialization=True)
-        card = tmp / "README.md"
-        if card.is_file():
-            text = card.read_text(encoding="utf-8")
-            for path in sorted(paths, key=len, reverse=True):  # a longer path before any path inside it
-                text = text.replace(path, Path(path).name)
-            card.write_text(text, encoding="utf-8")
+        for record in (tmp / "adapter_config.json", tmp / "README.md"):
+            if record.is_file():
+                text = record.read_text(encoding="utf-8")
+                for path in sorted(paths, key=len, reverse=True):  # a longer path before any path inside it
+                    text = text.replace(path, Path(path).name)
+                record.write_text(text, encoding="utf-8")
     if host.projector is not None:
         atomic_save_tensors(folder / "projector.safetensors", host.projector.state_dict())
 
