@@ -13,10 +13,16 @@ from tca4rec.evaluate.report import compare, load_run_result
 from .conftest import REPO
 
 
-def test_evidence_report_recomputes_the_committed_cells(office_dir, tmp_path):
-    spec = importlib.util.spec_from_file_location("evidence_report", REPO / "scripts" / "evidence_report.py")
+def _script(name: str):
+    """A module of scripts/, loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_evidence_report_recomputes_the_committed_cells(office_dir, tmp_path):
+    script = _script("evidence_report")
     assert script.main(["--data", str(office_dir), "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert "tallrec s0" in results["cells"] and "novel rows" in (tmp_path / "report.md").read_text()
@@ -32,9 +38,7 @@ def test_evidence_report_recomputes_the_committed_cells(office_dir, tmp_path):
 
 def test_breadth_report_recomputes_the_committed_cells(office_dir, tmp_path):
     """The breadth report reads whatever cells are finished, states the rest, and its tests are the library's."""
-    spec = importlib.util.spec_from_file_location("breadth_report", REPO / "scripts" / "breadth_report.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script("breadth_report")
     assert script.main(["--data", str(office_dir), "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     text = (tmp_path / "report.md").read_text()
