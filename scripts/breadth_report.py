@@ -170,7 +170,8 @@ def write(cells: dict[str, RunResult], missing: list[str], out: Path) -> Path:
               "LoRA in brackets).", "",
               "| alpha | NDCG@10 [95% CI] | Δ vs alpha 0 | NDCG@10, novel rows | Δ, novel rows | consistency@10 | "
               "target NLL | text NLL (base) |", "|---|---|---|---|---|---|---|---|"]
-    for row in alpha_rows(cells):
+    alpha = alpha_rows(cells)
+    for row in alpha:
         r = cells.get(row["label"])
         nll = "–" if row["target_nll"] is None else f"{row['target_nll']:.3f}"
         text = "–" if row["text_nll"] is None else f"{row['text_nll']:.3f} ({row['base_text_nll']:.3f})"
@@ -178,7 +179,7 @@ def write(cells: dict[str, RunResult], missing: list[str], out: Path) -> Path:
         ref = "tallrec"
         lines.append(f"| {row['alpha']:g} | {_ndcg(r)} | {_delta(tests, ref, row['label'], 'all')} | {_novel(r)} | "
                      f"{_delta(tests, ref, row['label'], 'novel')} | {cons} | {nll} | {text} |")
-    finished = [row for row in alpha_rows(cells) if row["finished"]]
+    finished = [row for row in alpha if row["finished"]]
     if len(finished) >= 2:
         plot_alpha_panels(finished, out / "alpha.png")
         lines += ["", "![alpha](alpha.png)"]
@@ -190,7 +191,7 @@ def write(cells: dict[str, RunResult], missing: list[str], out: Path) -> Path:
         "cells": {label: {"run": str(cell_folders()[label].relative_to(REPO)), "rows": int(len(r.ranks)),
                           "metrics": r.metrics, "ci95": {k: list(v) for k, v in r.ci95.items()},
                           "profile": row_profile(r)} for label, r in cells.items()},
-        "alpha": alpha_rows(cells), "missing": missing, "tests": tests})
+        "alpha": alpha, "missing": missing, "tests": tests})
     return out / "report.md"
 
 

@@ -85,7 +85,7 @@ def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, 
                 result = constrained_beam_search(host.llm, signals.trie, prompt.attention_mask, config=search,
                                                  cf_logits=cf_logits, **inputs)
             ids = torch.where(result.items >= 0, result.items + 1, 0).cpu().numpy()  # column -> item id
-            ids = torch.from_numpy(choose_items(signals.dataset, ids, chooser_logits))
+            ids = choose_items(signals.dataset, ids, chooser_logits)
             shard += [(int(r), i.tolist(), s.tolist()) for r, i, s in zip(rows, ids, result.scores.cpu())]
             progress.update(len(rows) * state.num_processes)
         if own_bar:
