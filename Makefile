@@ -21,7 +21,7 @@ demo: venv
 	$(VENV)/bin/tca4rec demo $(if $(DATA),--data $(DATA)) $(DEMO_ARGS)
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist worksteal  # a worker per core (pytest-xdist), at most 4
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

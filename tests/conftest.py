@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (`make test` runs one worker per core) each worker gets its share of the
+# cores, torch's and the subprocesses' the tests start: oversubscribed threads spin and crawl.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TCA4REC_SHARED", REPO.parent / "shared"))
 AMAZON = SHARED / "data" / "amazon2018"

@@ -399,3 +399,31 @@ def test_gguf_file_is_converted_once_keyed_by_its_hash(small_config, synth_datas
     broken.write_bytes(b"not a gguf file at all")
     with pytest.raises(ConfigError, match=re.escape(f"--llm {broken}: transformers cannot load this GGUF file")):
         resolve_llm(broken)
+
+
+def test_a_conversion_that_loses_a_race_uses_the_winners_folder(tmp_path, monkeypatch):
+    """Two processes converting the same GGUF at once (parallel cells on a fresh machine): the
+    second's rename fails onto the first's complete folder, which it then uses; a failed rename
+    with no complete folder there is still an error."""
+    from tca4rec.io import atomic_dir
+    from tca4rec.llm import model as model_module
+    from tca4rec.llm.model import file_sha256, resolve_llm
+
+    monkeypatch.setenv("TCA4REC_CACHE", str(tmp_path / "cache"))
+    gguf_file = tmp_path / "race.gguf"
+    gguf_file.write_bytes(b"weights")
+
+    def convert_after_the_winner(gguf, dest, complete=True):
+        dest.mkdir(parents=True)
+        (dest / ("config.json" if complete else "partial")).write_text("{}")  # the other process's folder
+        with atomic_dir(dest) as tmp:  # this process's own conversion, renamed last
+            (tmp / "config.json").write_text("{}")
+
+    monkeypatch.setattr(model_module, "convert_gguf", convert_after_the_winner)
+    assert resolve_llm(gguf_file) == tmp_path / "cache" / "models" / f"gguf-{file_sha256(gguf_file)[:16]}"
+
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"other weights")
+    monkeypatch.setattr(model_module, "convert_gguf", lambda g, d: convert_after_the_winner(g, d, complete=False))
+    with pytest.raises(OSError):
+        resolve_llm(other)

@@ -106,7 +106,13 @@ def convert_gguf(gguf: Path, dest: Path) -> None:
 def _converted(gguf: Path, folder_name: str) -> Path:
     dest = cache_dir() / "models" / folder_name
     if not (dest / "config.json").is_file():
-        convert_gguf(gguf, dest)
+        try:
+            convert_gguf(gguf, dest)
+        except OSError:
+            # Two processes converting at once (parallel study cells on a fresh machine): the
+            # rename of the second fails onto the first's complete folder, which is as good.
+            if not (dest / "config.json").is_file():
+                raise
     return dest
 
 
