@@ -4,6 +4,7 @@ history whether it comes from evaluate, recommend (one history or a file) or ser
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -36,7 +37,7 @@ def test_the_stored_model_is_text_that_loads_to_the_same_scores_and_a_refit_is_i
     _, _, signals = load_run_signals(fused_run)
     fusion = load_fusion(fused_run, signals)
     rows = signals.dataset.split("valid").head(16)
-    _, _, items, scores = read_beams(fused_run, "valid")
+    _, _, items, scores = read_beams(fused_run, "valid", signals.dataset)
     cands = Candidates.concat([c for *_, c in candidates_in_chunks(
         fusion.table, fusion.cf_model, rows.users, rows.histories, items, scores, 10, rows.targets)])
     settings = record["settings"]
@@ -168,3 +169,32 @@ def test_fuse_fit_from_the_command_line(fused_run, tmp_path, capsys):
     assert "held-out NDCG@10: fusion" in out and "refit on all 16 rows" in out and "evaluate" not in out
     record = json.loads((copy / "fusion" / "fusion.json").read_text())
     assert len(record["selection"]["table"]) == 3 * 2 * 4 and record["config"]["k"] == 10  # the default grid
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(items=[10**9] + d["items"][1:]), r"line 3: item 1000000000 is not an item of the catalog"),
+    (lambda d: d.update(row=-1), r"line 3: row -1 is not a row of the split"),
+    (lambda d: d.update(row=10**8), r"line 3: row 100000000 is not a row of the split"),
+    (lambda d: d["scores"].__setitem__(1, float("nan")), r"line 3: score nan of item \d+ is not a finite number"),
+    (lambda d: d["scores"].__setitem__(0, "high"), r"line 3: score 'high' of item \d+ is not a finite number"),
+    (lambda d: d.update(items=d["items"][:2], scores=d["scores"][:2]), r"line 3: 2 items; line 1 has 4"),
+    (lambda d: d.update(scores=d["scores"][:2]), r"line 3: items and scores must be lists of the same"),
+    (lambda d: d.pop("items"), r"line 3 is not a prediction record of a plain decoding"),
+])
+def test_a_damaged_predictions_file_is_an_error_naming_its_line_and_field(fused_run, tmp_path, capsys, edit, message):
+    """fuse apply reads a decoding from disk: a bad line is named, never re-ranked into wrong results."""
+    copy = tmp_path / "copy"
+    shutil.copytree(fused_run, copy)
+    path = copy / "predictions_valid.jsonl"
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[2])
+    edit(record)
+    lines[2] = json.dumps(record)
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["fuse", "apply", "--run", str(copy), "--split", "valid"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(f"predictions_valid.jsonl, {message}", err) and "Traceback" not in err, err
+    path.write_text("\n".join(lines[:2] + ["not json"] + lines[3:]) + "\n")
+    assert main(["fuse", "apply", "--run", str(copy), "--split", "valid"]) == 2
+    assert "predictions_valid.jsonl, line 3 is not JSON" in capsys.readouterr().err
+    assert not (copy / "metrics_valid_fusion.json").exists()

@@ -37,7 +37,7 @@ PLANTED = 0.1  # the share of synthetic rows whose target is one of their beams
 def fitting_beams(run, rows, beams: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     """(item ids [R, beams], scores [R, beams], where they come from) for the fitting rows."""
     try:
-        _, row_ids, items, scores = read_beams(run.run_dir, "valid")
+        _, row_ids, items, scores = read_beams(run.run_dir, "valid", run.dataset)
         if items.shape[1] == beams and np.array_equal(row_ids[:len(rows)], rows.row_ids):
             return items[:len(rows)], scores[:len(rows)], "the run's plain decoding"
     except TCA4RecError:

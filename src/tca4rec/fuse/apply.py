@@ -14,6 +14,7 @@ the item the fusion's CF model scores highest, the scores are the ranker's, and 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -30,24 +31,60 @@ from tca4rec.llm.run import load_run_signals, process_state
 RESULT_FIELDS = ("model", "split", "rows", "metrics", "ci95")
 
 
-def read_beams(run_dir: Path, split: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+def read_beams(run_dir: Path, split: str, dataset) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """The plain decoding of ``split`` in ``run_dir``: its metrics record, and from its predictions
-    the row numbers int64 [R], the beams' item ids int64 [R, B] and their scores float64 [R, B]."""
+    the row numbers int64 [R], the beams' item ids int64 [R, B] and their scores float64 [R, B].
+
+    Every line is checked against ``dataset`` (a row of the split, items of the catalog, a finite
+    score for each item; id 0, an empty slot, may score -inf), so a damaged file is an error that
+    names its line and field, never a wrong re-ranking."""
     metrics, predictions = run_dir / f"metrics_{split}.json", run_dir / f"predictions_{split}.jsonl"
     try:
         record = json.loads(metrics.read_text(encoding="utf-8"))
-        lines = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines() if line.strip()]
-        rows = np.array([line["row"] for line in lines], dtype=np.int64)
-        items = np.array([line["items"] for line in lines], dtype=np.int64)
-        scores = np.array([line["scores"] for line in lines], dtype=np.float64)
+        text = predictions.read_text(encoding="utf-8")
     except FileNotFoundError as e:
         raise RunError(f"{e.filename} is missing: decode the {split} rows first "
                        f"(`tca4rec evaluate --run {run_dir} --split {split}`)") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise RunError(f"{predictions} is not the predictions file of a plain decoding ({e})") from None
-    if items.ndim != 2 or items.shape != scores.shape or not len(rows):
-        raise RunError(f"{predictions}: every row needs as many items as scores, and there must be rows")
-    return record, rows, items, scores
+    except ValueError as e:
+        raise RunError(f"{metrics} is not a metrics record ({e})") from None
+    num_rows, num_items = len(dataset.split(split)), dataset.num_items
+    rows, items, scores = [], [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            row, beam_items, beam_scores = _beams_of_line(line, f"{predictions}, line {number}", num_rows, num_items)
+            if items and len(beam_items) != len(items[0]):
+                raise RunError(f"{predictions}, line {number}: {len(beam_items)} items; line 1 has {len(items[0])}")
+            rows.append(row), items.append(beam_items), scores.append(beam_scores)
+    if not rows:
+        raise RunError(f"{predictions} holds no rows: decode the {split} rows again")
+    return (record, np.array(rows, dtype=np.int64), np.array(items, dtype=np.int64),
+            np.array(scores, dtype=np.float64))
+
+
+def _beams_of_line(line: str, where: str, num_rows: int, num_items: int) -> tuple[int, list[int], list[float]]:
+    try:
+        obj = json.loads(line)
+        row, beam_items, beam_scores = obj["row"], obj["items"], obj["scores"]
+    except ValueError as e:
+        raise RunError(f"{where} is not JSON ({e})") from None
+    except (KeyError, TypeError):
+        raise RunError(f"{where} is not a prediction record of a plain decoding (row, items, scores)") from None
+    if not _is_int(row) or not 0 <= row < num_rows:
+        raise RunError(f"{where}: row {row!r} is not a row of the split (0..{num_rows - 1})")
+    if not isinstance(beam_items, list) or not isinstance(beam_scores, list) or not beam_items \
+            or len(beam_items) != len(beam_scores):
+        raise RunError(f"{where}: items and scores must be lists of the same, non-zero length")
+    for item, score in zip(beam_items, beam_scores):
+        if not _is_int(item) or not 0 <= item <= num_items:
+            raise RunError(f"{where}: item {item!r} is not an item of the catalog (1..{num_items}, 0 for none)")
+        if not isinstance(score, (int, float)) or isinstance(score, bool) or math.isnan(score) \
+                or (item > 0 and not math.isfinite(score)):
+            raise RunError(f"{where}: score {score!r} of item {item} is not a finite number")
+    return row, beam_items, beam_scores
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def fuse_predictions(run_dir: str | Path, split: str = "test", cf_run: str | Path | None = None,
@@ -87,15 +124,12 @@ def fused_with(run_dir: Path, split: str, cf_run: str | Path, config: FusionConf
 
 
 def _fuse(run_dir: Path, split: str, fusion: Fusion) -> dict:
-    plain, rows, items, scores = read_beams(run_dir, split)
+    plain, rows, items, scores = read_beams(run_dir, split, fusion.dataset)
     if items.shape[1] != fusion.beams:
         raise ConfigError(f"{run_dir}/predictions_{split}.jsonl holds {items.shape[1]} beams, the fusion was fit on "
                           f"{fusion.beams}: decode the rows again with --beams {fusion.beams}")
     dataset = fusion.dataset
     rows_of = dataset.split(split)
-    if rows.max() >= len(rows_of):
-        raise RunError(f"{run_dir}/predictions_{split}.jsonl names row {rows.max()}; the {split} split has "
-                       f"{len(rows_of)}")
     users, targets = rows_of.users[rows], rows_of.targets[rows]
     fused, fused_scores = fusion.rerank(users, rows_of.histories[rows], items, scores, fusion.beams)
     ranks = hit_ranks(fused, targets, dataset.title_group)

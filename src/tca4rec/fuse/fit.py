@@ -45,7 +45,7 @@ def fit_fusion(run_dir: str | Path, cf_run: str | Path | None = None, config: Fu
     if not _decoded(run_dir, len(rows), config.beams):
         evaluate_llm_run(run_dir, split="valid", limit=config.rows, beams=config.beams, batch_size=batch_size,
                          data=data)
-    _, row_ids, items, scores = read_beams(run_dir, "valid")
+    _, row_ids, items, scores = read_beams(run_dir, "valid", dataset)
     if not (len(row_ids) == len(rows) and (row_ids == rows.row_ids).all()):
         raise RunError(f"{run_dir}/predictions_valid.jsonl does not hold the first {len(rows)} valid rows")
     started = time.perf_counter()
