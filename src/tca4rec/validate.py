@@ -61,6 +61,11 @@ def check_value(value: Any, annotation: Any, path: str) -> None:
         raise ConfigError(f"{where}: {value!r} is not {_describe(annotation)}")
 
 
+def is_int(value: object) -> bool:
+    """An integer, not a bool (JSON's ``true`` is an int to Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_name(value: object, path: str) -> str:
     """Raise ``ConfigError`` naming the field ``path`` unless ``value`` is a plain name: one folder or
     file name, as every name that becomes a path component must be (a study's datasets, hosts, CF

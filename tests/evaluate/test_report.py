@@ -62,6 +62,23 @@ def test_missing_predictions_is_a_clear_error(tmp_path):
         load_run_result(tmp_path / "run", "test", np.arange(3))
 
 
+@pytest.mark.parametrize("rows, targets, items, message", [
+    ([0, -5], [3, 4], [[3], [4]], r"line 2: row -5 is not a row number"),
+    ([0, 0], [3, 4], [[3], [4]], r": row 0 appears 2 times"),
+    ([0, 1], [3, 0], [[3], [4]], r"line 2: target 0 is not an item of the catalog \(1..9\)"),
+    ([0, 1], [3, 4], [[3], "4"], r"line 2: items must be a list of item ids of the catalog"),
+    ([0, 1], [3, 4], [[3], [4, 99]], r"line 2: items must be a list of item ids of the catalog"),
+    ([0, 1], [3, 4], [[3], [True]], r"line 2: items must be a list of item ids of the catalog"),
+    ([0, "1"], [3, 4], [[3], [4]], r"line 2: row '1' is not a row number"),
+])
+def test_a_damaged_prediction_line_is_named_not_counted(tmp_path, rows, targets, items, message):
+    """A negative or repeated row would be paired with another row (numpy wraps and intersect1d
+    assumes unique rows); a bad item would be a miss or a stack trace. Each is refused, named."""
+    write_run(tmp_path / "run", rows, targets, items)
+    with pytest.raises(RunError, match=message):
+        load_run_result(tmp_path / "run", "test", np.arange(10))
+
+
 def test_novel_rows_and_item_level_hits_against_a_row_by_row_reference(tmp_path):
     rng = np.random.default_rng(0)
     items, rows = 30, 200

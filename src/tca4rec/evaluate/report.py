@@ -25,6 +25,7 @@ import numpy as np
 
 from tca4rec.errors import RunError
 from tca4rec.evaluate.metrics import KS, bootstrap_ci, hit_ranks, paired_bootstrap, summarize
+from tca4rec.validate import is_int
 
 METRIC_NAMES = tuple(f"{m}@{k}" for k in KS for m in ("HR", "NDCG"))
 
@@ -65,6 +66,11 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    return [record for _, record in _numbered_jsonl(path)]
+
+
+def _numbered_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """(line number, record) of every non-blank line."""
     if not path.is_file():
         raise RunError(f"{path} is missing: evaluate the run first")
     out = []
@@ -72,10 +78,39 @@ def _read_jsonl(path: Path) -> list[dict]:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    out.append(json.loads(line))
+                    out.append((n, json.loads(line)))
                 except json.JSONDecodeError as e:
                     raise RunError(f"{path}: line {n} is not valid JSON: {e}") from None
     return out
+
+
+def _prediction_arrays(path: Path, top: int, num_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows int64 [R], targets int64 [R] and the top items int64 [R, top] (0 = empty slot) of a
+    predictions file, each line checked: a damaged line is named, never counted as a miss or
+    (a negative or repeated row) paired with another row."""
+    records = _numbered_jsonl(path)
+    if not records:
+        raise RunError(f"{path} has no rows")
+    rows, targets = np.empty(len(records), np.int64), np.empty(len(records), np.int64)
+    topk = np.zeros((len(records), top), dtype=np.int64)
+    for i, (n, record) in enumerate(records):
+        where = f"{path}, line {n}"
+        try:
+            row, target, items = record["row"], record["target"], record["items"]
+        except (KeyError, TypeError):
+            raise RunError(f"{where}: a prediction needs the fields row, target and items") from None
+        if not is_int(row) or row < 0:
+            raise RunError(f"{where}: row {row!r} is not a row number")
+        if not is_int(target) or not 1 <= target <= num_items:
+            raise RunError(f"{where}: target {target!r} is not an item of the catalog (1..{num_items})")
+        if not isinstance(items, list) or not all(is_int(x) and 0 <= x <= num_items for x in items):
+            raise RunError(f"{where}: items must be a list of item ids of the catalog (1..{num_items}, 0 for none)")
+        ranked = [x for x in items[:top] if x > 0]
+        rows[i], targets[i], topk[i, :len(ranked)] = row, target, ranked
+    unique, counts = np.unique(rows, return_counts=True)
+    if (counts > 1).any():
+        raise RunError(f"{path}: row {unique[counts > 1][0]} appears {counts.max()} times")
+    return rows, targets, topk
 
 
 def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
@@ -99,19 +134,10 @@ def load_run_result(run_dir: str | Path, split: str, title_group: np.ndarray, la
     if not run_dir.is_dir():
         raise RunError(f"run folder {run_dir} does not exist")
     config = _read_json(run_dir / "config.json")
-    preds = _read_jsonl(run_dir / f"predictions_{split}{suffix}.jsonl")
-    if not preds:
-        raise RunError(f"{run_dir / f'predictions_{split}{suffix}.jsonl'} has no rows")
-    topk = np.zeros((len(preds), top), dtype=np.int64)
-    for i, p in enumerate(preds):
-        items = [int(x) for x in p["items"][:top] if int(x) > 0]
-        topk[i, : len(items)] = items
-    rows = np.array([int(p["row"]) for p in preds], dtype=np.int64)
-    targets = np.array([int(p["target"]) for p in preds], dtype=np.int64)
+    rows, targets, topk = _prediction_arrays(run_dir / f"predictions_{split}{suffix}.jsonl", top,
+                                             len(title_group) - 1)
     order = np.argsort(rows, kind="stable")
     rows, targets, topk = rows[order], targets[order], topk[order]
-    if topk.max() >= len(title_group) or targets.max() >= len(title_group):
-        raise RunError(f"{run_dir}: predictions name items outside this dataset's catalog")
     ranks = hit_ranks(topk, targets, title_group)
     repeat = None
     if histories is not None:

@@ -26,6 +26,7 @@ from tca4rec.fuse.store import Fusion, fusion_matches, load_fusion, read_fusion_
 from tca4rec.io import atomic_write_json, atomic_write_jsonl
 from tca4rec.llm.evaluate import ITEM_CHOICE, evaluate_llm_run
 from tca4rec.llm.run import load_run_signals, process_state
+from tca4rec.validate import is_int
 
 # Fields of a plain metrics record that describe its results, not its rows and run: not copied.
 RESULT_FIELDS = ("model", "split", "rows", "metrics", "ci95")
@@ -69,22 +70,18 @@ def _beams_of_line(line: str, where: str, num_rows: int, num_items: int) -> tupl
         raise RunError(f"{where} is not JSON ({e})") from None
     except (KeyError, TypeError):
         raise RunError(f"{where} is not a prediction record of a plain decoding (row, items, scores)") from None
-    if not _is_int(row) or not 0 <= row < num_rows:
+    if not is_int(row) or not 0 <= row < num_rows:
         raise RunError(f"{where}: row {row!r} is not a row of the split (0..{num_rows - 1})")
     if not isinstance(beam_items, list) or not isinstance(beam_scores, list) or not beam_items \
             or len(beam_items) != len(beam_scores):
         raise RunError(f"{where}: items and scores must be lists of the same, non-zero length")
     for item, score in zip(beam_items, beam_scores):
-        if not _is_int(item) or not 0 <= item <= num_items:
+        if not is_int(item) or not 0 <= item <= num_items:
             raise RunError(f"{where}: item {item!r} is not an item of the catalog (1..{num_items}, 0 for none)")
         if not isinstance(score, (int, float)) or isinstance(score, bool) or math.isnan(score) \
                 or (item > 0 and not math.isfinite(score)):
             raise RunError(f"{where}: score {score!r} of item {item} is not a finite number")
     return row, beam_items, beam_scores
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def fuse_predictions(run_dir: str | Path, split: str = "test", cf_run: str | Path | None = None,
