@@ -252,3 +252,18 @@ def test_a_saved_adapter_names_its_base_model_not_a_path_of_this_machine(runs, t
     assert not [w for w in caught if "Could not find a config file" in str(w.message)]
     assert json.loads((tmp_path / "again" / "adapter" / "adapter_config.json").read_text())[
         "base_model_name_or_path"] == tiny_llm_dir.name
+
+
+def test_a_parameter_free_teacher_teaches_guides_and_chooses_items(synth_dataset, small_config, tmp_path):
+    """MostPop has buffers, no parameters: where a CF model's device was its first parameter,
+    training with it as the teacher (alpha > 0) stopped with StopIteration."""
+    from tca4rec.cf import train_cf
+    from tca4rec.llm.evaluate import evaluate_llm_run
+    from tca4rec.llm.train import train
+
+    teacher = train_cf(synth_dataset, "mostpop", tmp_path / "mostpop", progress=False)
+    run = train(small_config(tmp_path / "run", cf=str(teacher), alpha=0.1))
+    assert json.loads((run / "train_log.jsonl").read_text().splitlines()[0])["loss"] > 0
+    plain = evaluate_llm_run(run, limit=4, beams=2)
+    guided = evaluate_llm_run(run, limit=4, beams=2, beta=1.0)
+    assert plain["rows"] == guided["rows"] == 4 and guided["guide_cf"] and plain["item_choice"]

@@ -11,6 +11,7 @@ that defines a ``@register_cf_model`` class (RecBole style) and naming it in ``c
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -138,6 +139,11 @@ class CFModel(nn.Module):
         self.num_users = num_users
 
     @property
+    def device(self) -> torch.device:
+        """Where the model's tensors are; a model without parameters (MostPop) by its buffers."""
+        return next(itertools.chain(self.parameters(), self.buffers())).device
+
+    @property
     def embedding_dim(self) -> int:
         return int(self.item_embeddings().shape[1])
 
@@ -185,9 +191,8 @@ class CFModel(nn.Module):
             counts = item_counts(histories, targets, self.num_items) + 1.0
             counts[0] = 0.0  # the padding item is never a negative
             log_q = torch.from_numpy(counts / counts.sum()).log().float()  # log 0 = -inf for the padding item
-            device = next(self.parameters()).device
             # Not persistent: a training-time statistic, not part of the model's weights.
-            self.register_buffer("negative_log_q", log_q.to(device), persistent=False)
+            self.register_buffer("negative_log_q", log_q.to(self.device), persistent=False)
 
 
 CF_MODELS: dict[str, type[CFModel]] = {}

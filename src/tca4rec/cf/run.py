@@ -110,10 +110,6 @@ def load_cf_run(run_dir: str | Path, dataset: RecDataset | None = None) -> CFMod
     return model.eval()
 
 
-def model_device(model: CFModel) -> torch.device:
-    return next(iter(model.state_dict().values())).device
-
-
 @torch.no_grad()
 def topk(model: CFModel, users, histories, k: int = 10, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` items per row: (item ids int64 [R, k], logits float32 [R, k]), best first.
@@ -126,7 +122,7 @@ def topk(model: CFModel, users, histories, k: int = 10, batch_size: int = 512) -
         raise ConfigError(f"k must be in 1..{model.num_items} (the number of items), got {k}")
     was_training = model.training
     model.eval()
-    device = model_device(model)
+    device = model.device
     users = torch.tensor(np.asarray(users), dtype=torch.long)  # a copy: dataset arrays are read-only
     histories = torch.tensor(np.asarray(histories), dtype=torch.long)
     ids, scores = [], []

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD
 from tca4rec.cf import load_cf_run
+from tca4rec.cf.base import CFModel
 from tca4rec.cf.run import cf_fingerprint
 from tca4rec.decode import BeamSearchConfig, constrained_beam_search
 from tca4rec.errors import ConfigError, RunError
@@ -98,9 +99,9 @@ def evaluate_rows(host, signals, split, *, beams: int, k: int, batch_size: int, 
 
 
 @torch.no_grad()
-def item_logits(cf_model: torch.nn.Module, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
+def item_logits(cf_model: CFModel, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
     """A CF model's float32 logits over item columns [B, N] (the padding column 0 dropped), on the CPU."""
-    device = next(cf_model.parameters()).device
+    device = cf_model.device
     return cf_model(users.to(device), histories.to(device))[:, 1:].float().cpu()
 
 

@@ -137,7 +137,7 @@ class Signals:
         zeros = torch.zeros(len(users), 1, device=users.device).expand(-1, width)
         if self.cf is None:
             return zeros, None, None
-        device = next(self.cf.parameters()).device
+        device = self.cf.device
         users, histories = users.to(device), histories.to(device)
         hidden = self.cf.user_embedding(users, histories)  # [B, D]
         if not logits:
