@@ -54,3 +54,23 @@ def test_breadth_report_recomputes_the_committed_cells(office_dir, tmp_path):
     assert t["diff"] == pytest.approx(compare(a, b)["diff"]) and t["rows"] == 1000
     alpha0 = next(r for r in results["alpha"] if r["alpha"] == 0)
     assert alpha0["NDCG@10"] == pytest.approx(a.metrics["NDCG@10"])
+
+
+def test_fusion_report_on_the_seed1_cells(office_dir, tmp_path):
+    """Run on the office-cpu-seed1 cells (their 1,000 rows are the explored ones: no fresh rows):
+    the goal line follows the library's test, and the candidates' recall from the beams alone is
+    the plain decoding's HR@10, computed another way."""
+    script = _script("fusion_report")
+    run = REPO / "docs" / "results" / "office-cpu-seed1" / "run" / "Office_Products"
+    assert script.main(["--run", str(run), "--data", str(office_dir), "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    tallrec = results["summary"]["tallrec"]
+    methods = results["methods"]["tallrec"]
+    sasrec, plain = methods["SASRec"]["metrics"], methods["tallrec"]["metrics"]
+    fused = methods["tallrec + learned fusion"]["metrics"]
+    assert tallrec["diff"] == pytest.approx(fused["NDCG@10"] - sasrec["NDCG@10"])
+    assert tallrec["relative"] == pytest.approx(tallrec["diff"] / sasrec["NDCG@10"])
+    recall = tallrec["candidate_recall"]
+    assert recall["llm_beams"] == pytest.approx(plain["HR@10"]) and recall["any"] >= recall["cf_top_k"]
+    assert sum(tallrec["feature_gain"].values()) == pytest.approx(1.0)
+    assert results["fresh_rows"] == 4000 and not any(t["row_set"] == "fresh" for t in results["tests"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,9 +16,11 @@ from tca4rec.evaluate.report import (
     collaborative_consistency,
     compare,
     compare_pooled,
+    describe_comparison,
     load_run_result,
     metrics_table,
     profile_table,
+    restrict_rows,
     row_profile,
 )
 
@@ -192,3 +195,27 @@ def test_runs_report_states_row_counts_and_partial_overlap(synth_dir, tmp_path, 
     assert line in out and line in (tmp_path / "report" / "report.md").read_text()
     write_runs_report([str(tmp_path / "a"), str(tmp_path / "a")], str(synth_dir), out=str(tmp_path / "report"))
     assert "Rows: a 4, a 4.\n" in capsys.readouterr().out  # the same rows: nothing more to say
+
+
+def test_a_run_restricted_to_some_rows_is_the_run_of_those_rows(tmp_path):
+    """restrict_rows against a run written with only those rows: same ranks, metrics, CIs, tests."""
+    rng = np.random.default_rng(0)
+    rows, targets = rng.permutation(40), rng.integers(1, 30, 40)
+    items = rng.integers(1, 30, (40, 10)).tolist()
+    keep = np.sort(rng.choice(40, 15, replace=False))
+    write_run(tmp_path / "all", rows.tolist(), targets.tolist(), items)
+    picked = np.isin(rows, keep)
+    write_run(tmp_path / "some", rows[picked].tolist(), targets[picked].tolist(), [i for i, p in zip(items, picked) if p])
+    group, histories = np.arange(31), rng.integers(0, 31, (40, 5))
+    whole = load_run_result(tmp_path / "all", "test", group, histories=histories)
+    restricted = restrict_rows(whole, keep)
+    alone = load_run_result(tmp_path / "some", "test", group, histories=histories)
+    assert restricted.rows.tolist() == alone.rows.tolist() == keep.tolist()
+    for field in ("ranks", "item_ranks", "repeat", "targets", "topk"):
+        np.testing.assert_array_equal(getattr(restricted, field), getattr(alone, field))
+    assert restricted.metrics == alone.metrics and restricted.ci95 == alone.ci95
+    shifted = dataclasses.replace(whole, label="b", ranks=np.roll(whole.ranks, 1))
+    test = compare(restricted, restrict_rows(shifted, keep))
+    assert test["rows"] == 15 and " over 15 fresh rows " in describe_comparison({**test, "row_set": "fresh"})
+    with pytest.raises(RunError, match="none of its rows"):
+        restrict_rows(whole, np.array([100]))

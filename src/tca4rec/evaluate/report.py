@@ -17,6 +17,7 @@ release), and three p values per paired comparison (``paired_bootstrap``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,20 @@ def load_run_result(run_dir: str | Path, split: str, title_group: np.ndarray, la
                      item_ranks=hit_ranks(topk, targets, np.arange(len(title_group))), repeat=repeat)
 
 
+def restrict_rows(r: RunResult, row_ids: np.ndarray) -> RunResult:
+    """``r`` over only its rows numbered in ``row_ids``, metrics and CIs recomputed: a report on a
+    subset of the rows, such as those no earlier look has seen."""
+    keep = np.isin(r.rows, row_ids)
+    if not keep.any():
+        raise RunError(f"{r.label}: none of its rows is among the {len(row_ids)} rows asked for")
+    ranks = r.ranks[keep]
+    return dataclasses.replace(
+        r, rows=r.rows[keep], targets=r.targets[keep], topk=r.topk[keep], ranks=ranks, metrics=summarize(ranks),
+        ci95={k: tuple(v) for k, v in bootstrap_ci(ranks).items()},
+        item_ranks=None if r.item_ranks is None else r.item_ranks[keep],
+        repeat=None if r.repeat is None else r.repeat[keep])
+
+
 def _common_rows(a: RunResult, b: RunResult) -> tuple[np.ndarray, np.ndarray]:
     common, ia, ib = np.intersect1d(a.rows, b.rows, assume_unique=True, return_indices=True)
     if len(common) == 0:
@@ -221,7 +236,7 @@ def describe_comparison(t: dict) -> str:
         verdict += ("; no discordant rows, so no power to tell" if t["discordant"] == 0 else
                     f"; a true Δ of ±{t['mde80']:.4f} would be detected with 80% power")
     exact = "McNemar" if t["metric"].startswith("HR") else "sign-flip"
-    which = " novel" if t.get("row_set") == "novel" else ""
+    which = "" if t.get("row_set", "all") == "all" else f" {t['row_set']}"  # "novel", or a subset's name
     return (f"Δ{t['metric']} = {t['diff']:+.4f} [{t['low']:+.4f}, {t['high']:+.4f}] over {t['rows']}{which} rows "
             f"({t['discordant']} rows differ; MDE80 {t['mde80']:.4f}; p {_p(t['p_exact'], t.get('p_exact_floor'))} "
             f"{exact}, {_p(t['p_bootstrap'], t.get('p_bootstrap_floor'), t.get('n_boot'))} bootstrap, "
