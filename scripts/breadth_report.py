@@ -95,6 +95,8 @@ def tests_of(cells: dict[str, RunResult]) -> list[dict]:
     tests = []
     for name in TEACHERS:
         tests += pair("A. teachers", "tallrec", f"tallrec + TCA4Rec({name})")
+    # the control: does SASRec teach more than a teacher with popularity only?
+    tests += pair("A. teachers", "tallrec + TCA4Rec(MostPop)", "tallrec + TCA4Rec(SASRec)")
     tests += pair("B. host", "llara(SASRec)", "llara + TCA4Rec(SASRec)")
     tests += pair("B. host", "tallrec", "llara(SASRec)")
     tests += pair("B. host", "tallrec + TCA4Rec(SASRec)", "llara + TCA4Rec(SASRec)")
