@@ -73,3 +73,20 @@ def test_a_safetensors_file_cut_short_is_a_run_error_naming_it(tmp_path, size):
     with pytest.raises(RunError, match=f"cannot load {cut}: not a readable safetensors file"):
         io.load_tensors(cut)
     assert io.load_tensors(whole)["w"].shape == (1000,)
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path):
+    """mkstemp and mkdtemp make private temporaries (0600 / 0700); the renamed result must read
+    like a file or folder written plainly, or results would be unreadable to the group."""
+    from tca4rec.io import atomic_dir, atomic_write_json
+
+    (tmp_path / "plain.json").write_text("{}")
+    (tmp_path / "plain_dir").mkdir()
+    atomic_write_json(tmp_path / "atomic.json", {})
+    with atomic_dir(tmp_path / "atomic_dir") as tmp:
+        (tmp / "x").write_text("")
+
+    def mode(name: str) -> int:
+        return (tmp_path / name).stat().st_mode & 0o777
+
+    assert mode("atomic.json") == mode("plain.json") and mode("atomic_dir") == mode("plain_dir")
