@@ -26,6 +26,7 @@ import numpy as np
 from tca4rec.data import load_dataset
 from tca4rec.evaluate.report import (RunResult, compare, load_run_result, paired_tests_section, resolved_p,
                                      restrict_rows)
+from tca4rec.fuse.apply import read_beams
 from tca4rec.fuse.features import FEATURE_NAMES, Candidates, candidates_in_chunks
 from tca4rec.fuse.store import load_fusion
 from tca4rec.io import atomic_write_json, atomic_write_text
@@ -79,16 +80,20 @@ def tests_of(run: Path, host: str, methods: dict[str, RunResult], fresh: np.ndar
     return tests
 
 
-def candidate_recall(run: Path, host: str, dataset) -> dict | None:
-    """How often the target's title is among the fused candidates on the test rows, by source."""
+def fusion_facts(run: Path, host: str, dataset) -> tuple[dict | None, dict[str, float] | None]:
+    """What limits the host's fusion: how often the target's title is among its candidates on the
+    test rows, by source (None before the test rows are decoded), and each feature's share of the
+    trees' gain (None before the fusion is fit)."""
     cell = run / "llm" / f"{host}-nocf-a0-s1"
-    if not (cell / "predictions_test.jsonl").is_file() or not (cell / "fusion" / "fusion.json").is_file():
-        return None
+    if not (cell / "fusion" / "fusion.json").is_file():
+        return None, None
     _, _, signals = load_run_signals(cell)
     fusion = load_fusion(cell, signals)
-    lines = [json.loads(line) for line in (cell / "predictions_test.jsonl").read_text().splitlines() if line.strip()]
-    rows = np.array([line["row"] for line in lines])
-    items, scores = np.array([line["items"] for line in lines]), np.array([line["scores"] for line in lines])
+    gain = fusion.booster.feature_importance("gain")
+    shares = {name: float(g / gain.sum()) for name, g in zip(FEATURE_NAMES, gain)}
+    if not (cell / "predictions_test.jsonl").is_file():
+        return None, shares
+    _, rows, items, scores = read_beams(cell, "test", dataset)
     split = dataset.split("test")
     cands = Candidates.concat([c for *_, c in candidates_in_chunks(
         fusion.table, fusion.cf_model, split.users[rows], split.histories[rows], items, scores, fusion.config.k,
@@ -99,20 +104,11 @@ def candidate_recall(run: Path, host: str, dataset) -> dict | None:
     def share(mask: np.ndarray) -> float:
         return float(np.bincount(cands.row[hit & mask], minlength=cands.num_rows).astype(bool).mean())
 
-    return {"rows": int(cands.num_rows), "k": fusion.config.k, "beams": fusion.beams,
-            "candidates_per_row": float(cands.sizes.mean()), "any": share(np.ones_like(hit)),
-            "llm_beams": share(in_llm), "cf_top_k": share(in_cf), "only_llm": share(in_llm & ~in_cf),
-            "only_cf": share(in_cf & ~in_llm)}
-
-
-def feature_gain(run: Path, host: str) -> dict[str, float] | None:
-    cell = run / "llm" / f"{host}-nocf-a0-s1"
-    if not (cell / "fusion" / "model.txt").is_file():
-        return None
-    import lightgbm as lgb
-
-    gain = lgb.Booster(model_file=str(cell / "fusion" / "model.txt")).feature_importance("gain")
-    return {name: float(g / gain.sum()) for name, g in zip(FEATURE_NAMES, gain)}
+    recall = {"rows": int(cands.num_rows), "k": fusion.config.k, "beams": fusion.beams,
+              "candidates_per_row": float(cands.sizes.mean()), "any": share(np.ones_like(hit)),
+              "llm_beams": share(in_llm), "cf_top_k": share(in_cf), "only_llm": share(in_llm & ~in_cf),
+              "only_cf": share(in_cf & ~in_llm)}
+    return recall, shares
 
 
 def _ndcg(r: RunResult) -> str:
@@ -154,7 +150,7 @@ def write(run: Path, data: Path, out: Path) -> Path:
             lines += ["", f"Goal (≥ {GOAL:.0%} above SASRec, significant after Bonferroni at {bound:.2g}): "
                           f"{relative:+.1%} ({goal['diff']:+.4f} [{goal['low']:+.4f}, {goal['high']:+.4f}], p {p:.2g} "
                           f"as the Bonferroni line judges it): **{'met' if met else 'not met'}**."]
-        recall = candidate_recall(run, host, dataset)
+        recall, gain = fusion_facts(run, host, dataset)
         if recall:
             summary.setdefault(host, {})["candidate_recall"] = recall
             lines += ["", f"Target among the candidates ({recall['candidates_per_row']:.1f} titles a row: "
@@ -162,7 +158,6 @@ def write(run: Path, data: Path, out: Path) -> Path:
                           f"{recall['rows']:,} rows; in the beams {recall['llm_beams']:.1%}, in the CF top-"
                           f"{recall['k']} {recall['cf_top_k']:.1%}; only in the beams {recall['only_llm']:.1%}, only "
                           f"in the CF list {recall['only_cf']:.1%}."]
-        gain = feature_gain(run, host)
         if gain:
             summary.setdefault(host, {})["feature_gain"] = gain
             top = sorted(gain.items(), key=lambda kv: -kv[1])

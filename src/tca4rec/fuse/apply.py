@@ -55,7 +55,9 @@ def read_beams(run_dir: Path, split: str, dataset) -> tuple[dict, np.ndarray, np
             row, beam_items, beam_scores = _beams_of_line(line, f"{predictions}, line {number}", num_rows, num_items)
             if items and len(beam_items) != len(items[0]):
                 raise RunError(f"{predictions}, line {number}: {len(beam_items)} items; line 1 has {len(items[0])}")
-            rows.append(row), items.append(beam_items), scores.append(beam_scores)
+            rows.append(row)
+            items.append(beam_items)
+            scores.append(beam_scores)
     if not rows:
         raise RunError(f"{predictions} holds no rows: decode the {split} rows again")
     return (record, np.array(rows, dtype=np.int64), np.array(items, dtype=np.int64),
