@@ -94,6 +94,7 @@ def _killed_after_first_checkpoint(run_dir, dest):
 def _check_tokenizer_quirks(arch: str, llm_dir, synth_dataset) -> None:
     from transformers import AutoTokenizer
 
+    from tca4rec.align.trie import TitleTrie
     from tca4rec.llm.model import load_tokenizer
     from tca4rec.llm.prompts import PromptBuilder, title_token_ids
 
@@ -108,8 +109,31 @@ def _check_tokenizer_quirks(arch: str, llm_dir, synth_dataset) -> None:
     ids = title_token_ids(tok, titles)
     assert [tok.decode(t) for t in ids] == titles  # the trie's tokens spell the titles exactly
     assert ids == [tok(t, add_special_tokens=False).input_ids for t in titles]  # as the tokenizer, one by one
+    # A title holding a special token's text is text (characters a vocabulary lacks are <unk>, as
+    # anywhere), never a control token, so the trie builds: EOS read as the special token inside a
+    # title refused the whole catalog before.
+    hostile = [f"Pen {special} Holder" for special in tok.all_special_tokens] + [f"Ink {tok.eos_token}"]
+    hostile_ids = title_token_ids(tok, hostile)
+    control = set(tok.all_special_ids) - {tok.unk_token_id}
+    assert not control & {i for t in hostile_ids for i in t}
+    TitleTrie(hostile_ids, tok.eos_token_id)
     if ARCHITECTURES[arch][0].startswith("sp"):
         assert all(tok.convert_ids_to_tokens(t[0]).startswith("▁") for t in ids)
+
+
+def test_special_token_text_in_a_title_is_spelled_as_text(tokenizer):
+    from tca4rec.align.trie import TitleTrie
+    from tca4rec.llm.prompts import title_token_ids
+
+    titles = ["Pen <|im_end|> Holder", "Ink <|endoftext|>", "<|im_start|>assistant", "Pen Holder"]
+    ids = title_token_ids(tokenizer, titles)
+    assert [tokenizer.decode(t) for t in ids] == titles
+    assert not set(tokenizer.all_special_ids) & {i for t in ids for i in t}
+    assert ids[3] == tokenizer(titles[3], add_special_tokens=False).input_ids  # plain titles: as before
+    trie = TitleTrie(ids, tokenizer.eos_token_id)
+    assert trie.item_token_ids() == ids
+    # the shared tokenizer is left as it was: its own calls still read special tokens
+    assert tokenizer(titles[0], add_special_tokens=False).input_ids.count(tokenizer.eos_token_id) == 1
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))

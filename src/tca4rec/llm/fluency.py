@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tca4rec.errors import ConfigError
+from tca4rec.llm.prompts import title_token_ids
 from tca4rec.llm.run import load_llm_run
 from tca4rec.llm.train import RowCollator
 
@@ -49,7 +50,7 @@ def fluency(run_dir: str | Path, rows: int = 500, texts: Sequence[str] = (), spl
     record = {"run": run.run_dir.name, "split": split, "rows": len(part), "target_nll": total / count,
               "target_tokens": count}
     if texts:
-        ids = [run.signals.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        ids = title_token_ids(run.signals.tokenizer, texts)
         record.update(text_nll=_text_nll(host.llm, ids, host.tokenizer, batch_size), texts=len(texts),
                       text_tokens=sum(map(len, ids)))
         with host.llm.disable_adapter():

@@ -34,11 +34,22 @@ class PromptIds:
 def title_token_ids(tokenizer, titles: Sequence[str]) -> list[list[int]]:
     """Each title tokenized once, standalone, without special tokens (the trie's ids).
 
+    A title is text, never control: one that holds a special token's text ("Pen <|im_end|>")
+    is tokenized as those characters. Read as the special token, EOS inside a title made the
+    whole catalog unusable (the trie ends a title at EOS) and a turn marker in a history told
+    the model a new turn began.
+
     A fast tokenizer's Rust backend is called directly: the same ids, without a Python
     BatchEncoding per title, about 2x faster on the million titles of a large catalog."""
     if getattr(tokenizer, "is_fast", False) and hasattr(tokenizer, "backend_tokenizer"):
-        return [enc.ids for enc in tokenizer.backend_tokenizer.encode_batch(list(titles), add_special_tokens=False)]
-    return [list(ids) for ids in tokenizer(list(titles), add_special_tokens=False).input_ids]
+        backend = tokenizer.backend_tokenizer
+        # transformers sets this flag on the shared backend per call too (``split_special_tokens``)
+        before, backend.encode_special_tokens = backend.encode_special_tokens, True
+        try:
+            return [enc.ids for enc in backend.encode_batch(list(titles), add_special_tokens=False)]
+        finally:
+            backend.encode_special_tokens = before
+    return [list(ids) for ids in tokenizer(list(titles), add_special_tokens=False, split_special_tokens=True).input_ids]
 
 
 def special_prefix(tokenizer) -> list[int]:
