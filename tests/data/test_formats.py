@@ -245,6 +245,15 @@ def test_empty_title(tiny_dir):
     expect_error(tiny_dir, "item.csv", row=4, field="title", match="empty title")
 
 
+def test_overlong_title(tiny_dir):
+    from tca4rec.data.formats import MAX_TITLE_CHARS
+
+    rewrite(tiny_dir / "item.csv", "A4,None,", "A4," + "x" * MAX_TITLE_CHARS + ",")
+    load_dataset(tiny_dir)  # at the limit: read
+    rewrite(tiny_dir / "item.csv", "A4," + "x" * MAX_TITLE_CHARS + ",", "A4," + "x" * 100_000 + ",")
+    expect_error(tiny_dir, "item.csv", row=4, field="title", match="a title of 100,000 characters")
+
+
 def test_items_out_of_order_are_sorted_by_iid(tiny_dir):
     path = tiny_dir / "item.csv"
     frame = pd.read_csv(path, keep_default_na=False, index_col=0)

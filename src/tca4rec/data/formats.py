@@ -33,6 +33,10 @@ SPLIT_COLUMNS = ("uid", "iid", "hist_id", "timestamp")
 ITEM_COLUMNS = ("iid", "title")
 _INT_TOKEN = r"[ \t]*[+-]?[0-9]+[ \t]*"  # ASCII only: numpy cannot parse other digits
 _MAX_DIGITS = 18  # anything longer overflows int64 and is certainly out of range
+# The format's titles are cut to 100 characters (``data prepare``/``import`` do it); ten times
+# that is refused: the title trie is as wide as the longest title for every item, and a history
+# of such titles outgrows any prompt (a 100,000-character title was an out-of-memory, not an error).
+MAX_TITLE_CHARS = 1000
 
 
 def load_dataset(path: str | Path) -> RecDataset:
@@ -207,6 +211,11 @@ def _read_items(path: Path) -> tuple[list[str], list[str], list[str]]:
     blank = np.flatnonzero(pd.Series(titles).str.strip().eq("").to_numpy())
     if blank.size:
         raise DatasetError("empty title", file=path, row=int(order[blank[0]]) + 1, field="title")
+    lengths = pd.Series(titles).str.len().to_numpy()
+    if lengths.max() > MAX_TITLE_CHARS:
+        k = int(np.argmax(lengths > MAX_TITLE_CHARS))
+        raise DatasetError(f"a title of {lengths[k]:,} characters (at most {MAX_TITLE_CHARS:,}; `tca4rec data "
+                           "import` cuts titles to 100)", file=path, row=int(order[k]) + 1, field="title")
     brands = frame["brand"].to_numpy(dtype=object)[order] if "brand" in frame.columns else [""] * len(iids)
     raw_ids = frame["rawid"].to_numpy(dtype=object)[order] if "rawid" in frame.columns else [
         f"item{i}" for i in expected]
