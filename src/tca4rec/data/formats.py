@@ -35,7 +35,7 @@ _INT_TOKEN = r"[ \t]*[+-]?[0-9]+[ \t]*"  # ASCII only: numpy cannot parse other 
 _MAX_DIGITS = 18  # anything longer overflows int64 and is certainly out of range
 # The format's titles are cut to 100 characters (``data prepare``/``import`` do it); ten times
 # that is refused: the title trie is as wide as the longest title for every item, and a history
-# of such titles outgrows any prompt (a 100,000-character title was an out-of-memory, not an error).
+# of such titles outgrows the positions a model reads: refused here, by file and row, not deep inside.
 MAX_TITLE_CHARS = 1000
 
 
