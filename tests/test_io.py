@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -90,3 +94,43 @@ def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path):
         return (tmp_path / name).stat().st_mode & 0o777
 
     assert mode("atomic.json") == mode("plain.json") and mode("atomic_dir") == mode("plain_dir")
+
+
+def test_exclusive_use_refuses_a_second_holder_until_the_first_is_done(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    with io.exclusive_use(run, "train"):
+        spelled_otherwise = tmp_path / "x" / ".." / "run"  # the same folder; the error names it as given
+        with pytest.raises(RunError, match=re.escape(f"{spelled_otherwise} is in use: another tca4rec process "
+                                                     f"(pid {os.getpid()}) is running train on it")):
+            with io.exclusive_use(spelled_otherwise, "train"):
+                pass
+        with io.exclusive_use(run, "evaluate test"):  # another use of the same folder
+            pass
+        with io.exclusive_use(tmp_path / "other", "train"):
+            pass
+        monkeypatch.setenv("RANK", "1")  # torchrun's other processes run under the main one's hold
+        with io.exclusive_use(run, "train"):
+            pass
+    monkeypatch.delenv("RANK")
+    with io.exclusive_use(run, "train"):  # released when the block ended
+        pass
+    assert not run.exists()  # nothing is written into the output
+
+
+def test_exclusive_use_is_released_when_its_process_is_killed(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, tca4rec.io as io\n"
+        f"with io.exclusive_use({str(run)!r}, 'train'):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunError, match=f"pid {holder.pid}"):
+            with io.exclusive_use(run, "train"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with io.exclusive_use(run, "train"):  # no stale lock after a SIGKILL
+        pass

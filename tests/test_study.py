@@ -297,3 +297,16 @@ def test_rerun_changed_replaces_exactly_the_changed_cells_and_their_dependents(t
     assert not (study.out / "d" / "cf" / "sasrec-s0").exists()
     assert not (study.out / "d" / "llm" / "tallrec-sasrec-a0.1-s0").exists()
     assert (study.out / "d" / "llm" / "tallrec-nocf-a0-s0" / "notes.txt").read_text() == "mine"
+
+
+def test_a_study_run_twice_at_once_is_refused_before_anything_is_made(tmp_path, synth_dir):
+    from tca4rec.errors import RunError
+    from tca4rec.io import exclusive_use
+
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: x\nout: o\ndatasets: {{d: {synth_dir}}}\ngrid: [{{host: [tallrec]}}]\n")
+    study = load_study(path)
+    with exclusive_use(study.out, "study"):
+        with pytest.raises(RunError, match="o is in use: another tca4rec process .* is running study on it"):
+            study.run()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]

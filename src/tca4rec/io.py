@@ -11,11 +11,17 @@ written only if it is recognisably that command's own earlier output.
 
 Errors name the path the user gave, never the hidden temporary file beside it, and a
 safetensors file cut short is a one-line ``RunError`` (``load_tensors``).
+
+One writer per output: ``exclusive_use`` lets one process at a time train a run folder, decode
+into it or append to a recommendations file; a second one (the same study started twice, a
+``--resume`` beside a running training) is refused in one line naming the path and the pid.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -193,3 +199,36 @@ def json_record(key: str, value: object) -> Callable[[Path], bool]:
             return False
         return isinstance(record, dict) and record.get(key) == value
     return recognise
+
+
+@contextlib.contextmanager
+def exclusive_use(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold ``path`` for ``what`` ("train", "evaluate test", ...) until the block ends; RunError if
+    another process holds it for the same ``what``.
+
+    An advisory lock (``flock``, released by the OS when its process dies, so a killed run never
+    leaves a stale lock) on a file named by a hash of the resolved path, in the temporary folder:
+    nothing is added to the output itself, and the lock outlives an ``--overwrite`` that
+    replaces the folder. Under torchrun / accelerate launch only the main process (``RANK`` 0)
+    takes it; the others run under it."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    key = hashlib.sha256(f"{Path(path).resolve()}\0{what}".encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / f"tca4rec-locks-{os.getuid()}"  # per user: another's is not writable
+    folder.mkdir(exist_ok=True)
+    with open(folder / f"{key}.lock", "a+", encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise RunError(f"{path} is in use: another tca4rec process (pid {holder}) is running {what} on it; "
+                           "wait for it to finish or stop it") from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

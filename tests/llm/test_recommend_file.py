@@ -220,3 +220,13 @@ def test_two_processes_write_what_one_does(reference, run_dir, histories, tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     same_records(lines(out), reference)
     assert done.stdout.count("wrote the top 3") == 1  # rank 0 reports (and writes)
+
+
+def test_an_output_another_process_is_writing_is_refused(run_dir, histories, tmp_path):
+    from tca4rec.io import exclusive_use
+
+    out = tmp_path / "recs.jsonl"
+    with exclusive_use(out, "recommend"):
+        with pytest.raises(RunError, match="recs.jsonl is in use: another tca4rec process .* is running recommend"):
+            recommend_file(run_dir, histories, out, k=2, beams=2)
+    assert not out.exists()  # two writers would have appended into one file

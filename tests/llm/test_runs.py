@@ -320,3 +320,25 @@ def test_a_damaged_run_is_a_one_line_error_naming_the_file(reference_run, tmp_pa
             train(dataclasses.replace(config, out=str(copy)), resume=True)
         (checkpoint / name).write_bytes(kept)
     assert not marker.exists()
+
+
+def test_a_run_another_process_trains_or_decodes_is_refused(reference_run, small_config, tmp_path):
+    import shutil
+
+    from tca4rec.io import exclusive_use
+    from tca4rec.llm.evaluate import evaluate_llm_run
+    from tca4rec.llm.train import train
+
+    config = small_config(tmp_path / "new")
+    with exclusive_use(config.out, "train"):
+        with pytest.raises(RunError, match=r"new is in use: another tca4rec process \(pid \d+\) is running train"):
+            train(config)
+    assert not Path(config.out).exists()  # refused before anything was made
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run[1], run)
+    with exclusive_use(run, "evaluate test"):
+        with pytest.raises(RunError, match="is running evaluate test on it"):
+            evaluate_llm_run(run, limit=2, beams=2)
+        assert evaluate_llm_run(run, split="valid", limit=2, beams=2)["rows"] == 2  # another decoding: allowed
+    assert evaluate_llm_run(run, limit=2, beams=2)["rows"] == 2

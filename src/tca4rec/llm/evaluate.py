@@ -17,7 +17,8 @@ Decoding thousands of rows takes an hour on a CPU, so rows go in blocks and what
 is saved after each block (``decode_<split><suffix>.partial.json``, atomic): a killed
 evaluation started again with the same settings on the same weights decodes only the rest,
 and gives the same results as an uninterrupted one (tested). The file goes once the
-metrics are written.
+metrics are written. One process at a time decodes a run's split and variant (``io.exclusive_use``):
+two would decode the same rows and overwrite each other's partial file.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD, check_lookahead
 from tca4rec.errors import ConfigError
 from tca4rec.evaluate.metrics import KS, exclude_record, hit_ranks, metrics_record, prediction_records
-from tca4rec.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from tca4rec.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, exclusive_use
 from tca4rec.llm.decoding import TEACHER, evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
 from tca4rec.llm.run import load_llm_run, process_state, weights_stamp
 
@@ -72,46 +73,48 @@ def evaluate_llm_run(run_dir: str | Path, split: str = "test", limit: int | None
         raise ConfigError(f"--batch-size {batch_size}: must be >= 1")
     check_lookahead(cf_lookahead)
     beta = read_tuned_beta(Path(run_dir), cf_run, cf_lookahead) if beta == "auto" else parse_beta(beta)
-    state = process_state()
-    run = load_llm_run(run_dir, data=data, device=state.device)
-    cf_model = guide_cf_model(run, cf_run) if beta > 0 else None
-    rows = run.dataset.split(split).select(limit, sample_seed, sample_exclude)
     suffix = decoding_suffix(beta, length_normalize, cf_lookahead)
-    partial = run.run_dir / f"decode_{split}{suffix}.partial.json"
-    key = {"rows": rows.row_ids.tolist(), "beams": beams, "batch_size": batch_size, "beta": beta,
-           "cf_run": str(cf_run) if cf_run is not None else None, "processes": state.num_processes,
-           "weights": weights_stamp(run.run_dir), "item_choice": ITEM_CHOICE}
-    items, scores = _read_partial(partial, key)
-    block = batch_size * BLOCK_BATCHES * state.num_processes
-    what = f"evaluate {run.run_dir.name} on {split}" + (f" (CF-guided, β={beta:g})" if beta > 0 else "")
-    with tqdm(total=len(rows), initial=len(items), desc=what, unit="row", dynamic_ncols=True,
-              disable=not state.is_local_main_process) as bar:
-        for start in range(len(items), len(rows), block):
-            new_items, new_scores = evaluate_rows(
-                run.host, run.signals, rows.rows_between(start, start + block), beams=beams, k=beams,
-                batch_size=batch_size, device=state.device, beta=beta, length_normalize=length_normalize,
-                cf_model=cf_model, cf_lookahead=cf_lookahead, progress=bar)
-            items, scores = np.concatenate([items, new_items]), np.concatenate([scores, new_scores])
-            if state.is_main_process and len(items) < len(rows):
-                atomic_write_text(partial, json.dumps({"key": key, "items": items.tolist(), "scores": scores.tolist()}))
-    ranked = np.pad(items, ((0, 0), (0, max(0, max(KS) - beams))))  # empty slots never hit
-    ranks = hit_ranks(ranked, rows.targets, run.dataset.title_group)
-    lookahead = "" if cf_lookahead == "sum" else f",{cf_lookahead}"
-    name = (run.name + (f"+cfdec(beta={beta:g}{lookahead})" if beta > 0 else "")
-            + ("+lennorm" if length_normalize else ""))
-    record = metrics_record(ranks, split=split, model=name, extra={
-        "dataset": run.dataset.name, "limit": limit, "sample_seed": sample_seed,
-        **exclude_record(sample_exclude), "run": run.run_dir.name, "beams": beams,
-        "host": run.config.host, "alpha": run.config.alpha, "cf": run.config.cf, "beta": beta,
-        "guide_cf": (str(cf_run) if cf_run is not None else TEACHER) if beta > 0 else None,
-        "cf_lookahead": cf_lookahead if beta > 0 else None,
-        "length_normalize": length_normalize,
-        "item_choice": ITEM_CHOICE if beta > 0 or run.config.cf is not None else POPULARITY_CHOICE})
-    if state.is_main_process:
-        atomic_write_json(run.run_dir / f"metrics_{split}{suffix}.json", record)
-        atomic_write_jsonl(run.run_dir / f"predictions_{split}{suffix}.jsonl", prediction_records(
-            run.dataset.titles, rows.row_ids, rows.users, rows.targets, ranks, items, scores))
-        partial.unlink(missing_ok=True)
+    state = process_state()
+    with exclusive_use(run_dir, f"evaluate {split}{suffix}"):
+        run = load_llm_run(run_dir, data=data, device=state.device)
+        cf_model = guide_cf_model(run, cf_run) if beta > 0 else None
+        rows = run.dataset.split(split).select(limit, sample_seed, sample_exclude)
+        partial = run.run_dir / f"decode_{split}{suffix}.partial.json"
+        key = {"rows": rows.row_ids.tolist(), "beams": beams, "batch_size": batch_size, "beta": beta,
+               "cf_run": str(cf_run) if cf_run is not None else None, "processes": state.num_processes,
+               "weights": weights_stamp(run.run_dir), "item_choice": ITEM_CHOICE}
+        items, scores = _read_partial(partial, key)
+        block = batch_size * BLOCK_BATCHES * state.num_processes
+        what = f"evaluate {run.run_dir.name} on {split}" + (f" (CF-guided, β={beta:g})" if beta > 0 else "")
+        with tqdm(total=len(rows), initial=len(items), desc=what, unit="row", dynamic_ncols=True,
+                  disable=not state.is_local_main_process) as bar:
+            for start in range(len(items), len(rows), block):
+                new_items, new_scores = evaluate_rows(
+                    run.host, run.signals, rows.rows_between(start, start + block), beams=beams, k=beams,
+                    batch_size=batch_size, device=state.device, beta=beta, length_normalize=length_normalize,
+                    cf_model=cf_model, cf_lookahead=cf_lookahead, progress=bar)
+                items, scores = np.concatenate([items, new_items]), np.concatenate([scores, new_scores])
+                if state.is_main_process and len(items) < len(rows):
+                    atomic_write_text(partial, json.dumps({"key": key, "items": items.tolist(),
+                                                           "scores": scores.tolist()}))
+        ranked = np.pad(items, ((0, 0), (0, max(0, max(KS) - beams))))  # empty slots never hit
+        ranks = hit_ranks(ranked, rows.targets, run.dataset.title_group)
+        lookahead = "" if cf_lookahead == "sum" else f",{cf_lookahead}"
+        name = (run.name + (f"+cfdec(beta={beta:g}{lookahead})" if beta > 0 else "")
+                + ("+lennorm" if length_normalize else ""))
+        record = metrics_record(ranks, split=split, model=name, extra={
+            "dataset": run.dataset.name, "limit": limit, "sample_seed": sample_seed,
+            **exclude_record(sample_exclude), "run": run.run_dir.name, "beams": beams,
+            "host": run.config.host, "alpha": run.config.alpha, "cf": run.config.cf, "beta": beta,
+            "guide_cf": (str(cf_run) if cf_run is not None else TEACHER) if beta > 0 else None,
+            "cf_lookahead": cf_lookahead if beta > 0 else None,
+            "length_normalize": length_normalize,
+            "item_choice": ITEM_CHOICE if beta > 0 or run.config.cf is not None else POPULARITY_CHOICE})
+        if state.is_main_process:
+            atomic_write_json(run.run_dir / f"metrics_{split}{suffix}.json", record)
+            atomic_write_jsonl(run.run_dir / f"predictions_{split}{suffix}.jsonl", prediction_records(
+                run.dataset.titles, rows.row_ids, rows.users, rows.targets, ranks, items, scores))
+            partial.unlink(missing_ok=True)
     state.wait_for_everyone()
     return record
 

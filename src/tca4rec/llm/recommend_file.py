@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD
 from tca4rec.data import load_dataset
 from tca4rec.errors import ConfigError
-from tca4rec.io import atomic_write_json, atomic_write_jsonl, check_output, jsonl_records
+from tca4rec.io import atomic_write_json, atomic_write_jsonl, check_output, exclusive_use, jsonl_records
 from tca4rec.llm.decoding import read_tuned_beta
 from tca4rec.llm.histories import BAD_ROW_FIELDS, HistoryRow, read_histories
 from tca4rec.llm.recommend import Catalog, Recommendation, Recommender
@@ -68,32 +68,34 @@ def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, 
     dataset = load_dataset(data if data is not None else read_run_record(Path(run_dir))["config"]["data"])
     rows, bad = read_histories(histories, Catalog(dataset.titles), int(dataset.split("train").histories.shape[1]),
                                skip_bad=skip_bad_rows is not None)
-    run = load_llm_run(run_dir, data=data, device=state.device)
-    ranker = recommender(run) if recommender is not None else Recommender(
-        run, beams=beams, beta=beta, cf_run=cf_run, length_normalize=length_normalize, cf_lookahead=cf_lookahead)
-    ranker.check_k(k)
-    if skip_bad_rows is not None and state.is_main_process:
-        atomic_write_jsonl(skip_bad_rows, [b.record() for b in bad])
-    key = {"histories": str(histories.resolve()), "histories_sha256": _sha256(histories),
-           "run": str(Path(run_dir).resolve()), "weights": weights_stamp(Path(run_dir)), "k": k,
-           "beams": ranker.beams, "beta": ranker.beta, "cf_run": None if cf_run is None else str(cf_run),
-           "length_normalize": length_normalize, "cf_lookahead": cf_lookahead,
-           "skip_bad_rows": skip_bad_rows is not None, **ranker.resume_key()}
-    done, keep_bytes = _resume(out, meta, key, rows)
-    if state.is_main_process:
-        if done == 0:
-            atomic_write_json(meta, key)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("ab") as f:
-            f.truncate(keep_bytes)  # a partial last line from a kill goes; complete lines stay
-    state.wait_for_everyone()
-    block = batch_size * state.num_processes  # one batch per process per block
-    with tqdm(total=len(rows), initial=done, unit="row", desc="recommend", disable=not state.is_main_process) as bar:
-        for start in range(done, len(rows), block):
-            chunk = rows[start:start + block]
-            ranked = ranker.decode([row.items for row in chunk], k=k, beta=ranker.beta, batch_size=batch_size)
-            if state.is_main_process:
-                _append(out, [_line(row, recs) for row, recs in zip(chunk, ranked)])
+    with exclusive_use(out, "recommend"):
+        run = load_llm_run(run_dir, data=data, device=state.device)
+        ranker = recommender(run) if recommender is not None else Recommender(
+            run, beams=beams, beta=beta, cf_run=cf_run, length_normalize=length_normalize, cf_lookahead=cf_lookahead)
+        ranker.check_k(k)
+        if skip_bad_rows is not None and state.is_main_process:
+            atomic_write_jsonl(skip_bad_rows, [b.record() for b in bad])
+        key = {"histories": str(histories.resolve()), "histories_sha256": _sha256(histories),
+               "run": str(Path(run_dir).resolve()), "weights": weights_stamp(Path(run_dir)), "k": k,
+               "beams": ranker.beams, "beta": ranker.beta, "cf_run": None if cf_run is None else str(cf_run),
+               "length_normalize": length_normalize, "cf_lookahead": cf_lookahead,
+               "skip_bad_rows": skip_bad_rows is not None, **ranker.resume_key()}
+        done, keep_bytes = _resume(out, meta, key, rows)
+        if state.is_main_process:
+            if done == 0:
+                atomic_write_json(meta, key)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with out.open("ab") as f:
+                f.truncate(keep_bytes)  # a partial last line from a kill goes; complete lines stay
+        state.wait_for_everyone()
+        block = batch_size * state.num_processes  # one batch per process per block
+        with tqdm(total=len(rows), initial=done, unit="row", desc="recommend",
+                  disable=not state.is_main_process) as bar:
+            for start in range(done, len(rows), block):
+                chunk = rows[start:start + block]
+                ranked = ranker.decode([row.items for row in chunk], k=k, beta=ranker.beta, batch_size=batch_size)
+                if state.is_main_process:
+                    _append(out, [_line(row, recs) for row, recs in zip(chunk, ranked)])
             bar.update(len(chunk))
     state.wait_for_everyone()
     return {"out": str(out), "rows": len(rows), "decoded": len(rows) - done, "resumed_after": done,

@@ -39,7 +39,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices, safe_globa
 from tca4rec.align import soft_ntp_loss
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.evaluate.metrics import hit_ranks, summarize
-from tca4rec.io import atomic_write_json, atomic_write_jsonl, check_own_folder, remove_own_folder
+from tca4rec.io import atomic_write_json, atomic_write_jsonl, check_own_folder, exclusive_use, remove_own_folder
 from tca4rec.llm.config import RESUMABLE_CHANGES, RUN_FORMAT, TrainConfig
 from tca4rec.llm.decoding import evaluate_rows
 from tca4rec.llm.hosts import Host
@@ -456,18 +456,19 @@ def build_trainer(config: TrainConfig, *, resume: bool = False, overwrite: bool 
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Fine-tune ``config.host`` with LoRA (and TCA4Rec soft labels if alpha > 0); returns the run folder."""
     run_dir = Path(config.out)
-    trainer, checkpoint = build_trainer(config, resume=resume, overwrite=overwrite)
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    state = process_state()
-    if state.is_main_process:
-        save_weights(trainer.accelerator.unwrap_model(trainer.model), run_dir)
-        trainer.tca.ct.save(run_dir / CT_FILE)
-        atomic_write_json(run_dir / "train_state.json", {
-            "global_step": trainer.state.global_step, "epoch": trainer.state.epoch,
-            "best_metric": trainer.state.best_metric,
-            "stopped_by_time_budget_at_step": next((c.stopped_at for c in trainer.callback_handler.callbacks
-                                                    if isinstance(c, TimeBudgetCallback)), None),
-            "best_checkpoint": Path(trainer.state.best_model_checkpoint).name
-            if trainer.state.best_model_checkpoint else None})
-    state.wait_for_everyone()
+    with exclusive_use(run_dir, "train"):
+        trainer, checkpoint = build_trainer(config, resume=resume, overwrite=overwrite)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        state = process_state()
+        if state.is_main_process:
+            save_weights(trainer.accelerator.unwrap_model(trainer.model), run_dir)
+            trainer.tca.ct.save(run_dir / CT_FILE)
+            atomic_write_json(run_dir / "train_state.json", {
+                "global_step": trainer.state.global_step, "epoch": trainer.state.epoch,
+                "best_metric": trainer.state.best_metric,
+                "stopped_by_time_budget_at_step": next((c.stopped_at for c in trainer.callback_handler.callbacks
+                                                        if isinstance(c, TimeBudgetCallback)), None),
+                "best_checkpoint": Path(trainer.state.best_model_checkpoint).name
+                if trainer.state.best_model_checkpoint else None})
+        state.wait_for_everyone()
     return run_dir

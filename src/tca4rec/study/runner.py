@@ -16,6 +16,7 @@ is reused), that re-ranks its decoded test rows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -42,7 +43,7 @@ from tca4rec.fuse.apply import fuse_predictions, fused_with
 from tca4rec.fuse.config import FUSION_SUFFIX
 from tca4rec.fuse.fit import fit_fusion
 from tca4rec.fuse.store import fusion_matches
-from tca4rec.io import atomic_write_text, remove_own_folder
+from tca4rec.io import atomic_write_text, exclusive_use, remove_own_folder
 from tca4rec.llm.config import TrainConfig
 from tca4rec.llm.decoding import read_tuned_beta
 from tca4rec.llm.evaluate import decoding_suffix, evaluate_llm_run
@@ -255,6 +256,8 @@ class Study:
         Cells already in the folder that were made with other settings (``changed_cells``: a
         ``--set train.lr=...`` on a finished study) are refused, or with ``rerun_changed``
         deleted and run again, so no result is ever reported under settings it was not made with.
+        A second run of the whole study while one is running is refused (``io.exclusive_use``);
+        ``--only`` runs (the parallel jobs' own) are held by each cell's training and decoding.
 
         ``finish_within`` (seconds from now; needs every LLM cell running at once) gives each
         LLM cell the same budget, ``train.max_minutes``: what is left once the CF cells are done,
@@ -267,28 +270,29 @@ class Study:
         if deadline is not None and jobs < len(self.config.llm_cells()):
             raise ConfigError(f"--finish-within needs every LLM cell running at once: --jobs {jobs} < "
                               f"{len(self.config.llm_cells())} cells")
-        self._load_given_datasets()
-        self._refuse_or_clear_changed(rerun_changed)
-        self.out.mkdir(parents=True, exist_ok=True)
-        if only is None:
-            atomic_write_text(self.out / "study.yaml", yaml.safe_dump(_config_record(self.config), sort_keys=False))
-        for name in self.config.datasets:
-            self.dataset(name)
-        stages = self.plan(only, stage)
-        if jobs > 1:
-            stages = [s for s in stages if s.kind == "cf_run"]
-        started = time.time()
-        for n, step in enumerate(stages, 1):
-            left = sum(self.estimate(s) for s in stages[n - 1:])  # re-estimated with the rates measured so far
-            self.log(f"[{n}/{len(stages)}] {step.what}  (about {_fmt(left)} left for the whole run)")
-            t0 = time.time()
-            step.run()
-            self.log(f"[{n}/{len(stages)}] done in {_fmt(time.time() - t0)}")
-        if jobs > 1:
-            self._run_llm_cells_in_parallel(jobs, deadline, eval_reserve, stage)
-        if stages or jobs > 1:
-            self.log(f"all stages done in {_fmt(time.time() - started)}")
-        return None if only is not None or stage == "train" else self.report()
+        with exclusive_use(self.out, "study") if only is None else contextlib.nullcontext():
+            self._load_given_datasets()
+            self._refuse_or_clear_changed(rerun_changed)
+            self.out.mkdir(parents=True, exist_ok=True)
+            if only is None:
+                atomic_write_text(self.out / "study.yaml", yaml.safe_dump(_config_record(self.config), sort_keys=False))
+            for name in self.config.datasets:
+                self.dataset(name)
+            stages = self.plan(only, stage)
+            if jobs > 1:
+                stages = [s for s in stages if s.kind == "cf_run"]
+            started = time.time()
+            for n, step in enumerate(stages, 1):
+                left = sum(self.estimate(s) for s in stages[n - 1:])  # re-estimated with the rates measured so far
+                self.log(f"[{n}/{len(stages)}] {step.what}  (about {_fmt(left)} left for the whole run)")
+                t0 = time.time()
+                step.run()
+                self.log(f"[{n}/{len(stages)}] done in {_fmt(time.time() - t0)}")
+            if jobs > 1:
+                self._run_llm_cells_in_parallel(jobs, deadline, eval_reserve, stage)
+            if stages or jobs > 1:
+                self.log(f"all stages done in {_fmt(time.time() - started)}")
+            return None if only is not None or stage == "train" else self.report()
 
     def _run_llm_cells_in_parallel(self, jobs: int, deadline: float | None, eval_reserve: float, stage: str) -> None:
         todo = [c for c in self.config.llm_cells() if self.plan([c.folder], stage)]
