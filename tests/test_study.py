@@ -102,6 +102,13 @@ def test_study_yaml_errors(tmp_path):
     path.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_study(path)
+    deep = "[" * 3000 + "]" * 3000  # past the YAML reader's recursion: a one-line error, not a RecursionError
+    path.write_text(f"name: x\nout: o\ndatasets: {{d: data}}\ngrid: {deep}\n")
+    with pytest.raises(ConfigError, match="nested too deeply to read"):
+        load_study(path)
+    path.write_text("name: x\nout: o\ndatasets: {d: data}\ngrid: [{host: [tallrec]}]\n")
+    with pytest.raises(ConfigError, match=r"--set eval_limit=\.\.\.: value nested too deeply"):
+        load_study(path, [f"eval_limit={deep}"])
 
 
 def test_time_left_uses_the_rates_measured_on_the_same_dataset():

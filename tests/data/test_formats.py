@@ -270,6 +270,7 @@ def test_brand_column_is_optional(tiny_dir):
 
 @pytest.mark.parametrize("content,field,match", [
     ("{not json", None, "not valid JSON"),
+    ("[" * 5000 + "]" * 5000, None, "nested too deeply"),
     ("[1, 2]", None, "JSON object"),
     ('{"num_user": 3}', "num_item", "non-negative integer"),
     ('{"num_user": -1, "num_item": 4}', "num_user", "non-negative integer"),

@@ -230,6 +230,8 @@ def test_nothing_survives_k_core(tmp_path):
     (['{"reviewerID": "a", "asin": "b", "unixReviewTime": "May 5"}'], 1, "unixReviewTime", "unexpected value"),
     (['{"reviewerID": "a", "asin": 7, "unixReviewTime": 1}'], 1, "asin", "unexpected value"),
     (['["a", "b"]'], 1, None, "JSON object"),
+    (['{"reviewerID": "a", "asin": "b", "unixReviewTime": 1}', "[" * 5000 + "]" * 5000], 2, None,
+     "nested too deeply"),
 ])
 def test_bad_raw_reviews(tmp_path, lines, row, field, match):
     _, meta_path, _, _ = raw_amazon(tmp_path)

@@ -121,6 +121,7 @@ def test_bad_rows_stop_the_run_or_are_listed(run_dir, synth_dataset, tmp_path, c
         json.dumps({"history": [6]}),
         json.dumps({"user": 7, "history": [7, 99999]}),
         json.dumps({"user": 8, "history": [8]}),
+        '{"user": "f", "history": ' + "[" * 5000 + "]" * 5000 + "}",  # past Python's JSON depth
     ]) + "\n")
     out = tmp_path / "recs.jsonl"
     args = ["recommend", "--run", str(run_dir), "--histories", str(path), "--out", str(out), "--k", "2"]
@@ -135,10 +136,21 @@ def test_bad_rows_stop_the_run_or_are_listed(run_dir, synth_dataset, tmp_path, c
     bad = tmp_path / "bad.jsonl"
     assert main(args + ["--skip-bad-rows", str(bad)]) == 0
     assert [(b["row"], b["field"]) for b in lines(bad)] == [(3, "history[1]"), (5, None), (6, "history"),
-                                                            (7, "user"), (8, "history[1]")]
+                                                            (7, "user"), (8, "history[1]"), (10, None)]
     assert all("\n" not in b["error"] for b in lines(bad))
+    assert "nested too deeply" in lines(bad)[-1]["error"]
     assert [(r["row"], r["user"]) for r in lines(out)] == [(1, "a"), (4, "c"), (9, 8)]
-    assert "5 bad row(s) skipped" in capsys.readouterr().out
+    assert "6 bad row(s) skipped" in capsys.readouterr().out
+
+
+def test_a_history_cell_nested_too_deeply_is_a_bad_row(synth_dataset, tmp_path):
+    from tca4rec.llm.histories import read_histories
+    from tca4rec.llm.recommend import Catalog
+
+    path = tmp_path / "users.csv"
+    path.write_text("user,history\na,[1]\nb," + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(DatasetError, match=r"row 2, field 'history': .* is not a JSON list \(nested too deeply"):
+        read_histories(path, Catalog(synth_dataset.titles), 10)
 
 
 def test_resume_keeps_complete_lines_and_drops_a_partial_one(reference_file, reference, run_dir, histories, tmp_path):

@@ -126,6 +126,7 @@ BAD_REQUESTS = [  # (id, body or raw bytes, status, field, value)
     ("unknown field", {"history": [1], "user": 7}, 422, "user", 7),
     ("a list, not an object", [1, 2], 422, "body", [1, 2]),
     ("malformed JSON", b'{"history": [1, }', 400, "body", '{"history": [1, }'),
+    ("nested too deeply", b'{"history": ' + b"[" * 1500 + b"]" * 1500 + b"}", 400, "body", None),
     ("body over 4096 bytes", {"history": ["x" * 5000]}, 413, "body", None),
 ]
 

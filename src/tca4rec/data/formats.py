@@ -109,6 +109,8 @@ def _read_stat(path: Path) -> tuple[int, int]:
         raise DatasetError(f"not UTF-8 text (byte {e.start})", file=path) from None
     except json.JSONDecodeError as e:
         raise DatasetError(f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})", file=path) from None
+    except RecursionError:
+        raise DatasetError("JSON nested too deeply to read", file=path) from None
     if not isinstance(stat, dict):
         raise DatasetError("expected a JSON object with num_user and num_item", file=path)
     values = []

@@ -168,6 +168,8 @@ def read_json_lines(path: Path, fields: dict[str, type | tuple[type, ...]], requ
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise DatasetError(f"not valid JSON: {e.msg}", file=path, row=line_number) from None
+                except RecursionError:
+                    raise DatasetError("JSON nested too deeply to read", file=path, row=line_number) from None
                 if not isinstance(record, dict):
                     raise DatasetError("expected a JSON object", file=path, row=line_number)
                 for name, kind in fields.items():

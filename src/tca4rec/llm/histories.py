@@ -24,6 +24,7 @@ from tca4rec.llm.recommend import Catalog, InputError
 
 SUGGESTIONS = 20  # close-title hints are computed for the first bad rows only (each costs a catalog scan)
 BAD_ROW_FIELDS = ("row", "field", "error")  # a line of a --skip-bad-rows file
+TOO_DEEP = "nested too deeply to read"  # Python's JSON reader stops at about 1,000 levels (RecursionError)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ def _records(path: Path) -> Iterator[tuple[int, object]]:
                     yield line_number, json.loads(line)
                 except json.JSONDecodeError as e:
                     yield line_number, _BadValue(f"not a JSON object ({e.msg} at column {e.colno})", None)
+                except RecursionError:
+                    yield line_number, _BadValue(f"not a JSON object ({TOO_DEEP})", None)
     except UnicodeDecodeError as e:
         raise DatasetError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=path) from None
 
@@ -97,8 +100,9 @@ def _csv_records(path: Path, f) -> Iterator[tuple[int, object]]:
         cell = record.get("history") or ""
         try:
             history = json.loads(cell)
-        except json.JSONDecodeError as e:
-            yield data_row, _BadValue(f"{cell[:80]!r} is not a JSON list ({e.msg})", "history")
+        except (json.JSONDecodeError, RecursionError) as e:
+            reason = e.msg if isinstance(e, json.JSONDecodeError) else TOO_DEEP
+            yield data_row, _BadValue(f"{cell[:80]!r} is not a JSON list ({reason})", "history")
             continue
         yield data_row, {"user": record.get("user"), "history": history}
 

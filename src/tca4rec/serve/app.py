@@ -178,6 +178,9 @@ def create_app(recommender: Recommender, batcher: MicroBatcher, info: dict, limi
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.detail, dict):
             return error(exc.status_code, **exc.detail)
+        if exc.status_code == 400:  # FastAPI could not parse the body beyond a JSON syntax error (nested too deeply)
+            cause = f": {one_line(exc.__cause__)}" if exc.__cause__ is not None else ""
+            return error(400, f"the body could not be read as JSON{cause}", "body")
         return error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)

@@ -84,6 +84,8 @@ class StudyConfig:
             raise ConfigError(f"{path}: a folder, not a study file") from None
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not a study file: nested too deeply to read") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a study file is a mapping (name, out, datasets, grid, ...)")
         for item in overrides or []:
@@ -240,6 +242,8 @@ def _apply_override(raw: dict, item: str, path: Path) -> None:
         target[leaf] = yaml.safe_load(value)
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"--set {key}=...: value nested too deeply to read") from None
 
 
 DEMO_SYNTH = {"num_items": 400, "num_users": 600, "seed": 0}
