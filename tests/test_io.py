@@ -89,11 +89,16 @@ def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path):
     atomic_write_json(tmp_path / "atomic.json", {})
     with atomic_dir(tmp_path / "atomic_dir") as tmp:
         (tmp / "x").write_text("")
+        (tmp / "sub").mkdir(mode=0o700)
+        (tmp / "sub" / "weights").write_text("")
+        os.chmod(tmp / "sub" / "weights", 0o600)  # as safetensors writes (peft's adapter file)
 
     def mode(name: str) -> int:
         return (tmp_path / name).stat().st_mode & 0o777
 
     assert mode("atomic.json") == mode("plain.json") and mode("atomic_dir") == mode("plain_dir")
+    assert mode("atomic_dir/x") == mode("atomic_dir/sub/weights") == mode("plain.json")
+    assert mode("atomic_dir/sub") == mode("plain_dir")
 
 
 def test_exclusive_use_refuses_a_second_holder_until_the_first_is_done(tmp_path, monkeypatch):

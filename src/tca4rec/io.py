@@ -125,11 +125,22 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
+        _plain_permissions(tmp)
         with _naming(path):
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _plain_permissions(folder: Path) -> None:
+    """Widen what a library wrote privately inside ``folder`` (safetensors writes 0600: a LoRA
+    adapter saved by peft was unreadable to the group) to what a plain write would give."""
+    for root, dirs, files in os.walk(folder):
+        for name, plain in [(d, 0o777 & ~_UMASK) for d in dirs] + [(f, 0o666 & ~_UMASK) for f in files]:
+            entry = os.path.join(root, name)
+            if not os.path.islink(entry):
+                os.chmod(entry, os.stat(entry).st_mode & 0o7777 | plain)
 
 
 def check_own_folder(path: str | os.PathLike, own: Sequence[str], what: str) -> None:
