@@ -84,6 +84,17 @@ def test_overwrite_replaces_and_same_seed_gives_same_weights(synth_dataset, tmp_
     assert not list(tmp_path.glob(".*"))  # no staging folders left behind
 
 
+def test_a_run_another_process_trains_is_refused(synth_dataset, tmp_path):
+    from tca4rec.io import exclusive_use
+
+    out = tmp_path / "mostpop"
+    with exclusive_use(out, "train"):
+        with pytest.raises(RunError, match="mostpop is in use: another tca4rec process .* is running train on it"):
+            train_cf(synth_dataset, "mostpop", out, progress=False)
+    assert not out.exists()
+    assert train_cf(synth_dataset, "mostpop", out, progress=False) == out  # free once the other is done
+
+
 def test_foreign_dataset_is_refused(sasrec_run, synth_dataset):
     titles = list(synth_dataset.titles)
     titles[1] = titles[1] + " (renamed)"

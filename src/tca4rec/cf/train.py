@@ -24,7 +24,8 @@ from tca4rec.cf.zoo import cf_model_class
 from tca4rec.data import RecDataset
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.evaluate.metrics import metrics_record, summarize
-from tca4rec.io import atomic_dir, atomic_save_tensors, atomic_write_json, atomic_write_jsonl, check_own_folder
+from tca4rec.io import (atomic_dir, atomic_save_tensors, atomic_write_json, atomic_write_jsonl, check_own_folder,
+                        exclusive_use)
 
 
 def make_config(model_name: str, config: CFConfig | dict[str, Any] | None) -> CFConfig:
@@ -107,60 +108,62 @@ def train_cf(dataset: RecDataset, model_name: str, out_dir: str | Path, *,
     from accelerate import Accelerator
 
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, overwrite)
-    if limit is not None and limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {limit}")
-    cfg = make_config(model_name, config)
-    if epochs is not None:
-        cfg = dataclasses.replace(cfg, epochs=epochs)
-    train = dataset.split("train").head(limit)
-    if len(train) == 0:
-        raise ConfigError(f"dataset '{dataset.name}' has no train rows")
-    valid_rows = len(dataset.split("valid").head(limit))
+    with exclusive_use(out_dir, "train"):
+        check_out_dir(out_dir, overwrite)
+        if limit is not None and limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {limit}")
+        cfg = make_config(model_name, config)
+        if epochs is not None:
+            cfg = dataclasses.replace(cfg, epochs=epochs)
+        train = dataset.split("train").head(limit)
+        if len(train) == 0:
+            raise ConfigError(f"dataset '{dataset.name}' has no train rows")
+        valid_rows = len(dataset.split("valid").head(limit))
 
-    torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    accelerator = Accelerator()
-    model = cf_model_class(model_name)(cfg, dataset.num_items, dataset.num_users).to(accelerator.device)
-    model.fit_statistics(train.histories, train.targets)
-    log: list[dict] = []
-    started = time.perf_counter()
-    best_epoch, best_ndcg, best_ranks = 0, -1.0, None
-    best_state = _cpu_state(model)
-    if model.trainable and cfg.epochs > 0:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        model, optimizer = accelerator.prepare(model, optimizer)
-        tensors = tuple(torch.tensor(a, dtype=torch.long) for a in (train.users, train.histories, train.targets))
-        bar = tqdm(range(1, cfg.epochs + 1), desc=f"{model_name} on {dataset.name}", unit="epoch", disable=not progress)
-        for epoch in bar:
-            loss = _run_epoch(model, optimizer, accelerator, tensors, cfg.batch_size, generator)
-            ranks = split_ranks(accelerator.unwrap_model(model), dataset, "valid", limit)[0]
-            valid = summarize(ranks)
-            log.append({"epoch": epoch, "loss": loss, "valid": valid, "seconds": time.perf_counter() - started})
-            if valid["NDCG@10"] > best_ndcg:
-                best_epoch, best_ndcg, best_ranks = epoch, valid["NDCG@10"], ranks
-                best_state = _cpu_state(accelerator.unwrap_model(model))
-            bar.set_postfix(loss=f"{loss:.3f}", ndcg10=f"{valid['NDCG@10']:.4f}", best=best_epoch)
-            if epoch - best_epoch >= cfg.patience:
-                break
-    if best_ranks is None:  # not trained: the train-row statistics (or initial weights) are the model
-        best_ranks = split_ranks(model, dataset, "valid", limit)[0]
-    seconds = time.perf_counter() - started
-    valid_record = metrics_record(best_ranks, split="valid", model=model_name,
-                                  extra={"dataset": dataset.name, "limit": limit, "epoch": best_epoch})
-    run_config = {
-        "model": model_name,
-        "config": dataclasses.asdict(cfg),
-        "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "num_items": dataset.num_items,
-                    "num_users": dataset.num_users, "root": None if dataset.root is None else str(dataset.root)},
-        "seed": cfg.seed,
-        "train_rows": len(train),
-        "valid_rows": valid_rows,
-        "limit": limit,
-        "best_epoch": best_epoch,
-        "epochs_run": len(log),
-        "train_seconds": round(seconds, 2),
-    }
-    _write_run(out_dir, overwrite, {CONFIG_FILE: run_config, "train_log.jsonl": log, "metrics_valid.json": valid_record},
-               best_state)
+        torch.manual_seed(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        accelerator = Accelerator()
+        model = cf_model_class(model_name)(cfg, dataset.num_items, dataset.num_users).to(accelerator.device)
+        model.fit_statistics(train.histories, train.targets)
+        log: list[dict] = []
+        started = time.perf_counter()
+        best_epoch, best_ndcg, best_ranks = 0, -1.0, None
+        best_state = _cpu_state(model)
+        if model.trainable and cfg.epochs > 0:
+            optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            model, optimizer = accelerator.prepare(model, optimizer)
+            tensors = tuple(torch.tensor(a, dtype=torch.long) for a in (train.users, train.histories, train.targets))
+            bar = tqdm(range(1, cfg.epochs + 1), desc=f"{model_name} on {dataset.name}", unit="epoch",
+                       disable=not progress)
+            for epoch in bar:
+                loss = _run_epoch(model, optimizer, accelerator, tensors, cfg.batch_size, generator)
+                ranks = split_ranks(accelerator.unwrap_model(model), dataset, "valid", limit)[0]
+                valid = summarize(ranks)
+                log.append({"epoch": epoch, "loss": loss, "valid": valid, "seconds": time.perf_counter() - started})
+                if valid["NDCG@10"] > best_ndcg:
+                    best_epoch, best_ndcg, best_ranks = epoch, valid["NDCG@10"], ranks
+                    best_state = _cpu_state(accelerator.unwrap_model(model))
+                bar.set_postfix(loss=f"{loss:.3f}", ndcg10=f"{valid['NDCG@10']:.4f}", best=best_epoch)
+                if epoch - best_epoch >= cfg.patience:
+                    break
+        if best_ranks is None:  # not trained: the train-row statistics (or initial weights) are the model
+            best_ranks = split_ranks(model, dataset, "valid", limit)[0]
+        seconds = time.perf_counter() - started
+        valid_record = metrics_record(best_ranks, split="valid", model=model_name,
+                                      extra={"dataset": dataset.name, "limit": limit, "epoch": best_epoch})
+        run_config = {
+            "model": model_name,
+            "config": dataclasses.asdict(cfg),
+            "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "num_items": dataset.num_items,
+                        "num_users": dataset.num_users, "root": None if dataset.root is None else str(dataset.root)},
+            "seed": cfg.seed,
+            "train_rows": len(train),
+            "valid_rows": valid_rows,
+            "limit": limit,
+            "best_epoch": best_epoch,
+            "epochs_run": len(log),
+            "train_seconds": round(seconds, 2),
+        }
+        _write_run(out_dir, overwrite,
+                   {CONFIG_FILE: run_config, "train_log.jsonl": log, "metrics_valid.json": valid_record}, best_state)
     return out_dir
