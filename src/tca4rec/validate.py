@@ -9,6 +9,7 @@ module knows the few annotation shapes our config dataclasses use: ``int``, ``fl
 
 from __future__ import annotations
 
+import json
 import math
 import types
 import typing
@@ -59,6 +60,16 @@ def check_value(value: Any, annotation: Any, path: str) -> None:
         ok = isinstance(value, annotation)
     if not ok:
         raise ConfigError(f"{where}: {value!r} is not {_describe(annotation)}")
+
+
+def loads_json(text: str) -> Any:
+    """``json.loads`` of text a person wrote. JSON nested past the reader's depth (about 1,000
+    levels, a ``RecursionError``) is a ``json.JSONDecodeError`` like any other malformed JSON, so
+    each reader's one handler names the file and row."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply to read", text, 0) from None
 
 
 def is_int(value: object) -> bool:

@@ -26,6 +26,7 @@ import pandas as pd
 from tca4rec.data.dataset import SPLITS, RecDataset, Split
 from tca4rec.errors import DatasetError
 from tca4rec.io import atomic_dir
+from tca4rec.validate import loads_json
 
 ITEM_FILE = "item.csv"
 STAT_FILE = "data_stat.json"
@@ -104,13 +105,11 @@ def _read_stat(path: Path) -> tuple[int, int]:
     if not path.is_file():
         raise DatasetError("missing file", file=path)
     try:
-        stat = json.loads(path.read_bytes().decode("utf-8"))
+        stat = loads_json(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
         raise DatasetError(f"not UTF-8 text (byte {e.start})", file=path) from None
     except json.JSONDecodeError as e:
         raise DatasetError(f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})", file=path) from None
-    except RecursionError:
-        raise DatasetError("JSON nested too deeply to read", file=path) from None
     if not isinstance(stat, dict):
         raise DatasetError("expected a JSON object with num_user and num_item", file=path)
     values = []
@@ -210,10 +209,11 @@ def _read_items(path: Path) -> tuple[list[str], list[str], list[str]]:
         reason = f"duplicate item id {sorted_ids[k]}" if dup else f"item ids must be 1..{len(iids)}; {k + 1} is missing"
         raise DatasetError(reason, file=path, row=int(order[k]) + 1, field="iid")
     titles = frame["title"].to_numpy(dtype=object)[order]
-    blank = np.flatnonzero(pd.Series(titles).str.strip().eq("").to_numpy())
+    title_series = pd.Series(titles)
+    blank = np.flatnonzero(title_series.str.strip().eq("").to_numpy())
     if blank.size:
         raise DatasetError("empty title", file=path, row=int(order[blank[0]]) + 1, field="title")
-    lengths = pd.Series(titles).str.len().to_numpy()
+    lengths = title_series.str.len().to_numpy()
     if lengths.max() > MAX_TITLE_CHARS:
         k = int(np.argmax(lengths > MAX_TITLE_CHARS))
         raise DatasetError(f"a title of {lengths[k]:,} characters (at most {MAX_TITLE_CHARS:,}; `tca4rec data "

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from tca4rec.data.dataset import SPLITS, RecDataset, Split
 from tca4rec.errors import ConfigError, DatasetError
+from tca4rec.validate import loads_json
 
 MAX_TITLE_CHARS = 100
 _TAG = re.compile(r"<[^>]*>")
@@ -165,11 +166,9 @@ def read_json_lines(path: Path, fields: dict[str, type | tuple[type, ...]], requ
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = loads_json(line)
                 except json.JSONDecodeError as e:
                     raise DatasetError(f"not valid JSON: {e.msg}", file=path, row=line_number) from None
-                except RecursionError:
-                    raise DatasetError("JSON nested too deeply to read", file=path, row=line_number) from None
                 if not isinstance(record, dict):
                     raise DatasetError("expected a JSON object", file=path, row=line_number)
                 for name, kind in fields.items():

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from tca4rec.errors import DatasetError
 from tca4rec.llm.recommend import Catalog, InputError
+from tca4rec.validate import loads_json
 
 SUGGESTIONS = 20  # close-title hints are computed for the first bad rows only (each costs a catalog scan)
 BAD_ROW_FIELDS = ("row", "field", "error")  # a line of a --skip-bad-rows file
-TOO_DEEP = "nested too deeply to read"  # Python's JSON reader stops at about 1,000 levels (RecursionError)
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,9 @@ def _records(path: Path) -> Iterator[tuple[int, object]]:
                 if not line.strip():
                     continue
                 try:
-                    yield line_number, json.loads(line)
+                    yield line_number, loads_json(line)
                 except json.JSONDecodeError as e:
                     yield line_number, _BadValue(f"not a JSON object ({e.msg} at column {e.colno})", None)
-                except RecursionError:
-                    yield line_number, _BadValue(f"not a JSON object ({TOO_DEEP})", None)
     except UnicodeDecodeError as e:
         raise DatasetError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=path) from None
 
@@ -99,10 +97,9 @@ def _csv_records(path: Path, f) -> Iterator[tuple[int, object]]:
     for data_row, record in enumerate(reader, start=1):
         cell = record.get("history") or ""
         try:
-            history = json.loads(cell)
-        except (json.JSONDecodeError, RecursionError) as e:
-            reason = e.msg if isinstance(e, json.JSONDecodeError) else TOO_DEEP
-            yield data_row, _BadValue(f"{cell[:80]!r} is not a JSON list ({reason})", "history")
+            history = loads_json(cell)
+        except json.JSONDecodeError as e:
+            yield data_row, _BadValue(f"{cell[:80]!r} is not a JSON list ({e.msg})", "history")
             continue
         yield data_row, {"user": record.get("user"), "history": history}
 
