@@ -153,6 +153,26 @@ def test_a_history_cell_nested_too_deeply_is_a_bad_row(synth_dataset, tmp_path):
         read_histories(path, Catalog(synth_dataset.titles), 10)
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_row(synth_dataset, tmp_path):
+    """Excel's "CSV UTF-8" and PowerShell write one: it was a column '\ufeffuser' or a JSON error on row 1."""
+    from tca4rec.llm.histories import read_histories
+    from tca4rec.llm.recommend import Catalog
+
+    catalog = Catalog(synth_dataset.titles)
+    history = [synth_dataset.titles[2], 5]
+    for name in ("users.csv", "users.jsonl"):
+        plain, marked = tmp_path / name, tmp_path / f"bom-{name}"
+        with plain.open("w", newline="") as f:
+            if name.endswith(".csv"):
+                csv.writer(f).writerows([["user", "history"], ["a", json.dumps(history)]])
+            else:
+                f.write(json.dumps({"user": "a", "history": history}) + "\n")
+        marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+        expected, _ = read_histories(plain, catalog, 10)
+        assert len(expected) == 1
+        assert read_histories(marked, catalog, 10) == (expected, []), name
+
+
 def test_resume_keeps_complete_lines_and_drops_a_partial_one(reference_file, reference, run_dir, histories, tmp_path):
     """As a kill leaves it: two complete lines (the first marked, to show it is not decoded again) and half a line."""
     out = tmp_path / "recs.jsonl"

@@ -74,7 +74,8 @@ class _BadValue(Exception):
 def _records(path: Path) -> Iterator[tuple[int, object]]:
     """(row, parsed record or a _BadValue to raise) for every non-blank row of the file."""
     try:
-        with path.open(encoding="utf-8", newline="" if path.suffix.lower() == ".csv" else None) as f:
+        # utf-8-sig: spreadsheets and PowerShell start the file with a byte-order mark
+        with path.open(encoding="utf-8-sig", newline="" if path.suffix.lower() == ".csv" else None) as f:
             if path.suffix.lower() == ".csv":
                 yield from _csv_records(path, f)
                 return
