@@ -73,6 +73,16 @@ def test_file_system_refusals_are_one_line_naming_the_path(tmp_path, synth_dir, 
         main(["--debug", "cf", "evaluate", "--run", str(run), "--split", "test"])
 
 
+def test_running_out_of_memory_is_one_line_with_what_needs_less(tmp_path, synth_dir, capsys):
+    # A real allocation failure: SASRec's item table at a width of 10^12 (4 PB) is refused by torch's CPU allocator.
+    argv = ["cf", "train", "--data", str(synth_dir), "--model", "sasrec", "--out", str(tmp_path / "big"),
+            "--hidden-size", str(10**12), "--quiet"]
+    err = one_line_error(capsys, argv, "error: out of memory (", "allocate", "--batch-size")
+    assert "enforce fail" not in err and "alloc_cpu" not in err
+    with pytest.raises(RuntimeError, match="allocate"):
+        main(["--debug", *argv[:-3], "--out", str(tmp_path / "big2"), *argv[-3:]])
+
+
 def test_a_gguf_file_cut_short_is_a_one_line_error(tmp_path, synth_dir, capsys):
     import importlib.util
     from pathlib import Path

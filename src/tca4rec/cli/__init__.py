@@ -7,13 +7,15 @@ transformers (seconds), and ``--help`` or a mistyped option must answer at once.
 
 Errors the library raises on purpose (``TCA4RecError``) and refusals of the file system
 (``OSError``: a read-only folder, a file where a folder should be, a full disk) print as one
-line naming the path, with exit status 2; ``--debug`` shows the traceback.
+line naming the path, with exit status 2; ``--debug`` shows the traceback. So does running out
+of memory (torch's CUDA and CPU allocators, numpy), with what would need less.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from tca4rec.errors import TCA4RecError
@@ -32,6 +34,9 @@ EPILOG = """examples:
 
 _OS_HINTS = {PermissionError: " (is it read-only?)", NotADirectoryError: " (a file stands where a folder is needed)",
              FileExistsError: " (a file stands where a folder is needed?)", IsADirectoryError: " (a folder, not a file)"}
+# torch.OutOfMemoryError (CUDA) says "out of memory"; its CPU allocator raises a plain RuntimeError
+_OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|not enough memory", re.IGNORECASE)
+_OOM_HINT = "a smaller --batch-size, fewer --beams or a smaller model needs less (--debug shows where)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,10 +73,21 @@ def main(argv: list[str] | None = None) -> int:
         hint = _OS_HINTS.get(type(e), "")
         print(f"error: {where + ': ' if where else ''}{e.strerror or e}{hint}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as e:
+        if args.debug or not (isinstance(e, MemoryError) or _OUT_OF_MEMORY.search(str(e))):
+            raise
+        print(f"error: out of memory ({_memory_reason(e)}): {_OOM_HINT}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def _memory_reason(error: BaseException) -> str:
+    """The allocator's first line, without torch's C++ source location."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return re.sub(r"^\[enforce fail at [^\]]*\]\s*(err == 0\.\s*)?", "", lines[0])[:300]
 
 
 def examples(*lines: str) -> str:
