@@ -14,7 +14,8 @@ Writes docs/results/breadth/report.md, results.json and alpha.png. One table per
   rows, consistency@10 with the teacher's own top-10, and fluency (``tca4rec.llm.fluency``:
   the target title's NLL per token on the first 500 valid rows, and the NLL per token of 500
   Toys_and_Games titles read as plain text, a catalog no cell trained on). Every alpha > 0 is
-  tested against alpha 0.
+  tested against alpha 0, in NDCG@10 and in consistency with the teacher (the knob: does the
+  student follow its teacher more as alpha grows?).
 
 Paired tests (sign-flip or McNemar, bootstrap, normal; MDE80) on all rows and on novel rows,
 and one Bonferroni line over this report's own tests. ``--fluency`` first computes the fluency
@@ -31,8 +32,8 @@ from pathlib import Path
 
 from tca4rec.data import load_dataset
 from tca4rec.evaluate.plots import plot_alpha_panels
-from tca4rec.evaluate.report import (ROW_SETS, RunResult, collaborative_consistency, compare, load_run_result,
-                                     paired_tests_section, row_profile)
+from tca4rec.evaluate.report import (ROW_SETS, RunResult, collaborative_consistency, compare, compare_consistency,
+                                     load_run_result, paired_tests_section, row_profile)
 from tca4rec.io import atomic_write_json, atomic_write_text
 from tca4rec.llm.fluency import fluency
 
@@ -103,15 +104,20 @@ def tests_of(cells: dict[str, RunResult]) -> list[dict]:
     for alpha, label in alpha_cells().items():
         if alpha > 0.1:  # alpha 0.1 against 0 is the SASRec row of A
             tests += pair("C. alpha", "tallrec", label)
+    # the knob itself: does the student follow its teacher more as alpha grows?
+    for alpha, label in alpha_cells().items():
+        if alpha > 0 and {"tallrec", label, "SASRec"} <= cells.keys():
+            tests.append({"kind": "C. alpha", **compare_consistency(cells["tallrec"], cells[label], cells["SASRec"])})
     return tests
 
 
-def _delta(tests: list[dict], a: str, b: str, rows: str) -> str:
-    t = next((t for t in tests if t["a"] == a and t["b"] == b and t["metric"] == "NDCG@10" and t["row_set"] == rows),
+def _delta(tests: list[dict], a: str, b: str, rows: str, metric: str = "NDCG@10", digits: int = 4) -> str:
+    t = next((t for t in tests if t["a"] == a and t["b"] == b and t["metric"] == metric and t["row_set"] == rows),
              None)
     if t is None:
         return "–"
-    return f"{t['diff']:+.4f} [{t['low']:+.4f}, {t['high']:+.4f}]" + (" *" if t["significant"] else "")
+    star = " *" if t["significant"] else ""
+    return f"{t['diff']:+.{digits}f} [{t['low']:+.{digits}f}, {t['high']:+.{digits}f}]{star}"
 
 
 def _ndcg(r: RunResult | None) -> str:
@@ -171,7 +177,7 @@ def write(cells: dict[str, RunResult], missing: list[str], out: Path) -> Path:
               f"nats per token of {FLUENCY_TEXTS} Toys_and_Games titles read as plain text (the base model without "
               "LoRA in brackets).", "",
               "| alpha | NDCG@10 [95% CI] | Δ vs alpha 0 | NDCG@10, novel rows | Δ, novel rows | consistency@10 | "
-              "target NLL | text NLL (base) |", "|---|---|---|---|---|---|---|---|"]
+              "Δ consistency | target NLL | text NLL (base) |", "|---|---|---|---|---|---|---|---|---|"]
     alpha = alpha_rows(cells)
     for row in alpha:
         r = cells.get(row["label"])
@@ -180,7 +186,8 @@ def write(cells: dict[str, RunResult], missing: list[str], out: Path) -> Path:
         cons = "–" if row["consistency@10"] is None else f"{row['consistency@10']:.3f}"
         ref = "tallrec"
         lines.append(f"| {row['alpha']:g} | {_ndcg(r)} | {_delta(tests, ref, row['label'], 'all')} | {_novel(r)} | "
-                     f"{_delta(tests, ref, row['label'], 'novel')} | {cons} | {nll} | {text} |")
+                     f"{_delta(tests, ref, row['label'], 'novel')} | {cons} | "
+                     f"{_delta(tests, ref, row['label'], 'all', 'consistency@10', 3)} | {nll} | {text} |")
     finished = [row for row in alpha if row["finished"]]
     if len(finished) >= 2:
         plot_alpha_panels(finished, out / "alpha.png")

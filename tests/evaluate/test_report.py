@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from tca4rec.errors import RunError
-from tca4rec.evaluate.metrics import mcnemar_exact_p, paired_bootstrap
+from tca4rec.evaluate.metrics import mcnemar_exact_p, paired_bootstrap, sign_flip_p
 from tca4rec.evaluate.report import (
     bonferroni_lines,
     check_same_depth,
     collaborative_consistency,
     compare,
+    compare_consistency,
     compare_pooled,
     describe_comparison,
     load_run_result,
@@ -47,6 +48,32 @@ def test_run_results_are_aligned_by_row_and_compared(tmp_path):
     c = compare(cf, llm, "HR@1")
     assert c["diff"] == pytest.approx(-1.0) and c["rows"] == 2
     assert "| cf | 2 |" in metrics_table([cf, llm])
+
+
+def test_consistency_comparison_against_row_by_row_sets(tmp_path):
+    """b - a in consistency@10 with a CF model, over the rows all three ranked, the slow way."""
+    rng = np.random.default_rng(3)
+    group = np.arange(41)
+    targets = rng.integers(1, 41, 90)
+    lists = {}
+    for name, rows in (("cf", range(0, 90)), ("a", range(0, 80)), ("b", range(10, 90))):
+        # b draws from the CF model's few items, a from all: b shares more with it
+        pool = np.arange(1, 41) if name == "a" else np.arange(1, 16)
+        lists[name] = {r: [int(x) for x in rng.choice(pool, 10, replace=False)] for r in rows}
+        lists[name][rows[0]][9] = 0  # an empty slot never counts as shared
+        write_run(tmp_path / name, list(rows), [int(targets[r]) for r in rows], list(lists[name].values()))
+    cf, a, b = (load_run_result(tmp_path / n, "test", group) for n in ("cf", "a", "b"))
+    common = range(10, 80)
+    def share(name, r):
+        return len((set(lists[name][r]) - {0}) & set(lists["cf"][r])) / 10
+
+    diff = np.array([share("b", r) - share("a", r) for r in common])
+    t = compare_consistency(a, b, cf)
+    assert t["rows"] == 70 and t["metric"] == "consistency@10" and t["discordant"] == int((diff != 0).sum())
+    assert t["diff"] == pytest.approx(diff.mean()) and t["p_exact"] == sign_flip_p(diff)
+    assert t["diff"] > 0 and t["low"] <= t["diff"] <= t["high"] and t["significant"]
+    assert collaborative_consistency(a, cf) == pytest.approx(np.mean([share("a", r) for r in range(80)]))
+    assert "Δconsistency@10" in describe_comparison(t) and "sign-flip" in describe_comparison(t)
 
 
 def test_runs_on_different_targets_are_refused(tmp_path):
@@ -171,13 +198,19 @@ def test_a_p_value_at_its_resolution_floor_is_reported_as_such_and_not_used_for_
     assert "≤ 0.001 (2,000 resamples) bootstrap" in describe_comparison(t)
     assert t["p"] == t["p_bootstrap"]  # the largest of the three sits at the floor
     (line,) = bonferroni_lines([t] * 48)
-    assert "48 of 48 remain significant" in line and "bootstrap p values under it are set aside" in line
+    assert "48 of 48 remain significant" in line and "bootstrap p values that cannot resolve it are set aside" in line
     assert "2,000 resamples" in line
     worse = {**t, "p_normal": 0.002}  # judged on the p values that resolve it: no longer significant
     (line,) = bonferroni_lines([worse] * 48)
     assert "0 of 48 remain significant" in line
+    (line,) = bonferroni_lines([t] * 64)  # 0.00078, under the floor: "at most 0.001" cannot veto either
+    assert "64 of 64 remain significant" in line and "bootstrap p values that cannot resolve it are set aside" in line
+    coarse = {**t, "p_bootstrap": 0.002, "p": 0.002}  # above its floor and the threshold: an estimate, and it says no
+    (line,) = bonferroni_lines([coarse] * 64)
+    assert "0 of 64 remain significant" in line
     (line,) = bonferroni_lines([t] * 4)  # 0.0125: resolved by 2,000 resamples, nothing set aside
     assert "set aside" not in line and "4 of 4" in line
+    assert "p ≤ 0.001)" in line  # the bootstrap p it rests on is its floor: "at most", not a value
     null = {**t, "p_bootstrap": 0.8, "p_exact": 0.7, "p_normal": 0.75, "p": 0.8}  # coarse but far above: it stays
     (line,) = bonferroni_lines([null] * 48)
     assert "set aside" not in line and "0 of 48" in line

@@ -67,5 +67,9 @@ def test_a_study_fits_each_cells_fusion_on_valid_rows_and_reuses_it(tmp_path, sy
             ("SASRec", "tallrec + learned fusion (SASRec, fit on valid)")} <= tested
 
     assert Study(config).plan() == []  # finished, fusion included: nothing to do again
+    # the same folder as a study without the option: its report has no fusion rows and no tests of them
+    plain = json.loads((Study(dataclasses.replace(config, fusion=None)).report() / "results.json").read_text())
+    assert not any("learned fusion" in m["method"] for m in plain["datasets"]["d"]["methods"])
+    assert not any("learned fusion" in t["b"] for t in plain["datasets"]["d"]["significance"])
     changed = Study(dataclasses.replace(config, fusion={"rows": 12, "k": 5, "grid": TINY_GRID})).plan()
     assert [stage.what.split(" (")[0] for stage in changed] == ["learned fusion of tallrec on d"]  # only the fit

@@ -64,9 +64,20 @@ _Z_POWER80 = 1.959964 + 0.841621
 
 def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str = "NDCG@10", n_boot: int = 2000,
                      level: float = 0.95, seed: int = 0) -> dict[str, float]:
-    """CI of mean(metric_b - metric_a) over the same rows; significant when the CI excludes 0
-    and every one of the three p values below is under ``1 - level`` (near the threshold a CI
-    that just excludes 0 can come with an exact p above 0.05: the verdict then says no).
+    """``paired_difference`` of a rank metric (``HR@K``: McNemar's exact test, else sign-flip)."""
+    if len(ranks_a) != len(ranks_b):
+        raise ValueError("paired bootstrap needs the same rows on both sides")
+    k = int(metric.split("@")[1])
+    value_a, value_b = per_row_metrics(ranks_a, (k,))[metric], per_row_metrics(ranks_b, (k,))[metric]
+    return paired_difference(value_a, value_b, hits=metric.startswith("HR"), n_boot=n_boot, level=level, seed=seed)
+
+
+def paired_difference(value_a: np.ndarray, value_b: np.ndarray, hits: bool = False, n_boot: int = 2000,
+                      level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """CI of mean(value_b - value_a) over the same rows (a per-row metric: NDCG, a hit, a share);
+    significant when the CI excludes 0 and every one of the three p values below is under
+    ``1 - level`` (near the threshold a CI that just excludes 0 can come with an exact p above
+    0.05: the verdict then says no).
 
     Power: ``mde80`` is the minimum detectable effect, the smallest true difference that
     this many rows detect with 80% power at the 5% level: 2.80 x the bootstrap standard
@@ -77,17 +88,16 @@ def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str = "ND
     ``p_normal`` (the difference over its bootstrap SE, normal approximation),
     ``p_bootstrap`` (twice the share of bootstrap means on the far side of 0, at least
     2 / (n_boot + 1)) and
-    ``p_exact``: a sign-flip permutation test of the per-row differences for NDCG, which for
-    HR (differences of +-1) is McNemar's exact test. ``p`` is the largest of the three: the
-    one to use for a single test. The two Monte Carlo p values cannot go below their
-    resolution (``p_bootstrap_floor``, ``p_exact_floor``; exact tests: 0): a p at its floor
+    ``p_exact``: a sign-flip permutation test of the per-row differences, which for
+    0/1 values (``hits``: differences of +-1) is McNemar's exact test. ``p`` is the largest of
+    the three: the one to use for a single test. The two Monte Carlo p values cannot go below
+    their resolution (``p_bootstrap_floor``, ``p_exact_floor``; exact tests: 0): a p at its floor
     says only "at most this", so a multiple-testing claim sets aside a p whose floor is not
     well below its threshold (``evaluate.report.bonferroni_lines``).
     """
-    if len(ranks_a) != len(ranks_b):
-        raise ValueError("paired bootstrap needs the same rows on both sides")
-    k = int(metric.split("@")[1])
-    value_a, value_b = per_row_metrics(ranks_a, (k,))[metric], per_row_metrics(ranks_b, (k,))[metric]
+    value_a, value_b = np.asarray(value_a, dtype=np.float64), np.asarray(value_b, dtype=np.float64)
+    if len(value_a) != len(value_b):
+        raise ValueError("a paired test needs the same rows on both sides")
     diff = value_b - value_a
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(1)
@@ -97,8 +107,7 @@ def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str = "ND
     p_normal = math.erfc(abs(mean) / se / math.sqrt(2)) if se > 0 else 1.0
     # (count + 1) / (n_boot + 1): never 0, whatever the number of resamples resolves.
     p_bootstrap = min(1.0, 2 * (min(int((means <= 0).sum()), int((means >= 0).sum())) + 1) / (n_boot + 1))
-    hr = metric.startswith("HR")
-    p_exact = mcnemar_exact_p(value_a > 0, value_b > 0) if hr else sign_flip_p(diff, seed=seed)
+    p_exact = mcnemar_exact_p(value_a > 0, value_b > 0) if hits else sign_flip_p(diff, seed=seed)
     p = max(p_normal, p_bootstrap, p_exact)
     significant = bool((lo > 0 or hi < 0) and p < 1 - level)
     return {"diff": mean, "low": float(lo), "high": float(hi), "significant": significant,
@@ -106,7 +115,7 @@ def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str = "ND
             "p_normal": p_normal, "p_bootstrap": p_bootstrap, "p_exact": p_exact, "p": p,
             # The smallest p each Monte Carlo test can show (its resolution); the others are exact.
             "n_boot": n_boot, "p_bootstrap_floor": 2 / (n_boot + 1),
-            "p_exact_floor": 0.0 if hr else sign_flip_floor(int((diff != 0).sum()))}
+            "p_exact_floor": 0.0 if hits else sign_flip_floor(int((diff != 0).sum()))}
 
 
 EXACT_SIGN_FLIPS = 16  # up to this many nonzero differences every sign pattern is enumerated

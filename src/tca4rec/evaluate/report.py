@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tca4rec.errors import RunError
-from tca4rec.evaluate.metrics import KS, bootstrap_ci, hit_ranks, paired_bootstrap, summarize
+from tca4rec.evaluate.metrics import KS, bootstrap_ci, hit_ranks, paired_bootstrap, paired_difference, summarize
 from tca4rec.validate import is_int
 
 METRIC_NAMES = tuple(f"{m}@{k}" for k in KS for m in ("HR", "NDCG"))
@@ -260,12 +260,15 @@ P_VALUES = (("p_exact", "p_exact_floor", "exact"), ("p_bootstrap", "p_bootstrap_
 
 
 def resolved_p(t: dict, bound: float) -> tuple[float, list[str]]:
-    """A test's p for the threshold ``bound``: its largest p value, leaving out those under ``bound``
-    that cannot resolve it (floor above RESOLUTION_MARGIN x bound: "under" may be the floor's
-    doing); and the names of those left out. A coarse p at or above ``bound`` stays: a Monte Carlo
-    p errs high, so it still says "not significant"."""
+    """A test's p for the threshold ``bound``: its largest p value, leaving out those that cannot
+    resolve it (floor above RESOLUTION_MARGIN x bound) and are under ``bound`` or at their floor
+    ("under" may be the floor's doing; "at the floor" only says "at most the floor", which may be
+    above ``bound`` when there are many tests); and the names of those left out. A coarse p above
+    its floor and at or above ``bound`` stays: a Monte Carlo p errs high, so it still says "not
+    significant"."""
     aside = [name for key, floor, name in P_VALUES
-             if floor and key in t and t[key] < bound and t.get(floor, 0.0) > RESOLUTION_MARGIN * bound]
+             if floor and key in t and t.get(floor, 0.0) > RESOLUTION_MARGIN * bound
+             and (t[key] < bound or t[key] <= t[floor] * (1 + 1e-9))]
     if not aside:
         return t["p"], []
     return max(t[key] for key, _, name in P_VALUES if key in t and name not in aside), aside
@@ -280,17 +283,23 @@ def bonferroni_lines(tests: list[dict], level: float = 0.05) -> list[str]:
     judged = [(t, *resolved_p(t, bound)) for t in tests]
     kept = [(t, p) for t, p, _ in judged if p < bound]
     aside = sorted({name for _, _, names in judged for name in names})
-    names = "; ".join(f"{t['b']} vs {t['a']}, Δ{t['metric']} ({t.get('row_set', 'all')} rows, p {_p(p)})"
+    names = "; ".join(f"{t['b']} vs {t['a']}, Δ{t['metric']} ({t.get('row_set', 'all')} rows, p {_at_most(t, p)})"
                       for t, p in kept)
     note = ""
     if aside:
         boots = sorted({t["n_boot"] for t in tests if "n_boot" in t})
-        note = (f" (the {' and '.join(aside)} p values under it are set aside: their resolution"
+        note = (f" (the {' and '.join(aside)} p values that cannot resolve it are set aside: their resolution"
                 + (f", {' / '.join(f'{n:,}' for n in boots)} resamples," if "bootstrap" in aside and boots else "")
                 + f" is not finer than a tenth of {bound:.2g}; each test is judged on the others)")
     return [f"Bonferroni over these {len(tests)} tests (each at {level:g}/{len(tests)} = {bound:.2g}), on the largest "
             f"of each test's p values{note}: {len(kept)} of {len(tests)} remain significant"
             + (f": {names}." if kept else ".")]
+
+
+def _at_most(t: dict, p: float) -> str:
+    """``p`` as text, "≤" where it is a Monte Carlo test's floor (its true p may be smaller)."""
+    at_floor = any(floor and t.get(key) == p and p <= t.get(floor, 0.0) * (1 + 1e-9) for key, floor, _ in P_VALUES)
+    return ("≤ " if at_floor else "") + _p(p)
 
 
 def paired_tests_section(tests: list[dict]) -> list[str]:
@@ -337,12 +346,28 @@ def profile_table(results: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
-def collaborative_consistency(llm: RunResult, cf: RunResult, k: int = 10) -> float:
-    """Mean over common rows of |top-k(LLM) ∩ top-k(CF)| / k."""
+def consistency_per_row(llm: RunResult, cf: RunResult, k: int = 10) -> dict[int, float]:
+    """Row number -> |top-k(LLM) ∩ top-k(CF)| / k, over the rows both ranked (items, not titles)."""
     ia, ib = _common_rows(llm, cf)
     a, b = llm.topk[ia, :k], cf.topk[ib, :k]
     shared = ((a[:, :, None] == b[:, None, :]) & (a[:, :, None] > 0)).any(-1).sum(-1)  # [R]
-    return float((shared / k).mean())
+    return dict(zip(llm.rows[ia].tolist(), (shared / k).tolist()))
+
+
+def collaborative_consistency(llm: RunResult, cf: RunResult, k: int = 10) -> float:
+    """Mean over common rows of |top-k(LLM) ∩ top-k(CF)| / k."""
+    return float(np.mean(list(consistency_per_row(llm, cf, k).values())))
+
+
+def compare_consistency(a: RunResult, b: RunResult, cf: RunResult, k: int = 10) -> dict:
+    """Paired test of b - a in consistency@k with ``cf``'s top-k (``paired_difference``), over
+    the rows all three ranked: does b follow the CF model more than a does?"""
+    share_a, share_b = consistency_per_row(a, cf, k), consistency_per_row(b, cf, k)
+    rows = sorted(share_a.keys() & share_b.keys())
+    if not rows:
+        raise RunError(f"runs {a.label} and {b.label} share no rows that {cf.label} ranked")
+    return {"a": a.label, "b": b.label, "metric": f"consistency@{k}", "row_set": "all", "rows": len(rows),
+            **paired_difference([share_a[r] for r in rows], [share_b[r] for r in rows])}
 
 
 def metrics_table(results: list[RunResult], with_ci: bool = True) -> str:

@@ -106,8 +106,9 @@ def write_study_report(study) -> Path:
         def cf_of(cell) -> str | None:
             return cell.cf or primary_cf
 
-        # The learned fusion of a cell (fit on its valid rows), keyed (cell, "fusion") like a guided decoding.
-        for cell in llm_cells:
+        # The learned fusion of a cell (fit on its valid rows), keyed (cell, "fusion") like a guided decoding;
+        # only where the study asks for one: a fusion fit by hand in its folder is not the study's test.
+        for cell in llm_cells if cfg.fusion is not None else ():
             if cell in results and (out / cell.folder / f"predictions_{split}{FUSION_SUFFIX}.jsonl").is_file():
                 guided[(cell, "fusion")] = load_run_result(
                     out / cell.folder, split, ds.title_group, suffix=FUSION_SUFFIX, histories=histories,
