@@ -14,8 +14,8 @@ Writes docs/results/breadth/report.md, results.json and alpha.png. One table per
   rows, consistency@10 with the teacher's own top-10, and fluency (``tca4rec.llm.fluency``:
   the target title's NLL per token on the first 500 valid rows, and the NLL per token of 500
   Toys_and_Games titles read as plain text, a catalog no cell trained on). Every alpha > 0 is
-  tested against alpha 0, in NDCG@10 and in consistency with the teacher (the knob: does the
-  student follow its teacher more as alpha grows?).
+  tested against alpha 0, in NDCG@10 and in consistency with the teacher, and in consistency
+  against the alpha below it (the knob: does the student follow its teacher more as alpha grows?).
 
 Paired tests (sign-flip or McNemar, bootstrap, normal; MDE80) on all rows and on novel rows,
 and one Bonferroni line over this report's own tests. ``--fluency`` first computes the fluency
@@ -104,10 +104,13 @@ def tests_of(cells: dict[str, RunResult]) -> list[dict]:
     for alpha, label in alpha_cells().items():
         if alpha > 0.1:  # alpha 0.1 against 0 is the SASRec row of A
             tests += pair("C. alpha", "tallrec", label)
-    # the knob itself: does the student follow its teacher more as alpha grows?
-    for alpha, label in alpha_cells().items():
-        if alpha > 0 and {"tallrec", label, "SASRec"} <= cells.keys():
-            tests.append({"kind": "C. alpha", **compare_consistency(cells["tallrec"], cells[label], cells["SASRec"])})
+    # the knob itself: does the student follow its teacher more as alpha grows? Each alpha against
+    # alpha 0, and each step up against the alpha below it
+    labels = list(alpha_cells().values())
+    steps = [(labels[0], b) for b in labels[1:]] + list(zip(labels[1:], labels[2:]))
+    for a, b in steps:
+        if {a, b, "SASRec"} <= cells.keys():
+            tests.append({"kind": "C. alpha", **compare_consistency(cells[a], cells[b], cells["SASRec"])})
     return tests
 
 
