@@ -103,6 +103,8 @@ def plot_alpha_panels(rows: Sequence[dict], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not measured yet", ha="center", va="center", transform=ax.transAxes, color="gray")
     fig.suptitle("Soft Label Alignment: alpha against accuracy, teacher agreement and fluency")
     fig.tight_layout()
     return _save(fig, path)
