@@ -34,7 +34,7 @@ from tca4rec.data import load_dataset
 from tca4rec.evaluate.plots import plot_alpha_panels
 from tca4rec.evaluate.report import (ROW_SETS, RunResult, collaborative_consistency, compare, compare_consistency,
                                      load_run_result, paired_tests_section, row_profile)
-from tca4rec.io import atomic_write_json, atomic_write_text
+from tca4rec.io import atomic_write_json, atomic_write_text, load_tensors
 from tca4rec.llm.fluency import fluency
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,10 +134,20 @@ def _novel(r: RunResult | None) -> str:
     return "–" if r is None else f"{row_profile(r)['novel']['NDCG@10']:.4f}"
 
 
+def adapter_step(lower: Path, upper: Path) -> float:
+    """How far the LoRA weights moved from one cell to another: ||upper - lower|| / ||lower||, over
+    all adapter entries as one vector (same base model, seed and data order: only alpha differs)."""
+    a, b = (load_tensors(run / "adapter" / "adapter_model.safetensors") for run in (lower, upper))
+    diff = sum(float((b[k].double() - a[k].double()).square().sum()) for k in a)
+    return (diff / sum(float(a[k].double().square().sum()) for k in a)) ** 0.5
+
+
 def alpha_rows(cells: dict[str, RunResult]) -> list[dict]:
-    """Per alpha: accuracy, consistency with the teacher and fluency, where finished."""
+    """Per alpha: accuracy, consistency with the teacher, how far its LoRA weights moved from the
+    alpha below, and fluency, where finished."""
     rows = []
     teacher = cells.get("SASRec")
+    below = None
     for alpha, label in alpha_cells().items():
         r = cells.get(label)
         path = cell_folders()[label] / "fluency.json"
@@ -146,8 +156,11 @@ def alpha_rows(cells: dict[str, RunResult]) -> list[dict]:
                      "NDCG@10": r.metrics["NDCG@10"] if r else None,
                      "NDCG@10 novel": row_profile(r)["novel"]["NDCG@10"] if r else None,
                      "consistency@10": collaborative_consistency(r, teacher) if r and teacher else None,
+                     "adapter_step": adapter_step(cell_folders()[below], cell_folders()[label])
+                     if r and below in cells else None,
                      "target_nll": flu.get("target_nll"), "text_nll": flu.get("text_nll"),
                      "base_text_nll": flu.get("base_text_nll")})
+        below = label
     return rows
 
 
@@ -178,19 +191,21 @@ def write(cells: dict[str, RunResult], missing: list[str], out: Path) -> Path:
               "Consistency@10: share of the LLM's top-10 items also in SASRec's top-10 for the row. Target NLL: "
               f"nats per token of the target title + EOS after the prompt, first {FLUENCY_ROWS} valid rows. Text NLL: "
               f"nats per token of {FLUENCY_TEXTS} Toys_and_Games titles read as plain text (the base model without "
-              "LoRA in brackets).", "",
+              "LoRA in brackets). LoRA step: how far the LoRA weights moved from the previous alpha's cell, "
+              "||Δ|| / ||weights|| over all adapter entries (same seed, initialization and data order).", "",
               "| alpha | NDCG@10 [95% CI] | Δ vs alpha 0 | NDCG@10, novel rows | Δ, novel rows | consistency@10 | "
-              "Δ consistency | target NLL | text NLL (base) |", "|---|---|---|---|---|---|---|---|---|"]
+              "Δ consistency | LoRA step | target NLL | text NLL (base) |", "|---|---|---|---|---|---|---|---|---|---|"]
     alpha = alpha_rows(cells)
     for row in alpha:
         r = cells.get(row["label"])
         nll = "–" if row["target_nll"] is None else f"{row['target_nll']:.3f}"
         text = "–" if row["text_nll"] is None else f"{row['text_nll']:.3f} ({row['base_text_nll']:.3f})"
         cons = "–" if row["consistency@10"] is None else f"{row['consistency@10']:.3f}"
+        step = "–" if row["adapter_step"] is None else f"{row['adapter_step']:.1%}"
         ref = "tallrec"
         lines.append(f"| {row['alpha']:g} | {_ndcg(r)} | {_delta(tests, ref, row['label'], 'all')} | {_novel(r)} | "
                      f"{_delta(tests, ref, row['label'], 'novel')} | {cons} | "
-                     f"{_delta(tests, ref, row['label'], 'all', 'consistency@10', 3)} | {nll} | {text} |")
+                     f"{_delta(tests, ref, row['label'], 'all', 'consistency@10', 3)} | {step} | {nll} | {text} |")
     finished = [row for row in alpha if row["finished"]]
     if len(finished) >= 2:
         plot_alpha_panels(finished, out / "alpha.png")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 
 from tca4rec.data import load_dataset
@@ -52,8 +53,14 @@ def test_breadth_report_recomputes_the_committed_cells(office_dir, tmp_path):
     t = next(t for t in results["tests"] if t["b"] == "tallrec + TCA4Rec(SASRec)" and t["metric"] == "NDCG@10"
              and t["row_set"] == "all")
     assert t["diff"] == pytest.approx(compare(a, b)["diff"]) and t["rows"] == 1000
-    alpha0 = next(r for r in results["alpha"] if r["alpha"] == 0)
-    assert alpha0["NDCG@10"] == pytest.approx(a.metrics["NDCG@10"])
+    alpha0, alpha01 = (next(r for r in results["alpha"] if r["alpha"] == x) for x in (0, 0.1))
+    assert alpha0["NDCG@10"] == pytest.approx(a.metrics["NDCG@10"]) and alpha0["adapter_step"] is None
+    from safetensors.numpy import load_file  # the LoRA step, recomputed with numpy
+
+    lower, upper = (load_file(run / "llm" / f / "adapter" / "adapter_model.safetensors")
+                    for f in ("tallrec-nocf-a0-s1", "tallrec-sasrec-a0.1-s1"))
+    flat = [np.concatenate([w[k].astype(np.float64).ravel() for k in sorted(lower)]) for w in (lower, upper)]
+    assert alpha01["adapter_step"] == pytest.approx(np.linalg.norm(flat[1] - flat[0]) / np.linalg.norm(flat[0]))
 
 
 def test_fusion_report_on_the_seed1_cells(office_dir, tmp_path):
