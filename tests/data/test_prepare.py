@@ -243,6 +243,17 @@ def test_bad_raw_reviews(tmp_path, lines, row, field, match):
     assert (info.value.row, info.value.field) == (row, field) and "bad.json.gz" in str(info.value)
 
 
+def test_a_byte_order_mark_before_the_raw_reviews_changes_nothing(tmp_path):
+    reviews_path, meta_path, _, _ = raw_amazon(tmp_path)
+    marked = tmp_path / "marked.json.gz"
+    marked.write_bytes(gzip.compress(b"\xef\xbb\xbf" + gzip.decompress(reviews_path.read_bytes())))
+    plain, bom = prepare_amazon(reviews_path, meta_path), prepare_amazon(marked, meta_path)
+    assert bom.titles == plain.titles
+    for split in ("train", "valid", "test"):
+        np.testing.assert_array_equal(bom.split(split).histories, plain.split(split).histories)
+        np.testing.assert_array_equal(bom.split(split).targets, plain.split(split).targets)
+
+
 def test_unreadable_raw_files(tmp_path):
     reviews_path, meta_path, _, _ = raw_amazon(tmp_path)
     (tmp_path / "plain.json.gz").write_text('{"asin": "x"}\n')  # not gzip

@@ -161,7 +161,7 @@ def read_json_lines(path: Path, fields: dict[str, type | tuple[type, ...]], requ
     opener = gzip.open if path.suffix == ".gz" else open
     line_number = 0
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
+        with opener(path, "rt", encoding="utf-8-sig") as f:  # a byte-order mark is not part of line 1
             for line_number, line in enumerate(tqdm(f, desc=path.name, unit=" lines", leave=False), start=1):
                 if not line.strip():
                     continue
