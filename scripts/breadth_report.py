@@ -194,7 +194,8 @@ def write(cells: dict[str, RunResult], missing: list[str], out: Path) -> Path:
               "LoRA in brackets). LoRA step: how far the LoRA weights moved from the previous alpha's cell, "
               "||Δ|| / ||weights|| over all adapter entries (same seed, initialization and data order).", "",
               "| alpha | NDCG@10 [95% CI] | Δ vs alpha 0 | NDCG@10, novel rows | Δ, novel rows | consistency@10 | "
-              "Δ consistency | LoRA step | target NLL | text NLL (base) |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "Δ consistency vs alpha 0 | LoRA step | target NLL | text NLL (base) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     alpha = alpha_rows(cells)
     for row in alpha:
         r = cells.get(row["label"])
