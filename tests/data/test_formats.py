@@ -284,4 +284,13 @@ def test_bad_data_stat(tiny_dir, content, field, match):
 
 def test_data_stat_not_utf8(tiny_dir):
     (tiny_dir / "data_stat.json").write_bytes(b'{"num_user": 3, "num_item": 4, "x": "\xff"}')
-    expect_error(tiny_dir, "data_stat.json", match="not UTF-8")
+    expect_error(tiny_dir, "data_stat.json", row=0, match="not UTF-8")  # row as in a CSV: lines before it
+
+
+def test_data_stat_with_byte_order_mark(tiny_dir):
+    """Saved by an editor that marks UTF-8 (Notepad, PowerShell): read like the file without."""
+    plain = load_dataset(tiny_dir)
+    stat = tiny_dir / "data_stat.json"
+    stat.write_bytes(b"\xef\xbb\xbf" + stat.read_bytes())
+    marked = load_dataset(tiny_dir)
+    assert (marked.num_users, marked.num_items) == (plain.num_users, plain.num_items) == (3, 4)

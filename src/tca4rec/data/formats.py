@@ -102,12 +102,8 @@ def _split_file(root: Path, name: str) -> Path:
 
 
 def _read_stat(path: Path) -> tuple[int, int]:
-    if not path.is_file():
-        raise DatasetError("missing file", file=path)
     try:
-        stat = loads_json(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"not UTF-8 text (byte {e.start})", file=path) from None
+        stat = loads_json(read_utf8_text(path))
     except json.JSONDecodeError as e:
         raise DatasetError(f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})", file=path) from None
     if not isinstance(stat, dict):
