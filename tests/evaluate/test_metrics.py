@@ -15,6 +15,7 @@ from tca4rec.evaluate.metrics import (
     hit_ranks,
     mcnemar_exact_p,
     paired_bootstrap,
+    paired_difference,
     per_row_metrics,
     sign_flip_p,
     summarize,
@@ -140,3 +141,11 @@ def test_paired_test_reports_three_p_values_and_uses_the_largest():
     hits = paired_bootstrap(a, b, "HR@10")
     assert hits["p_exact"] == mcnemar_exact_p((a > 0) & (a <= 10), (b > 0) & (b <= 10))
     assert paired_bootstrap(a, a, "NDCG@10")["p"] == 1.0
+
+
+def test_paired_tests_refuse_unpaired_rows():
+    ranks = np.array([0, 3, -1, 12])
+    with pytest.raises(ValueError, match="same rows on both sides"):
+        paired_bootstrap(ranks, ranks[:3])
+    with pytest.raises(ValueError, match="same rows on both sides"):
+        paired_difference(np.zeros(4), np.zeros(5))

@@ -65,8 +65,6 @@ _Z_POWER80 = 1.959964 + 0.841621
 def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str = "NDCG@10", n_boot: int = 2000,
                      level: float = 0.95, seed: int = 0) -> dict[str, float]:
     """``paired_difference`` of a rank metric (``HR@K``: McNemar's exact test, else sign-flip)."""
-    if len(ranks_a) != len(ranks_b):
-        raise ValueError("paired bootstrap needs the same rows on both sides")
     k = int(metric.split("@")[1])
     value_a, value_b = per_row_metrics(ranks_a, (k,))[metric], per_row_metrics(ranks_b, (k,))[metric]
     return paired_difference(value_a, value_b, hits=metric.startswith("HR"), n_boot=n_boot, level=level, seed=seed)
