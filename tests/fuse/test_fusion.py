@@ -198,3 +198,19 @@ def test_a_damaged_predictions_file_is_an_error_naming_its_line_and_field(fused_
     assert main(["fuse", "apply", "--run", str(copy), "--split", "valid"]) == 2
     assert "predictions_valid.jsonl, line 3 is not JSON" in capsys.readouterr().err
     assert not (copy / "metrics_valid_fusion.json").exists()
+
+
+@pytest.mark.parametrize("file, content, message", [
+    ("model.txt", b"tree\n\xff\xfe garbage", "is not the model fusion.json describes"),
+    ("fusion.json", b"\xff{}", "is not a learned-fusion record"),
+    ("fusion.json", b"[" * 100_000 + b"]" * 100_000, "is not a learned-fusion record"),
+    ("fusion.json", b'{"format": "tca4rec.fusion/1"}', "missing features"),
+])
+def test_a_damaged_fusion_file_is_one_line_naming_it(fused_run, tmp_path, capsys, file, content, message):
+    """A fusion folder damaged by hand or by a copy: refused before anything parses or re-ranks it."""
+    copy = tmp_path / "copy"
+    shutil.copytree(fused_run, copy)
+    (copy / "fusion" / file).write_bytes(content)
+    assert main(["recommend", "--run", str(copy), "--history", "1", "--fusion"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert file in err and message in err and "\n" not in err and "Traceback" not in err, err

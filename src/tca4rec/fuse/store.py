@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from tca4rec.fuse.config import FUSION_DIR, FusionConfig
 from tca4rec.fuse.features import FEATURE_NAMES, TitleTable, candidates_in_chunks
 from tca4rec.io import atomic_write_json, atomic_write_text
 from tca4rec.llm.decoding import choose_items
+from tca4rec.validate import loads_json
 
 FORMAT = "tca4rec.fusion/1"
 MODEL_FILE = "model.txt"
@@ -108,7 +108,7 @@ def read_fusion_record(run_dir: Path) -> dict:
         raise RunError(f"{run_dir} has no learned fusion ({path} is missing): fit one with "
                        f"`tca4rec fuse fit --run {run_dir}`")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = loads_json(path.read_text(encoding="utf-8"))
         missing = [key for key in RECORD_KEYS if key not in record]
         if record.get("format") != FORMAT or missing:
             raise ValueError(f"format {record.get('format')!r}, missing {', '.join(missing) or 'nothing'}")
@@ -147,8 +147,8 @@ def load_fusion(run_dir: Path, signals, cf_run: str | Path | None = None) -> Fus
     if cf_fingerprint(cf_run) != record["cf_fingerprint"]:
         raise ConfigError(f"{where} was fit with another CF model than {cf_run} (--cf-run {record['cf_run']} then): "
                           "fit the fusion again with this one")
-    text = (where / MODEL_FILE).read_text(encoding="utf-8") if (where / MODEL_FILE).is_file() else ""
-    if hashlib.sha256(text.encode()).hexdigest() != record["model_sha256"]:
+    data = (where / MODEL_FILE).read_bytes() if (where / MODEL_FILE).is_file() else b""
+    if hashlib.sha256(data).hexdigest() != record["model_sha256"]:  # so a damaged file is never parsed
         raise RunError(f"{where / MODEL_FILE} is missing or is not the model {RECORD_FILE} describes: fit it again")
-    return Fusion(lgb.Booster(model_str=text), record, dataset,
+    return Fusion(lgb.Booster(model_str=data.decode("utf-8")), record, dataset,
                   TitleTable.of(dataset, signals.trie.lengths.numpy()), load_cf_run(cf_run, dataset))
