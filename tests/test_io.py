@@ -22,7 +22,7 @@ def test_check_output_accepts_new_paths_and_the_commands_own_output_only(tmp_pat
     io.check_output(ours, "--skip-bad-rows", bad_rows)
     (tmp_path / "empty.jsonl").write_text("")
     io.check_output(tmp_path / "empty.jsonl", "--skip-bad-rows", bad_rows)  # no bad rows last time
-    for text in ("precious\n", '{"user": "u", "history": [1]}\n', json.dumps({"row": 1}) + "\n"):
+    for text in ("precious\n", '{"user": "u", "history": [1]}\n', json.dumps({"row": 1}) + "\n", "[" * 100_000):
         theirs = tmp_path / "theirs.jsonl"
         theirs.write_text(text)
         with pytest.raises(RunError, match="--skip-bad-rows .*theirs.jsonl: a file that this command did not write"):
@@ -50,6 +50,9 @@ def test_own_folder_and_json_record(tmp_path):
     io.check_output(result, "--out", io.json_record("bench", "align"))
     with pytest.raises(RunError):  # another benchmark's result is not this one's to replace
         io.check_output(result, "--out", io.json_record("bench", "decode"))
+    result.write_text("[" * 100_000)  # nested past the JSON reader's depth: not ours either
+    with pytest.raises(RunError, match="did not write"):
+        io.check_output(result, "--out", io.json_record("bench", "align"))
 
 
 def test_a_refused_write_names_the_path_not_the_hidden_temporary_file(tmp_path, monkeypatch):

@@ -159,6 +159,14 @@ def test_tiny_demo_end_to_end_then_resume_and_report(tmp_path, tiny_llm_dir, cap
     (report / "report.md").unlink()  # a study file is read like its folder: the report is written again
     assert main(["report", str(tmp_path / "demo" / "study.yaml")]) == 0
     assert "report folder" in capsys.readouterr().out and (report / "report.md").is_file()
+    state = tmp_path / "demo" / "synthetic" / "llm" / "tallrec-nocf-a0-s0" / "train_state.json"
+    kept = state.read_bytes()
+    for damaged in (b"\xff", b'{"global_step": "many"}', b"[]"):  # a report of a damaged cell: one line naming it
+        state.write_bytes(damaged)
+        assert main(["report", str(tmp_path / "demo")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{state} is not a training state" in err and "\n" not in err, err
+    state.write_bytes(kept)
 
     # New training settings on the finished folder: refused with what changed, nothing rewritten.
     saved = (tmp_path / "demo" / "study.yaml").read_text()

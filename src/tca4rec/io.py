@@ -195,7 +195,7 @@ def jsonl_records(keys: Collection[str]) -> Callable[[Path], bool]:
     def recognise(path: Path) -> bool:
         try:
             records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested past the reader's depth
             return False
         return all(isinstance(r, dict) and set(r) == set(keys) for r in records)
     return recognise
@@ -206,7 +206,7 @@ def json_record(key: str, value: object) -> Callable[[Path], bool]:
     def recognise(path: Path) -> bool:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested past the reader's depth
             return False
         return isinstance(record, dict) and record.get(key) == value
     return recognise

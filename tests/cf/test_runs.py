@@ -139,6 +139,18 @@ def test_missing_or_incomplete_run_folder(tmp_path, capsys):
     assert "config.json is missing" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damaged", [b'{"model": "\xff"}', b"[" * 100_000], ids=["not-utf8", "too-deep"])
+def test_a_config_json_that_is_not_json_is_one_line_naming_it(sasrec_run, tmp_path, capsys, damaged):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(sasrec_run, run)
+    (run / "config.json").write_bytes(damaged)
+    assert main(["cf", "evaluate", "--run", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{run / 'config.json'} is not a valid CF run config" in err and "\n" not in err, err
+
+
 @pytest.mark.parametrize("change, needle", [
     (lambda c: c["dataset"].update(num_items="abc"), "field 'dataset.num_items': 'abc' is not an integer"),
     (lambda c: c["config"].update(hidden_size="big"), "field 'config.hidden_size': 'big' is not an integer"),

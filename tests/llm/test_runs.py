@@ -304,7 +304,19 @@ def test_a_damaged_run_is_a_one_line_error_naming_the_file(reference_run, tmp_pa
                            ({"num_items": "abc"}, "field 'num_items': 'abc' is not an integer")):
         record_path.write_text(json.dumps({**record, **change}))
         assert "--" not in one_line(recommend, str(record_path), needle)  # a field of the file, not an option
+    for damaged in (b'{"format": "\xff"}', b"[" * 100_000):  # not UTF-8; nested past the JSON reader's depth
+        record_path.write_bytes(damaged)
+        one_line(recommend, str(record_path), "is not valid JSON")
     record_path.write_text(json.dumps(record))
+
+    log = copy / "train_log.jsonl"
+    kept = log.read_bytes()
+    for damaged, needle in ((kept + b"{oops\n", "is not JSON"), (b"[1, 2]\n", "line 1 is not a log record"),
+                            (b"\xff\n", "is not UTF-8 text")):
+        log.write_bytes(damaged)
+        with pytest.raises(RunError, match=f"{log}.*{needle}"):
+            train(dataclasses.replace(config, out=str(copy)), resume=True)
+    log.write_bytes(kept)
 
     marker = tmp_path / "pwned"
 

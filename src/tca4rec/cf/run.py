@@ -9,7 +9,6 @@ items; ties go to the smaller item id so results do not depend on the sort kerne
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from tca4rec.data import RecDataset
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.evaluate.metrics import exclude_record, hit_ranks, metrics_record, prediction_records
 from tca4rec.io import atomic_write_json, atomic_write_jsonl, load_tensors
-from tca4rec.validate import check_fields, check_value
+from tca4rec.validate import check_fields, check_value, loads_json
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -67,9 +66,9 @@ def read_run_config(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise RunError(f"{run_dir} is not a complete CF run folder: {CONFIG_FILE} is missing")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = loads_json(path.read_text(encoding="utf-8"))
         _ = config["model"], config["config"], config["dataset"]["num_items"], config["dataset"]["num_users"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:  # ValueError: not JSON, or not UTF-8
         raise RunError(f"{path} is not a valid CF run config ({type(e).__name__}: {e})") from None
     try:
         check_value(config["model"], str, "model")

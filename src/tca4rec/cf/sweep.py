@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from tca4rec.cf.train import make_config, train_cf
 from tca4rec.data import RecDataset
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.io import atomic_write_json, check_output, own_folder
+from tca4rec.validate import loads_json
 
 SWEEP_FILE = "sweep.json"
 
@@ -67,7 +67,7 @@ def sweep_cf(dataset: RecDataset, model_name: str, out_dir: str | Path, grid: di
         if not run_dir.exists():
             train_cf(dataset, model_name, run_dir, config=config, limit=limit, progress=progress)
         run = read_run_config(run_dir)
-        valid = json.loads((run_dir / "metrics_valid.json").read_text(encoding="utf-8"))["metrics"]
+        valid = loads_json((run_dir / "metrics_valid.json").read_text(encoding="utf-8"))["metrics"]
         rows.append({"setting": setting, "run": run_dir.name, "valid_NDCG@10": valid["NDCG@10"],
                      "valid_HR@10": valid["HR@10"], "best_epoch": run["best_epoch"], "epochs_run": run["epochs_run"],
                      "train_seconds": run["train_seconds"]})

@@ -26,7 +26,7 @@ import numpy as np
 
 from tca4rec.errors import RunError
 from tca4rec.evaluate.metrics import KS, bootstrap_ci, hit_ranks, paired_bootstrap, paired_difference, summarize
-from tca4rec.validate import is_int
+from tca4rec.validate import is_int, loads_json
 
 METRIC_NAMES = tuple(f"{m}@{k}" for k in KS for m in ("HR", "NDCG"))
 
@@ -59,7 +59,7 @@ class RunResult:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{path} is missing: is the run finished and evaluated?") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -75,14 +75,24 @@ def _numbered_jsonl(path: Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise RunError(f"{path} is missing: evaluate the run first")
     out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append((n, json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise RunError(f"{path}: line {n} is not valid JSON: {e}") from None
+    for n, line in enumerate(_utf8_text(path).split("\n"), 1):
+        if line.strip():
+            try:
+                out.append((n, loads_json(line)))
+            except json.JSONDecodeError as e:
+                raise RunError(f"{path}: line {n} is not valid JSON: {e}") from None
+            if not isinstance(out[-1][1], dict):
+                raise RunError(f"{path}: line {n} is not a record (a JSON object)")
     return out
+
+
+def _utf8_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise RunError(f"{path}: line {line} is not UTF-8 text") from None
 
 
 def _prediction_arrays(path: Path, top: int, num_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

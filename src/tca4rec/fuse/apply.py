@@ -13,7 +13,6 @@ the item the fusion's CF model scores highest, the scores are the ranker's, and 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from tca4rec.fuse.store import Fusion, fusion_matches, load_fusion, read_fusion_
 from tca4rec.io import atomic_write_json, atomic_write_jsonl
 from tca4rec.llm.evaluate import ITEM_CHOICE, evaluate_llm_run
 from tca4rec.llm.run import load_run_signals, process_state
-from tca4rec.validate import is_int
+from tca4rec.validate import is_int, loads_json
 
 # Fields of a plain metrics record that describe its results, not its rows and run: not copied.
 RESULT_FIELDS = ("model", "split", "rows", "metrics", "ci95")
@@ -41,7 +40,7 @@ def read_beams(run_dir: Path, split: str, dataset) -> tuple[dict, np.ndarray, np
     names its line and field, never a wrong re-ranking."""
     metrics, predictions = run_dir / f"metrics_{split}.json", run_dir / f"predictions_{split}.jsonl"
     try:
-        record = json.loads(metrics.read_text(encoding="utf-8"))
+        record = loads_json(metrics.read_text(encoding="utf-8"))
         text = predictions.read_text(encoding="utf-8")
     except FileNotFoundError as e:
         raise RunError(f"{e.filename} is missing: decode the {split} rows first "
@@ -66,7 +65,7 @@ def read_beams(run_dir: Path, split: str, dataset) -> tuple[dict, np.ndarray, np
 
 def _beams_of_line(line: str, where: str, num_rows: int, num_items: int) -> tuple[int, list[int], list[float]]:
     try:
-        obj = json.loads(line)
+        obj = loads_json(line)
         row, beam_items, beam_scores = obj["row"], obj["items"], obj["scores"]
     except ValueError as e:
         raise RunError(f"{where} is not JSON ({e})") from None
@@ -116,7 +115,7 @@ def fused_with(run_dir: Path, split: str, cf_run: str | Path, config: FusionConf
     if not fusion_matches(run_dir, cf_run, config):
         return False
     try:
-        metrics = json.loads((run_dir / f"metrics_{split}{FUSION_SUFFIX}.json").read_text(encoding="utf-8"))
+        metrics = loads_json((run_dir / f"metrics_{split}{FUSION_SUFFIX}.json").read_text(encoding="utf-8"))
         return metrics["fusion"]["model_sha256"] == read_fusion_record(run_dir)["model_sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return False

@@ -11,7 +11,6 @@ run's weights, is reused instead of decoded again.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tca4rec.fuse.ranker import fit_ranker
 from tca4rec.fuse.store import save_fusion, weights_files, weights_fingerprint
 from tca4rec.llm.evaluate import evaluate_llm_run
 from tca4rec.llm.run import load_run_signals
+from tca4rec.validate import loads_json
 
 
 def fit_fusion(run_dir: str | Path, cf_run: str | Path | None = None, config: FusionConfig = FusionConfig(), *,
@@ -66,7 +66,7 @@ def _decoded(run_dir: Path, rows: int, beams: int) -> bool:
     """Whether ``predictions_valid.jsonl`` already holds the plain decoding of the first ``rows`` valid
     rows with ``beams`` beams, written after the run's weights."""
     try:
-        record = json.loads((run_dir / "metrics_valid.json").read_text(encoding="utf-8"))
+        record = loads_json((run_dir / "metrics_valid.json").read_text(encoding="utf-8"))
         written = (run_dir / "predictions_valid.jsonl").stat().st_mtime_ns
         trained = max(path.stat().st_mtime_ns for path in weights_files(run_dir))
     except (OSError, ValueError):

@@ -32,6 +32,7 @@ from tca4rec.decode import BeamSearchConfig, constrained_beam_search
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.llm.config import MAX_BETA, check_beta
 from tca4rec.llm.run import process_state
+from tca4rec.validate import loads_json
 
 TUNED_BETA_FILE = "beta_tuning.json"  # written by ``tune_beta``: the grid's table and the chosen beta
 TEACHER = "teacher"  # the CF run a run was trained with (its config's ``cf``)
@@ -146,7 +147,7 @@ def read_tuned_beta(run_dir: Path, cf_run: str | Path | None, cf_lookahead: str 
         raise ConfigError(f"--beta auto: {path} does not exist; choose beta first with "
                           f"`tca4rec tune-beta --run {run_dir} --cf-lookahead {cf_lookahead}`")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = loads_json(path.read_text(encoding="utf-8"))
         best, tuned_with = check_beta(record["best_beta"]), str(record["cf_run"])
         tuned_lookahead = str(record.get("cf_lookahead", "sum"))  # records from before the option: sum
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:

@@ -35,6 +35,7 @@ from tca4rec.evaluate.metrics import KS, exclude_record, hit_ranks, metrics_reco
 from tca4rec.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, exclusive_use
 from tca4rec.llm.decoding import TEACHER, evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
 from tca4rec.llm.run import load_llm_run, process_state, weights_stamp
+from tca4rec.validate import loads_json
 
 BLOCK_BATCHES = 8  # decoded rows are saved after every BLOCK_BATCHES batches (per process)
 # Which item a title shared by several items names (llm.decoding.choose_items), as metrics record it.
@@ -124,7 +125,7 @@ def _read_partial(path: Path, key: dict) -> tuple[np.ndarray, np.ndarray]:
     beams = key["beams"]
     empty = np.zeros((0, beams), dtype=np.int64), np.zeros((0, beams), dtype=np.float32)
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved = loads_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # none, or unreadable: decode from the start
         return empty
     if not isinstance(saved, dict) or saved.get("key") != key:

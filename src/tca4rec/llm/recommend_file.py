@@ -35,6 +35,7 @@ from tca4rec.llm.decoding import read_tuned_beta
 from tca4rec.llm.histories import BAD_ROW_FIELDS, HistoryRow, read_histories
 from tca4rec.llm.recommend import Catalog, Recommendation, Recommender
 from tca4rec.llm.run import LLMRun, load_llm_run, process_state, read_run_record, weights_stamp
+from tca4rec.validate import loads_json
 
 
 def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, *, k: int = 10,
@@ -121,7 +122,7 @@ def _resume(out: Path, meta: Path, key: dict, rows: list[HistoryRow]) -> tuple[i
     if not out.exists():
         return 0, 0
     try:
-        saved = json.loads(meta.read_text(encoding="utf-8"))
+        saved = loads_json(meta.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise ConfigError(f"{out} exists but {meta} does not describe it (not written by this command?): "
                           "remove it or choose another --out") from None
@@ -136,7 +137,7 @@ def _resume(out: Path, meta: Path, key: dict, rows: list[HistoryRow]) -> tuple[i
         raise ConfigError(f"{out} has {len(lines)} lines, more than the {len(rows)} rows of {key['histories']}")
     for number, (line, row) in enumerate(zip(lines, rows), start=1):
         try:
-            written = json.loads(line).get("row")
+            written = loads_json(line).get("row")
         except (ValueError, AttributeError):
             written = None
         if written != row.row:

@@ -15,7 +15,6 @@ naming the file and the field, never a ``TypeError`` from deep inside.
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from tca4rec.llm.lora import AdapterReport, check_adapted, plan_lora
 from tca4rec.llm.model import load_causal_lm, load_tokenizer
 from tca4rec.llm.prompts import title_token_ids
 from tca4rec.llm.weights import load_weights
-from tca4rec.validate import check_fields, check_value
+from tca4rec.validate import check_fields, check_value, loads_json
 
 CT_FILE = "ct.safetensors"
 LLM_FILE = "llm.json"  # the adapted modules, trainable parameter count and base dtype of a run
@@ -235,10 +234,10 @@ def read_run_record(run_dir: Path) -> dict:
         raise RunError(f"run folder {run_dir} does not exist")
     path = run_dir / "config.json"
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = loads_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{run_dir} is not an LLM run folder: config.json is missing") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # not JSON, or not UTF-8
         raise RunError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
         raise RunError(f"{run_dir} is not an LLM run folder (config.json has no format {RUN_FORMAT!r}; "

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import pickle
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ from tca4rec.llm.decoding import evaluate_rows
 from tca4rec.llm.hosts import Host
 from tca4rec.llm.run import CT_FILE, LLM_RUN_FILES, Signals, build_host, fingerprints_of, process_state, report_adapters
 from tca4rec.llm.weights import load_weights, save_weights
+from tca4rec.validate import loads_json
 
 
 class LengthGroupedRows(Sampler[int]):
@@ -119,8 +119,25 @@ class JsonlLogCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         # On resume, keep what was logged up to the checkpoint; later lines are replayed.
         if self.path.is_file():
-            lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-            self.records = [r for r in lines if r.get("step", 0) <= state.global_step]
+            self.records = [r for r in self._read() if r.get("step", 0) <= state.global_step]
+
+    def _read(self) -> list[dict]:
+        """The log's records; a damaged log (edited by hand) is a RunError naming the line."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise RunError(f"{self.path} is not UTF-8 text ({e.reason}); repair or remove it to resume") from None
+        records = []
+        for number, line in enumerate(text.split("\n"), 1):
+            if line.strip():
+                try:
+                    records.append(loads_json(line))
+                except ValueError as e:
+                    raise RunError(f"{self.path}, line {number} is not JSON ({e}); repair or remove it to "
+                                   "resume") from None
+                if not isinstance(records[-1], dict):
+                    raise RunError(f"{self.path}, line {number} is not a log record (a JSON object)")
+        return records
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
@@ -355,7 +372,7 @@ def check_run_dir(config: TrainConfig, resume: bool, overwrite: bool, fingerprin
 def _read_run_record(path: Path) -> dict | None:
     """The run record in ``path`` if it is a tca4rec LLM run's config.json, else None."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = loads_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and record.get("format") == RUN_FORMAT else None

@@ -11,7 +11,6 @@ The text states what the numbers say, significant or not.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -38,6 +37,7 @@ from tca4rec.io import atomic_write_json, atomic_write_text
 from tca4rec.llm.evaluate import decoding_suffix
 from tca4rec.study.cells import CF_LABELS, CFCell, LLMCell
 from tca4rec.study.cells import as_list as _as_list
+from tca4rec.validate import loads_json
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -54,12 +54,16 @@ def _training_line(label: str, run: Path) -> str | None:
     path = run / "train_state.json"
     if not path.is_file():
         return None
-    state = json.loads(path.read_text())
-    text = f"- {label}: {state['global_step']} optimizer steps ({state['epoch']:.2f} epochs)"
-    if state.get("best_checkpoint"):
-        text += f"; evaluated: the best on valid HR@3, {state['best_checkpoint']} ({state['best_metric']:.4f})"
-    else:
-        text += "; evaluated: the last step (no model selection)"
+    try:
+        state = loads_json(path.read_text(encoding="utf-8"))
+        text = f"- {label}: {int(state['global_step'])} optimizer steps ({float(state['epoch']):.2f} epochs)"
+        if state.get("best_checkpoint"):
+            text += (f"; evaluated: the best on valid HR@3, {state['best_checkpoint']} "
+                     f"({float(state['best_metric']):.4f})")
+        else:
+            text += "; evaluated: the last step (no model selection)"
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # ValueError: not JSON, not UTF-8
+        raise RunError(f"{path} is not a training state written by tca4rec ({type(e).__name__}: {e})") from None
     if state.get("stopped_by_time_budget_at_step") is not None:
         text += f"; stopped by the time budget at step {state['stopped_by_time_budget_at_step']}"
     return text

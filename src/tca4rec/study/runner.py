@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -54,7 +53,7 @@ from tca4rec.study.cells import CFCell, LLMCell
 from tca4rec.study.cells import as_list as _as_list
 from tca4rec.study.config import StudyConfig
 from tca4rec.study.report import write_study_report
-from tca4rec.validate import check_fields, check_value
+from tca4rec.validate import check_fields, check_value, loads_json
 
 # Rough costs on a 2-core CPU with SmolLM2-135M, refined from measured runs as the study goes.
 STAGES = ("all", "train", "evaluate")
@@ -226,7 +225,7 @@ class Study:
         if not path.is_file():
             return False
         try:
-            record = json.loads(path.read_text())
+            record = loads_json(path.read_text())
         except (OSError, ValueError):
             return False  # unreadable: evaluating again rewrites it atomically
         same_beams = record.get("beams", self.config.beams) == self.config.beams  # CF records have none
@@ -462,7 +461,7 @@ NOT_RESULT_FIELDS = {"data", "out", "cf", "logging_steps", "save_total_limit", "
 
 def _stored_config(run: Path) -> dict | None:
     try:
-        return json.loads((run / "config.json").read_text(encoding="utf-8"))
+        return loads_json((run / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
