@@ -30,7 +30,10 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from tca4rec.data import load_dataset
+from tca4rec.evaluate.metrics import paired_difference, ratio_ci
 from tca4rec.evaluate.plots import plot_alpha_panels
 from tca4rec.evaluate.report import (ROW_SETS, RunResult, collaborative_consistency, compare, compare_consistency,
                                      load_run_result, paired_tests_section, row_profile)
@@ -76,12 +79,19 @@ def load_cells(data: Path) -> tuple[dict[str, RunResult], list[str]]:
     return found, missing
 
 
+def read_fluency(run: Path) -> dict | None:
+    """A cell's ``fluency.json`` if it has one with per-row values (older records had means only)."""
+    path = run / "fluency.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    return record if "target_row_nll" in record else None
+
+
 def measure_fluency(cells: dict[str, RunResult], texts_dir: Path) -> None:
     """Write ``fluency.json`` into every finished alpha cell that lacks one."""
     texts = load_dataset(texts_dir).titles[1:FLUENCY_TEXTS + 1]
     for label in alpha_cells().values():
         run = cell_folders()[label]
-        if label in cells and not (run / "fluency.json").is_file():
+        if label in cells and read_fluency(run) is None:
             print(f"fluency of {label} ...", flush=True)
             record = fluency(run, rows=FLUENCY_ROWS, texts=texts)
             atomic_write_json(run / "fluency.json", {**record, "texts_from": texts_dir.name})
@@ -111,6 +121,28 @@ def tests_of(cells: dict[str, RunResult]) -> list[dict]:
     for a, b in steps:
         if {a, b, "SASRec"} <= cells.keys():
             tests.append({"kind": "C. alpha", **compare_consistency(cells[a], cells[b], cells["SASRec"])})
+    # what alpha costs the language side, on the same valid rows and held-out titles
+    for a, b in steps:
+        fa, fb = (read_fluency(cell_folders()[label]) for label in (a, b))
+        if fa is not None and fb is not None:
+            tests += fluency_tests(a, fa, b, fb)
+    return tests
+
+
+FLUENCY_MEASURES = (("target NLL", "target_row_nll", "target_row_tokens", "valid"),
+                    ("text NLL", "text_row_nll", "text_row_tokens", "held-out title"))
+
+
+def fluency_tests(a: str, fa: dict, b: str, fb: dict) -> list[dict]:
+    """Paired tests of b - a in target NLL (per token, the same valid rows) and in text NLL (the
+    same held-out titles); a row's NLL sum and its token count are resampled together."""
+    tests = []
+    for metric, sums, tokens, row_set in FLUENCY_MEASURES:
+        if fa[tokens] != fb[tokens]:
+            raise SystemExit(f"{a} and {b}: fluency measured on other rows or texts; measure again")
+        tests.append({"kind": "C. alpha", "a": a, "b": b, "metric": metric, "row_set": row_set,
+                      "rows": len(fa[tokens]), **paired_difference(np.asarray(fa[sums]), np.asarray(fb[sums]),
+                                                                   weights=np.asarray(fa[tokens]))})
     return tests
 
 
@@ -150,8 +182,11 @@ def alpha_rows(cells: dict[str, RunResult]) -> list[dict]:
     below = None
     for alpha, label in alpha_cells().items():
         r = cells.get(label)
-        path = cell_folders()[label] / "fluency.json"
-        flu = json.loads(path.read_text()) if path.is_file() else {}
+        flu = read_fluency(cell_folders()[label]) or {}
+        ci = {f"{key}_ci95": list(ratio_ci(flu[sums], flu[tokens])[1:]) if flu else None
+              for key, sums, tokens in (("target_nll", "target_row_nll", "target_row_tokens"),
+                                        ("text_nll", "text_row_nll", "text_row_tokens"),
+                                        ("base_text_nll", "base_text_row_nll", "text_row_tokens"))}
         rows.append({"alpha": alpha, "label": label, "finished": r is not None,
                      "NDCG@10": r.metrics["NDCG@10"] if r else None,
                      "NDCG@10 novel": row_profile(r)["novel"]["NDCG@10"] if r else None,
@@ -159,7 +194,7 @@ def alpha_rows(cells: dict[str, RunResult]) -> list[dict]:
                      "adapter_step": adapter_step(cell_folders()[below], cell_folders()[label])
                      if r and below in cells else None,
                      "target_nll": flu.get("target_nll"), "text_nll": flu.get("text_nll"),
-                     "base_text_nll": flu.get("base_text_nll")})
+                     "base_text_nll": flu.get("base_text_nll"), **ci})
         below = label
     return rows
 
@@ -188,25 +223,41 @@ def write(cells: dict[str, RunResult], missing: list[str], out: Path) -> Path:
         lines.append(f"| {label} | {_ndcg(r)} | {_novel(r)} | " + (
             f"{r.metrics['HR@10']:.4f} | {row_profile(r)['item_level']['NDCG@10']:.4f} |" if r else "– | – |"))
     lines += ["", "## C. Alpha: accuracy, agreement with the teacher, fluency", "",
-              "Consistency@10: share of the LLM's top-10 items also in SASRec's top-10 for the row. Target NLL: "
-              f"nats per token of the target title + EOS after the prompt, first {FLUENCY_ROWS} valid rows. Text NLL: "
-              f"nats per token of {FLUENCY_TEXTS} Toys_and_Games titles read as plain text (the base model without "
-              "LoRA in brackets). LoRA step: how far the LoRA weights moved from the previous alpha's cell, "
-              "||Δ|| / ||weights|| over all adapter entries (same seed, initialization and data order).", "",
+              "Consistency@10: share of the LLM's top-10 items also in SASRec's top-10 for the row. LoRA step: how "
+              "far the LoRA weights moved from the previous alpha's cell, ||Δ|| / ||weights|| over all adapter "
+              "entries (same seed, initialization and data order).", "",
               "| alpha | NDCG@10 [95% CI] | Δ vs alpha 0 | NDCG@10, novel rows | Δ, novel rows | consistency@10 | "
-              "Δ consistency vs alpha 0 | LoRA step | target NLL | text NLL (base) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "Δ consistency vs alpha 0 | LoRA step |", "|---|---|---|---|---|---|---|---|"]
     alpha = alpha_rows(cells)
+    ref = "tallrec"
     for row in alpha:
         r = cells.get(row["label"])
-        nll = "–" if row["target_nll"] is None else f"{row['target_nll']:.3f}"
-        text = "–" if row["text_nll"] is None else f"{row['text_nll']:.3f} ({row['base_text_nll']:.3f})"
         cons = "–" if row["consistency@10"] is None else f"{row['consistency@10']:.3f}"
         step = "–" if row["adapter_step"] is None else f"{row['adapter_step']:.1%}"
-        ref = "tallrec"
         lines.append(f"| {row['alpha']:g} | {_ndcg(r)} | {_delta(tests, ref, row['label'], 'all')} | {_novel(r)} | "
                      f"{_delta(tests, ref, row['label'], 'novel')} | {cons} | "
-                     f"{_delta(tests, ref, row['label'], 'all', 'consistency@10', 3)} | {step} | {nll} | {text} |")
+                     f"{_delta(tests, ref, row['label'], 'all', 'consistency@10', 3)} | {step} |")
+    lines += ["", f"Fluency. Target NLL: nats per token of the target title + EOS after the prompt, the first "
+              f"{FLUENCY_ROWS} valid rows (the same for every alpha). Text NLL: nats per token of the first "
+              f"{FLUENCY_TEXTS} Toys_and_Games titles read as plain text, a catalog no cell trained on (the model "
+              "with its LoRA weights; without them, the base model's, it is the same for every cell). 95% CIs "
+              "resample rows (titles) with their tokens; Δ: against alpha 0 and against the alpha below.", "",
+              "| alpha | target NLL [95% CI] | Δ vs alpha 0 | Δ vs alpha below | text NLL [95% CI] | Δ vs alpha 0 "
+              "| Δ vs alpha below | text NLL without LoRA |", "|---|---|---|---|---|---|---|---|"]
+    below = None
+    for row in alpha:
+        if row["target_nll"] is None:
+            lines.append(f"| {row['alpha']:g} | not measured yet | – | – | – | – | – | – |")
+        else:
+            parts = []
+            for key, metric, rows in (("target_nll", "target NLL", "valid"), ("text_nll", "text NLL", "held-out title")):
+                lo, hi = row[f"{key}_ci95"]
+                up = "–" if below is None else _delta(tests, below, row["label"], rows, metric, 3)
+                parts += [f"{row[key]:.3f} [{lo:.3f}, {hi:.3f}]",
+                           "–" if row["alpha"] == 0 else _delta(tests, ref, row["label"], rows, metric, 3),
+                           "–" if below == ref else up]
+            lines.append(f"| {row['alpha']:g} | {' | '.join(parts)} | {row['base_text_nll']:.3f} |")
+        below = row["label"]
     finished = [row for row in alpha if row["finished"]]
     if len(finished) >= 2:
         plot_alpha_panels(finished, out / "alpha.png")

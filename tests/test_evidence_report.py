@@ -62,6 +62,17 @@ def test_breadth_report_recomputes_the_committed_cells(office_dir, tmp_path):
     flat = [np.concatenate([w[k].astype(np.float64).ravel() for k in sorted(lower)]) for w in (lower, upper)]
     assert alpha01["adapter_step"] == pytest.approx(np.linalg.norm(flat[1] - flat[0]) / np.linalg.norm(flat[0]))
 
+    # fluency: per token, from the committed per-row sums; each alpha's measures are on the same rows
+    fa, fb = (json.loads((run / "llm" / f / "fluency.json").read_text())
+              for f in ("tallrec-nocf-a0-s1", "tallrec-sasrec-a0.1-s1"))
+    assert alpha01["target_nll"] == pytest.approx(sum(fb["target_row_nll"]) / sum(fb["target_row_tokens"]))
+    low, high = alpha01["target_nll_ci95"]
+    assert low < alpha01["target_nll"] < high and alpha0["text_nll_ci95"][0] < alpha0["text_nll"]
+    t = next(t for t in results["tests"] if t["b"] == "tallrec + TCA4Rec(SASRec)" and t["metric"] == "text NLL")
+    assert t["a"] == "tallrec" and t["rows"] == len(fa["text_row_nll"]) == 500
+    expected = (np.sum(fb["text_row_nll"]) - np.sum(fa["text_row_nll"])) / np.sum(fa["text_row_tokens"])
+    assert t["diff"] == pytest.approx(expected) and t["low"] < expected < t["high"]
+
 
 def test_fusion_report_on_the_seed1_cells(office_dir, tmp_path):
     """Run on the office-cpu-seed1 cells (their 1,000 rows are the explored ones: no fresh rows):

@@ -16,6 +16,7 @@ from tca4rec.evaluate.metrics import (
     mcnemar_exact_p,
     paired_bootstrap,
     paired_difference,
+    ratio_ci,
     per_row_metrics,
     sign_flip_p,
     summarize,
@@ -149,3 +150,28 @@ def test_paired_tests_refuse_unpaired_rows():
         paired_bootstrap(ranks, ranks[:3])
     with pytest.raises(ValueError, match="same rows on both sides"):
         paired_difference(np.zeros(4), np.zeros(5))
+
+
+def test_a_per_token_mean_and_its_paired_test_against_a_slow_reference():
+    """Per-row NLL sums over rows of different token counts: the mean is per token, and the
+    bootstrap resamples each row's sum and count together (checked with a loop over resamples)."""
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(1, 30, size=40)
+    a = rng.gamma(2.0, 1.0, size=40) * tokens
+    b = a + rng.normal(0.3, 0.5, size=40) * tokens
+    value, low, high = ratio_ci(a, tokens, n_boot=300, seed=5)
+    assert value == pytest.approx(a.sum() / tokens.sum())
+    draws = np.random.default_rng(5).integers(0, 40, size=(300, 40))
+    ref = sorted(sum(a[i] for i in row) / sum(tokens[i] for i in row) for row in draws)
+    assert (low, high) == pytest.approx(tuple(np.percentile(ref, [2.5, 97.5])))
+
+    test = paired_difference(a, b, weights=tokens, n_boot=300, seed=5)
+    assert test["diff"] == pytest.approx((b - a).sum() / tokens.sum())
+    ref = sorted(sum(b[i] - a[i] for i in row) / sum(tokens[i] for i in row) for row in draws)
+    assert (test["low"], test["high"]) == pytest.approx(tuple(np.percentile(ref, [2.5, 97.5])))
+    assert test["se"] == pytest.approx(np.std(ref, ddof=1)) and test["significant"]
+    assert test["p_exact"] == sign_flip_p(b - a, seed=5)  # a constant total of tokens: the sums' test
+    unweighted = paired_difference(a, b, n_boot=300, seed=5)
+    assert unweighted["diff"] == pytest.approx((b - a).mean()) and unweighted["diff"] != pytest.approx(test["diff"])
+    with pytest.raises(ValueError, match="one weight per row"):
+        paired_difference(a, b, weights=tokens[:3])

@@ -210,27 +210,31 @@ def test_fluency_matches_a_per_sequence_reference(runs):
     from tca4rec.llm.run import load_llm_run
 
     _, run = runs  # the host alone
-    texts = ["A red stapler", "Blue ink, 12 pack", "x"]
-    got = fluency(run, rows=3, texts=texts, batch_size=2)
+    texts = ["A red stapler", "Blue ink, 12 pack", "x", "A"]
+    got = fluency(run, rows=5, texts=texts, batch_size=2)  # batched by length: rows come back in their order
     ref = load_llm_run(run, merge=False)
-    host, split = ref.host, ref.dataset.split("valid").head(3)
-    total = count = 0
-    for r in range(3):
+    host, split = ref.host, ref.dataset.split("valid").head(5)
+    row_nll, row_tokens = [], []
+    for r in range(5):
         prompt = host.prompts(torch.tensor(split.histories[r:r + 1]))
         target = [t for t in host.target_tokens[int(split.targets[r]) - 1].tolist() if t >= 0]  # title + EOS
-        total += _sequence_nll(host.llm, prompt.input_ids[0].tolist(), target)
-        count += len(target)
-    assert got["target_tokens"] == count and got["target_nll"] == pytest.approx(total / count, rel=1e-4)
+        row_nll.append(_sequence_nll(host.llm, prompt.input_ids[0].tolist(), target))
+        row_tokens.append(len(target))
+    assert got["target_row_tokens"] == row_tokens and got["target_tokens"] == sum(row_tokens)
+    assert got["target_row_nll"] == pytest.approx(row_nll, rel=1e-4)
+    assert got["target_nll"] == pytest.approx(sum(row_nll) / sum(row_tokens), rel=1e-4)
 
     tok = ref.signals.tokenizer
     start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    expected = sum(_sequence_nll(host.llm, [start], s) for s in ids) / sum(map(len, ids))
-    assert got["text_nll"] == pytest.approx(expected, rel=1e-4)
+    per_text = [_sequence_nll(host.llm, [start], s) for s in ids]
+    assert got["text_row_tokens"] == [len(s) for s in ids] and got["text_row_nll"] == pytest.approx(per_text, rel=1e-4)
+    assert got["text_nll"] == pytest.approx(sum(per_text) / sum(map(len, ids)), rel=1e-4)
     with host.llm.disable_adapter():
-        base = sum(_sequence_nll(host.llm, [start], s) for s in ids) / sum(map(len, ids))
-    assert got["base_text_nll"] == pytest.approx(base, rel=1e-4)
-    assert math.isfinite(got["text_nll"]) and got["texts"] == 3
+        base = [_sequence_nll(host.llm, [start], s) for s in ids]
+    assert got["base_text_row_nll"] == pytest.approx(base, rel=1e-4)
+    assert got["base_text_nll"] == pytest.approx(sum(base) / sum(map(len, ids)), rel=1e-4)
+    assert math.isfinite(got["text_nll"]) and got["texts"] == 4
 
 
 def test_a_saved_adapter_names_its_base_model_not_a_path_of_this_machine(runs, tiny_llm_dir, tmp_path):

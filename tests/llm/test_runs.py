@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -274,7 +275,7 @@ def test_a_damaged_run_is_a_one_line_error_naming_the_file(reference_run, tmp_pa
 
     from tca4rec.cli import main
     from tca4rec.data import load_dataset
-    from tca4rec.llm.train import latest_checkpoint, train
+    from tca4rec.llm.train import JsonlLogCallback, latest_checkpoint, train
 
     config, run = reference_run
     copy = tmp_path / "run"
@@ -311,11 +312,14 @@ def test_a_damaged_run_is_a_one_line_error_naming_the_file(reference_run, tmp_pa
 
     log = copy / "train_log.jsonl"
     kept = log.read_bytes()
-    for damaged, needle in ((kept + b"{oops\n", "is not JSON"), (b"[1, 2]\n", "line 1 is not a log record"),
-                            (b"\xff\n", "is not UTF-8 text")):
+    log.write_bytes(kept + b"{oops\n")  # read back by train --resume
+    bad_line = len(kept.splitlines()) + 1
+    with pytest.raises(RunError, match=f"{log}, line {bad_line} is not JSON"):
+        train(dataclasses.replace(config, out=str(copy)), resume=True)
+    for damaged, needle in ((b"[1, 2]\n", "line 1 is not a log record"), (b"\xff\n", "is not UTF-8 text")):
         log.write_bytes(damaged)
         with pytest.raises(RunError, match=f"{log}.*{needle}"):
-            train(dataclasses.replace(config, out=str(copy)), resume=True)
+            JsonlLogCallback(log).on_train_begin(None, SimpleNamespace(global_step=0), None)
     log.write_bytes(kept)
 
     marker = tmp_path / "pwned"

@@ -57,6 +57,16 @@ def bootstrap_ci(ranks: np.ndarray, ks: tuple[int, ...] = KS, n_boot: int = 1000
             for name, v in rows.items()}
 
 
+def ratio_ci(sums: np.ndarray, weights: np.ndarray, n_boot: int = 2000, level: float = 0.95,
+             seed: int = 0) -> tuple[float, float, float]:
+    """sum(sums) / sum(weights), a per-token mean over rows (per-row NLL sums and token counts),
+    with its percentile bootstrap CI: rows are resampled, numerator and denominator together."""
+    sums, weights = np.asarray(sums, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(sums), size=(n_boot, len(sums)))
+    lo, hi = np.percentile(sums[idx].sum(1) / weights[idx].sum(1), [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return float(sums.sum() / weights.sum()), float(lo), float(hi)
+
+
 # z_{0.975} + z_{0.80}: a true difference this many standard errors from 0 is found
 # significant (two-sided 5%) with 80% probability.
 _Z_POWER80 = 1.959964 + 0.841621
@@ -71,11 +81,13 @@ def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str = "ND
 
 
 def paired_difference(value_a: np.ndarray, value_b: np.ndarray, hits: bool = False, n_boot: int = 2000,
-                      level: float = 0.95, seed: int = 0) -> dict[str, float]:
+                      level: float = 0.95, seed: int = 0, weights: np.ndarray | None = None) -> dict[str, float]:
     """CI of mean(value_b - value_a) over the same rows (a per-row metric: NDCG, a hit, a share);
-    significant when the CI excludes 0 and every one of the three p values below is under
-    ``1 - level`` (near the threshold a CI that just excludes 0 can come with an exact p above
-    0.05: the verdict then says no).
+    with ``weights``, of sum(value_b - value_a) / sum(weights) (values: per-row sums, e.g. NLL
+    over a row's tokens; weights: the tokens, the same on both sides), resampling each row's
+    value and weight together. Significant when the CI excludes 0 and every one of the three p
+    values below is under ``1 - level`` (near the threshold a CI that just excludes 0 can come
+    with an exact p above 0.05: the verdict then says no).
 
     Power: ``mde80`` is the minimum detectable effect, the smallest true difference that
     this many rows detect with 80% power at the 5% level: 2.80 x the bootstrap standard
@@ -98,10 +110,16 @@ def paired_difference(value_a: np.ndarray, value_b: np.ndarray, hits: bool = Fal
         raise ValueError("a paired test needs the same rows on both sides")
     diff = value_b - value_a
     rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(1)
+    idx = rng.integers(0, len(diff), size=(n_boot, len(diff)))
+    if weights is None:
+        means, mean = diff[idx].mean(1), float(diff.mean())
+    else:
+        if hits or len(weights) != len(diff):
+            raise ValueError("weights need per-row sums on both sides, one weight per row")
+        weights = np.asarray(weights, dtype=np.float64)
+        means, mean = diff[idx].sum(1) / weights[idx].sum(1), float(diff.sum() / weights.sum())
     lo, hi = np.percentile(means, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     se = float(means.std(ddof=1))
-    mean = float(diff.mean())
     p_normal = math.erfc(abs(mean) / se / math.sqrt(2)) if se > 0 else 1.0
     # (count + 1) / (n_boot + 1): never 0, whatever the number of resamples resolves.
     p_bootstrap = min(1.0, 2 * (min(int((means <= 0).sum()), int((means >= 0).sum())) + 1) / (n_boot + 1))

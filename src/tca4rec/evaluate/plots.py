@@ -87,7 +87,8 @@ def plot_alpha_panels(rows: Sequence[dict], path: str | Path) -> Path:
     """Alpha as a knob, three panels: accuracy (NDCG@10, all and novel rows), agreement with the
     teacher (consistency@10) and the language side (NLL per token); ``rows`` as the breadth
     report's ``alpha_rows`` (keys alpha, NDCG@10, NDCG@10 novel, consistency@10, target_nll,
-    text_nll), a missing value left out of its line."""
+    text_nll; ``KEY_ci95``, where present, draws the 95% CI as error bars), a missing value left out
+    of its line."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     panels = ((axes[0], (("NDCG@10", "all rows"), ("NDCG@10 novel", "novel rows")), "NDCG@10"),
               (axes[1], (("consistency@10", "with the teacher's top-10"),), "consistency@10"),
@@ -95,9 +96,15 @@ def plot_alpha_panels(rows: Sequence[dict], path: str | Path) -> Path:
                          ("text_nll", "held-out titles as plain text")), "NLL per token (nats)"))
     for ax, series, ylabel in panels:
         for key, label in series:
-            points = [(r["alpha"], r[key]) for r in rows if r.get(key) is not None]
-            if points:
-                ax.plot(*zip(*sorted(points)), marker="o", label=label)
+            points = sorted((r["alpha"], r[key], r.get(f"{key}_ci95")) for r in rows if r.get(key) is not None)
+            if not points:
+                continue
+            x, y = [p[0] for p in points], [p[1] for p in points]
+            if all(p[2] is not None for p in points):  # asymmetric bars: [value - low, high - value]
+                bars = [[v - ci[0] for _, v, ci in points], [ci[1] - v for _, v, ci in points]]
+                ax.errorbar(x, y, yerr=bars, marker="o", capsize=3, label=label)
+            else:
+                ax.plot(x, y, marker="o", label=label)
         ax.set_xlabel("alpha")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
