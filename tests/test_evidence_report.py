@@ -11,7 +11,7 @@ import pytest
 from tca4rec.data import load_dataset
 from tca4rec.evaluate.report import compare, load_run_result
 
-from .conftest import REPO
+from .conftest import REPO, amazon_path
 
 
 def _script(name: str):
@@ -92,3 +92,36 @@ def test_fusion_report_on_the_seed1_cells(office_dir, tmp_path):
     assert recall["llm_beams"] == pytest.approx(plain["HR@10"]) and recall["any"] >= recall["cf_top_k"]
     assert sum(tallrec["feature_gain"].values()) == pytest.approx(1.0)
     assert results["fresh_rows"] == 4000 and not any(t["row_set"] == "fresh" for t in results["tests"])
+
+
+@pytest.mark.parametrize("table", sorted((REPO / "docs" / "results").rglob("beta_tuning*.json")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_each_committed_beta_tuning_table_is_recomputed_from_its_committed_rankings(table):
+    """Each tuning table that names its rankings (every beta's, and the CF model's alone) matches
+    them: hit ranks found again from the items and the targets' titles, then HR and NDCG."""
+    record = json.loads(table.read_text())
+    if "predictions" not in record:  # a copy (fusion-office's cells are office-cpu-seed1's): its source has them
+        sources = [json.loads(p.read_text()) for p in (REPO / "docs" / "results").glob(
+            f"*/run/{table.parents[2].name}/llm/{record['run']}/{table.name}")]
+        source = next((s for s in sources if "predictions" in s), None)
+        if source is None:
+            pytest.skip("a table from before tune-beta kept its rankings")
+        assert {key: source[key] for key in record} == record
+        return
+    title_group = load_dataset(amazon_path(table.parents[2].name)).title_group  # run/<dataset>/llm/<cell>
+    by_beta: dict = {}
+    for line in (table.parent / record["predictions"]).read_text().splitlines():
+        p = json.loads(line)
+        hits = [i for i, item in enumerate(p["items"][:10], 1) if title_group[item] == title_group[p["target"]]]
+        assert p["rank"] == (hits[0] if hits else 0)
+        by_beta.setdefault(p["beta"], []).append(p["rank"])
+    expected = {row["beta"]: row for row in record["table"]} | {None: record["cf_alone"]}
+    assert set(by_beta) == set(expected) and {len(r) for r in by_beta.values()} == {record["rows"]}
+    for beta, ranks in by_beta.items():
+        r = np.array(ranks)
+        for k in (1, 3, 5, 10):
+            hit = (r > 0) & (r <= k)
+            assert expected[beta][f"HR@{k}"] == pytest.approx(hit.mean(), abs=1e-12)
+            assert expected[beta][f"NDCG@{k}"] == pytest.approx(np.where(hit, 1 / np.log2(r + 1), 0).mean(), abs=1e-12)
+    best = max(record["table"], key=lambda row: row["NDCG@10"])
+    assert record["best_beta"] == best["beta"]
