@@ -1,5 +1,5 @@
 """Type checks of values a person wrote (a study file, ``--set`` overrides) against a
-dataclass's annotations.
+dataclass's annotations, and the one reader of JSON and JSON-lines files a person may have edited.
 
 A YAML typo (``seeds: [zero]``, ``beams: ten``) should fail at once with the field and the
 value it holds, not minutes later as a ``TypeError`` from a comparison deep inside. This
@@ -13,9 +13,10 @@ import json
 import math
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
-from tca4rec.errors import ConfigError
+from tca4rec.errors import ConfigError, RunError
 
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
           dict: "a mapping", type(None): "null"}
@@ -70,6 +71,33 @@ def loads_json(text: str) -> Any:
         return json.loads(text)
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply to read", text, 0) from None
+
+
+def read_text(path: Path) -> str:
+    """A run file's text, a byte-order mark dropped; bytes that are not UTF-8 are a ``RunError``
+    naming the line. A missing file is the caller's ``FileNotFoundError`` (its advice differs)."""
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # not utf-8-sig: its error offsets skip the mark
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise RunError(f"{path}, line {line} is not UTF-8 text") from None
+
+
+def read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """(line number, record) of every non-blank line of a JSON-lines file (predictions, a training
+    log); a line that is not a JSON object is a ``RunError`` naming the file and line."""
+    records = []
+    for number, line in enumerate(read_text(path).split("\n"), 1):
+        if line.strip():
+            try:
+                record = loads_json(line)
+            except ValueError as e:
+                raise RunError(f"{path}, line {number} is not JSON ({e})") from None
+            if not isinstance(record, dict):
+                raise RunError(f"{path}, line {number} is not a record (a JSON object)")
+            records.append((number, record))
+    return records
 
 
 def is_int(value: object) -> bool:

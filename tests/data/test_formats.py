@@ -193,6 +193,11 @@ def test_non_utf8_bytes(tiny_dir):
     data = path.read_bytes()
     path.write_bytes(data.replace(b"Fire Station", b"Fire \xff\xfeStation", 1))
     expect_error(tiny_dir, "item.csv", row=1, match="not UTF-8")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # a byte-order mark shifts no row
+    expect_error(tiny_dir, "item.csv", row=1, match="not UTF-8")
+    header, first = data.split(b"\n")[:2]
+    path.write_bytes(b"\xef\xbb\xbf" + header + b"\n\xff" + first[1:] + b"\n")  # the bad byte right after a newline
+    expect_error(tiny_dir, "item.csv", row=1, match="not UTF-8")
 
 
 @pytest.mark.parametrize("bad", ["[1, x]", "1, 2", "[1.5]", "[1,, 2]", "[[1]]", "None"])

@@ -197,6 +197,9 @@ def test_a_damaged_predictions_file_is_an_error_naming_its_line_and_field(fused_
     path.write_text("\n".join(lines[:2] + ["not json"] + lines[3:]) + "\n")
     assert main(["fuse", "apply", "--run", str(copy), "--split", "valid"]) == 2
     assert "predictions_valid.jsonl, line 3 is not JSON" in capsys.readouterr().err
+    path.write_bytes("\n".join(lines[:2]).encode() + b"\n\xff\n")  # the predictions, not the metrics, are named
+    assert main(["fuse", "apply", "--run", str(copy), "--split", "valid"]) == 2
+    assert "predictions_valid.jsonl, line 3 is not UTF-8 text" in capsys.readouterr().err
     assert not (copy / "metrics_valid_fusion.json").exists()
 
 

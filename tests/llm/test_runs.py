@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -316,9 +317,10 @@ def test_a_damaged_run_is_a_one_line_error_naming_the_file(reference_run, tmp_pa
     bad_line = len(kept.splitlines()) + 1
     with pytest.raises(RunError, match=f"{log}, line {bad_line} is not JSON"):
         train(dataclasses.replace(config, out=str(copy)), resume=True)
-    for damaged, needle in ((b"[1, 2]\n", "line 1 is not a log record"), (b"\xff\n", "is not UTF-8 text")):
+    for damaged, needle in ((b"[1, 2]\n", ", line 1 is not a record (a JSON object); repair or remove it to resume"),
+                            (b"{}\n\xff\n", ", line 2 is not UTF-8 text; repair or remove it to resume")):
         log.write_bytes(damaged)
-        with pytest.raises(RunError, match=f"{log}.*{needle}"):
+        with pytest.raises(RunError, match=re.escape(f"{log}{needle}")):
             JsonlLogCallback(log).on_train_begin(None, SimpleNamespace(global_step=0), None)
     log.write_bytes(kept)
 

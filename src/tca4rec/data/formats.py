@@ -121,9 +121,9 @@ def read_utf8_text(path: Path) -> str:
     """A data file's text; a missing file or non-UTF-8 bytes are a DatasetError naming file and row."""
     if not path.is_file():
         raise DatasetError("missing file", file=path)
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # not utf-8-sig: its error offsets skip the mark
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DatasetError(f"not UTF-8 text (byte {e.start})", file=path, row=data[:e.start].count(b"\n")) from None
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from tca4rec.errors import RunError
 from tca4rec.evaluate.metrics import KS, bootstrap_ci, hit_ranks, paired_bootstrap, paired_difference, summarize
-from tca4rec.validate import is_int, loads_json
+from tca4rec.validate import is_int, loads_json, read_jsonl
 
 METRIC_NAMES = tuple(f"{m}@{k}" for k in KS for m in ("HR", "NDCG"))
 
@@ -66,33 +66,11 @@ def _read_json(path: Path) -> dict:
         raise RunError(f"{path} is not valid JSON: {e}") from None
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [record for _, record in _numbered_jsonl(path)]
-
-
 def _numbered_jsonl(path: Path) -> list[tuple[int, dict]]:
     """(line number, record) of every non-blank line."""
     if not path.is_file():
         raise RunError(f"{path} is missing: evaluate the run first")
-    out = []
-    for n, line in enumerate(_utf8_text(path).split("\n"), 1):
-        if line.strip():
-            try:
-                out.append((n, loads_json(line)))
-            except json.JSONDecodeError as e:
-                raise RunError(f"{path}: line {n} is not valid JSON: {e}") from None
-            if not isinstance(out[-1][1], dict):
-                raise RunError(f"{path}: line {n} is not a record (a JSON object)")
-    return out
-
-
-def _utf8_text(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise RunError(f"{path}: line {line} is not UTF-8 text") from None
+    return read_jsonl(path)
 
 
 def _prediction_arrays(path: Path, top: int, num_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -129,7 +107,7 @@ def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
     if not path.is_file():
         return []
     curve = []
-    for rec in _read_jsonl(path):
+    for _, rec in _numbered_jsonl(path):
         if "loss" in rec and rec["loss"] is not None:
             x = rec.get("step", rec.get("epoch", len(curve)))
             curve.append((float(x), float(rec["loss"])))

@@ -25,7 +25,7 @@ from tca4rec.fuse.store import Fusion, fusion_matches, load_fusion, read_fusion_
 from tca4rec.io import atomic_write_json, atomic_write_jsonl
 from tca4rec.llm.evaluate import ITEM_CHOICE, evaluate_llm_run
 from tca4rec.llm.run import load_run_signals, process_state
-from tca4rec.validate import is_int, loads_json
+from tca4rec.validate import is_int, loads_json, read_jsonl, read_text
 
 # Fields of a plain metrics record that describe its results, not its rows and run: not copied.
 RESULT_FIELDS = ("model", "split", "rows", "metrics", "ci95")
@@ -40,8 +40,8 @@ def read_beams(run_dir: Path, split: str, dataset) -> tuple[dict, np.ndarray, np
     names its line and field, never a wrong re-ranking."""
     metrics, predictions = run_dir / f"metrics_{split}.json", run_dir / f"predictions_{split}.jsonl"
     try:
-        record = loads_json(metrics.read_text(encoding="utf-8"))
-        text = predictions.read_text(encoding="utf-8")
+        record = loads_json(read_text(metrics))
+        lines = read_jsonl(predictions)
     except FileNotFoundError as e:
         raise RunError(f"{e.filename} is missing: decode the {split} rows first "
                        f"(`tca4rec evaluate --run {run_dir} --split {split}`)") from None
@@ -49,27 +49,24 @@ def read_beams(run_dir: Path, split: str, dataset) -> tuple[dict, np.ndarray, np
         raise RunError(f"{metrics} is not a metrics record ({e})") from None
     num_rows, num_items = len(dataset.split(split)), dataset.num_items
     rows, items, scores = [], [], []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            row, beam_items, beam_scores = _beams_of_line(line, f"{predictions}, line {number}", num_rows, num_items)
-            if items and len(beam_items) != len(items[0]):
-                raise RunError(f"{predictions}, line {number}: {len(beam_items)} items; line 1 has {len(items[0])}")
-            rows.append(row)
-            items.append(beam_items)
-            scores.append(beam_scores)
+    for number, obj in lines:
+        row, beam_items, beam_scores = _beams_of(obj, f"{predictions}, line {number}", num_rows, num_items)
+        if items and len(beam_items) != len(items[0]):
+            raise RunError(f"{predictions}, line {number}: {len(beam_items)} items; line {lines[0][0]} has "
+                           f"{len(items[0])}")
+        rows.append(row)
+        items.append(beam_items)
+        scores.append(beam_scores)
     if not rows:
         raise RunError(f"{predictions} holds no rows: decode the {split} rows again")
     return (record, np.array(rows, dtype=np.int64), np.array(items, dtype=np.int64),
             np.array(scores, dtype=np.float64))
 
 
-def _beams_of_line(line: str, where: str, num_rows: int, num_items: int) -> tuple[int, list[int], list[float]]:
+def _beams_of(obj: dict, where: str, num_rows: int, num_items: int) -> tuple[int, list[int], list[float]]:
     try:
-        obj = loads_json(line)
         row, beam_items, beam_scores = obj["row"], obj["items"], obj["scores"]
-    except ValueError as e:
-        raise RunError(f"{where} is not JSON ({e})") from None
-    except (KeyError, TypeError):
+    except KeyError:
         raise RunError(f"{where} is not a prediction record of a plain decoding (row, items, scores)") from None
     if not is_int(row) or not 0 <= row < num_rows:
         raise RunError(f"{where}: row {row!r} is not a row of the split (0..{num_rows - 1})")

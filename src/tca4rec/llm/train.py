@@ -44,7 +44,7 @@ from tca4rec.llm.decoding import evaluate_rows
 from tca4rec.llm.hosts import Host
 from tca4rec.llm.run import CT_FILE, LLM_RUN_FILES, Signals, build_host, fingerprints_of, process_state, report_adapters
 from tca4rec.llm.weights import load_weights, save_weights
-from tca4rec.validate import loads_json
+from tca4rec.validate import loads_json, read_jsonl
 
 
 class LengthGroupedRows(Sampler[int]):
@@ -124,20 +124,9 @@ class JsonlLogCallback(TrainerCallback):
     def _read(self) -> list[dict]:
         """The log's records; a damaged log (edited by hand) is a RunError naming the line."""
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise RunError(f"{self.path} is not UTF-8 text ({e.reason}); repair or remove it to resume") from None
-        records = []
-        for number, line in enumerate(text.split("\n"), 1):
-            if line.strip():
-                try:
-                    records.append(loads_json(line))
-                except ValueError as e:
-                    raise RunError(f"{self.path}, line {number} is not JSON ({e}); repair or remove it to "
-                                   "resume") from None
-                if not isinstance(records[-1], dict):
-                    raise RunError(f"{self.path}, line {number} is not a log record (a JSON object)")
-        return records
+            return [record for _, record in read_jsonl(self.path)]
+        except RunError as e:
+            raise RunError(f"{e}; repair or remove it to resume") from None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
