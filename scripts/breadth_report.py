@@ -129,15 +129,17 @@ def tests_of(cells: dict[str, RunResult]) -> list[dict]:
     return tests
 
 
-FLUENCY_MEASURES = (("target NLL", "target_row_nll", "target_row_tokens", "valid"),
-                    ("text NLL", "text_row_nll", "text_row_tokens", "held-out title"))
+# (test metric, report key, per-row NLL sums, per-row token counts, rows of the paired test)
+FLUENCY_MEASURES = (("target NLL", "target_nll", "target_row_nll", "target_row_tokens", "valid"),
+                    ("text NLL", "text_nll", "text_row_nll", "text_row_tokens", "held-out title"))
+BASE_TEXT_NLL = ("base_text_nll", "base_text_row_nll", "text_row_tokens")  # the model without LoRA: no test
 
 
 def fluency_tests(a: str, fa: dict, b: str, fb: dict) -> list[dict]:
     """Paired tests of b - a in target NLL (per token, the same valid rows) and in text NLL (the
     same held-out titles); a row's NLL sum and its token count are resampled together."""
     tests = []
-    for metric, sums, tokens, row_set in FLUENCY_MEASURES:
+    for metric, _, sums, tokens, row_set in FLUENCY_MEASURES:
         if fa[tokens] != fb[tokens]:
             raise SystemExit(f"{a} and {b}: fluency measured on other rows or texts; measure again")
         tests.append({"kind": "C. alpha", "a": a, "b": b, "metric": metric, "row_set": row_set,
@@ -184,9 +186,7 @@ def alpha_rows(cells: dict[str, RunResult]) -> list[dict]:
         r = cells.get(label)
         flu = read_fluency(cell_folders()[label]) or {}
         ci = {f"{key}_ci95": list(ratio_ci(flu[sums], flu[tokens])[1:]) if flu else None
-              for key, sums, tokens in (("target_nll", "target_row_nll", "target_row_tokens"),
-                                        ("text_nll", "text_row_nll", "text_row_tokens"),
-                                        ("base_text_nll", "base_text_row_nll", "text_row_tokens"))}
+              for key, sums, tokens in [m[1:4] for m in FLUENCY_MEASURES] + [BASE_TEXT_NLL]}
         rows.append({"alpha": alpha, "label": label, "finished": r is not None,
                      "NDCG@10": r.metrics["NDCG@10"] if r else None,
                      "NDCG@10 novel": row_profile(r)["novel"]["NDCG@10"] if r else None,
