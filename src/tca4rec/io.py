@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -93,6 +94,22 @@ def atomic_write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
     with atomic_open(path, "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, computed once per process and file version (a run resolves its
+    LLM and stamps its weights several times; a changed file has another size or time and is hashed again)."""
+    stat = os.stat(path)
+    return _sha256(Path(path).resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_tensors(path: str | os.PathLike) -> dict:

@@ -385,8 +385,9 @@ def _write_tiny_gguf(path, corpus: list[str], seed: int) -> dict:
 
 def test_gguf_file_is_converted_once_keyed_by_its_hash(small_config, synth_dataset, tmp_path, monkeypatch, capsys):
     from tca4rec.cli import main
+    from tca4rec.io import file_sha256
     from tca4rec.llm import model as model_module
-    from tca4rec.llm.model import file_sha256, load_causal_lm, load_tokenizer, resolve_llm
+    from tca4rec.llm.model import load_causal_lm, load_tokenizer, resolve_llm
 
     monkeypatch.setenv("TCA4REC_CACHE", str(tmp_path / "cache"))
     gguf_file = tmp_path / "tiny.gguf"
@@ -429,9 +430,9 @@ def test_a_conversion_that_loses_a_race_uses_the_winners_folder(tmp_path, monkey
     """Two processes converting the same GGUF at once (parallel cells on a fresh machine): the
     second's rename fails onto the first's complete folder, which it then uses; a failed rename
     with no complete folder there is still an error."""
-    from tca4rec.io import atomic_dir
+    from tca4rec.io import atomic_dir, file_sha256
     from tca4rec.llm import model as model_module
-    from tca4rec.llm.model import file_sha256, resolve_llm
+    from tca4rec.llm.model import resolve_llm
 
     monkeypatch.setenv("TCA4REC_CACHE", str(tmp_path / "cache"))
     gguf_file = tmp_path / "race.gguf"

@@ -19,7 +19,7 @@ from tca4rec.cf.zoo import cf_model_class
 from tca4rec.data import RecDataset
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.evaluate.metrics import exclude_record, hit_ranks, metrics_record, prediction_records
-from tca4rec.io import atomic_write_json, atomic_write_jsonl, load_tensors
+from tca4rec.io import atomic_write_json, atomic_write_jsonl, file_sha256, load_tensors
 from tca4rec.validate import check_fields, check_value, loads_json
 
 CONFIG_FILE = "config.json"
@@ -31,14 +31,6 @@ RANKING_CHUNK_ELEMENTS = 1 << 24
 
 # Everything a CF run folder holds (top level): what --overwrite may delete, and nothing else.
 CF_RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, "train_log.jsonl", "metrics_*.json", "predictions_*.jsonl")
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cf_fingerprint(run_dir: str | Path) -> str:

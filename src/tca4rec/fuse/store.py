@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from tca4rec.cf import load_cf_run
-from tca4rec.cf.run import cf_fingerprint, file_sha256
+from tca4rec.cf.run import cf_fingerprint
 from tca4rec.errors import ConfigError, RunError, TCA4RecError
 from tca4rec.fuse.config import FUSION_DIR, FusionConfig
 from tca4rec.fuse.features import FEATURE_NAMES, TitleTable, candidates_in_chunks
-from tca4rec.io import atomic_write_json, atomic_write_text
+from tca4rec.io import atomic_write_json, atomic_write_text, file_sha256
 from tca4rec.llm.decoding import choose_items
 from tca4rec.validate import loads_json
 

