@@ -137,6 +137,13 @@ def test_missing_or_incomplete_run_folder(tmp_path, capsys):
     (tmp_path / "half").mkdir()
     assert main(["cf", "evaluate", "--run", str(tmp_path / "half")]) == 2
     assert "config.json is missing" in capsys.readouterr().err
+    llm_run = tmp_path / "llm"  # an LLM run given where a CF run belongs (--cf-run): named as such
+    llm_run.mkdir()
+    (llm_run / "config.json").write_text('{"format": "tca4rec.llm_run/1", "config": {}}')
+    assert main(["cf", "evaluate", "--run", str(llm_run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {llm_run} is not a CF run folder (its config.json is a 'tca4rec.llm_run/1' record; "
+                   "a CF run is what `tca4rec cf train` writes)"), err
 
 
 @pytest.mark.parametrize("damaged", [b'{"model": "\xff"}', b"[" * 100_000], ids=["not-utf8", "too-deep"])

@@ -59,6 +59,9 @@ def read_run_config(run_dir: str | Path) -> dict:
         raise RunError(f"{run_dir} is not a complete CF run folder: {CONFIG_FILE} is missing")
     try:
         config = loads_json(path.read_text(encoding="utf-8"))
+        if isinstance(config, dict) and "model" not in config and "format" in config:  # e.g. an LLM run's
+            raise RunError(f"{run_dir} is not a CF run folder (its {CONFIG_FILE} is a {config['format']!r} record; "
+                           "a CF run is what `tca4rec cf train` writes)")
         _ = config["model"], config["config"], config["dataset"]["num_items"], config["dataset"]["num_users"]
     except (ValueError, KeyError, TypeError) as e:  # ValueError: not JSON, or not UTF-8
         raise RunError(f"{path} is not a valid CF run config ({type(e).__name__}: {e})") from None
