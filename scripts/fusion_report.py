@@ -80,14 +80,14 @@ def tests_of(run: Path, host: str, methods: dict[str, RunResult], fresh: np.ndar
     return tests
 
 
-def fusion_facts(run: Path, host: str, dataset) -> tuple[dict | None, dict[str, float] | None]:
+def fusion_facts(run: Path, host: str, data: Path, dataset) -> tuple[dict | None, dict[str, float] | None]:
     """What limits the host's fusion: how often the target's title is among its candidates on the
     test rows, by source (None before the test rows are decoded), and each feature's share of the
     trees' gain (None before the fusion is fit)."""
     cell = run / "llm" / f"{host}-nocf-a0-s1"
     if not (cell / "fusion" / "fusion.json").is_file():
         return None, None
-    _, _, signals = load_run_signals(cell)
+    _, _, signals = load_run_signals(cell, data)  # the dataset given, not the path the run was trained with
     fusion = load_fusion(cell, signals)
     gain = fusion.booster.feature_importance("gain")
     shares = {name: float(g / gain.sum()) for name, g in zip(FEATURE_NAMES, gain)}
@@ -150,7 +150,7 @@ def write(run: Path, data: Path, out: Path) -> Path:
             lines += ["", f"Goal (≥ {GOAL:.0%} above SASRec, significant after Bonferroni at {bound:.2g}): "
                           f"{relative:+.1%} ({goal['diff']:+.4f} [{goal['low']:+.4f}, {goal['high']:+.4f}], p {p:.2g} "
                           f"as the Bonferroni line judges it): **{'met' if met else 'not met'}**."]
-        recall, gain = fusion_facts(run, host, dataset)
+        recall, gain = fusion_facts(run, host, data, dataset)
         if recall:
             summary.setdefault(host, {})["candidate_recall"] = recall
             lines += ["", f"Target among the candidates ({recall['candidates_per_row']:.1f} titles a row: "
