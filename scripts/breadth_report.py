@@ -250,7 +250,7 @@ def write(cells: dict[str, RunResult], missing: list[str], out: Path) -> Path:
             lines.append(f"| {row['alpha']:g} | not measured yet | – | – | – | – | – | – |")
         else:
             parts = []
-            for key, metric, rows in (("target_nll", "target NLL", "valid"), ("text_nll", "text NLL", "held-out title")):
+            for metric, key, _, _, rows in FLUENCY_MEASURES:
                 lo, hi = row[f"{key}_ci95"]
                 up = "–" if below is None else _delta(tests, below, row["label"], rows, metric, 3)
                 parts += [f"{row[key]:.3f} [{lo:.3f}, {hi:.3f}]",
