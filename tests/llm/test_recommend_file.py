@@ -187,6 +187,26 @@ def test_resume_keeps_complete_lines_and_drops_a_partial_one(reference_file, ref
     same_records(got[1:], reference[1:])
 
 
+def test_a_moved_run_and_input_resume(reference_file, reference, run_dir, histories, tmp_path):
+    """The record names the input and the run by content: copies elsewhere (new paths, new times)
+    resume the file; an input with one more row is refused."""
+    import shutil
+
+    moved_run, moved_input = tmp_path / "moved" / "run", tmp_path / "moved" / "users.jsonl"
+    shutil.copytree(run_dir, moved_run, ignore=shutil.ignore_patterns("checkpoints"))
+    moved_input.write_bytes(histories.read_bytes())
+    out = tmp_path / "recs.jsonl"
+    copy_meta(reference_file, out)
+    out.write_text("".join(json.dumps(r) + "\n" for r in reference[:2]))
+    summary = recommend_file(moved_run, moved_input, out, k=3, batch_size=2)
+    assert (summary["resumed_after"], summary["decoded"]) == (2, ROWS - 2)
+    same_records(lines(out), reference)
+    longer = tmp_path / "longer.jsonl"
+    longer.write_bytes(histories.read_bytes() + histories.read_bytes().splitlines(keepends=True)[0])
+    with pytest.raises(ConfigError, match="another histories_sha256"):
+        recommend_file(moved_run, longer, out, k=3, batch_size=2)
+
+
 def test_a_file_from_other_settings_is_refused(reference_file, run_dir, histories, tmp_path):
     out = tmp_path / "recs.jsonl"
     out.write_bytes(reference_file.read_bytes())

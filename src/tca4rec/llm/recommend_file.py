@@ -9,7 +9,8 @@ Resumable: decoded rows are appended one batch at a time as whole lines, flushed
 fsync'd. A run started again with the same settings (recorded beside the output in
 ``OUT.meta.json``) keeps the complete lines, drops a trailing partial line (a kill in the
 middle of a write) and decodes only the rows after them; a run with other settings or
-another input file is refused instead of being mixed into the file. Both output paths go
+another input file is refused instead of being mixed into the file. The record names the
+input, run, catalog and CF run by their content, so moving or copying them still resumes. Both output paths go
 through ``tca4rec.io.check_output`` before anything loads: an existing ``--out`` needs its
 settings record, an existing ``--skip-bad-rows`` file must be a bad-row list; a person's file
 in either place is refused, never overwritten. Under ``torchrun`` /
@@ -27,6 +28,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD
+from tca4rec.cf.run import cf_fingerprint
 from tca4rec.data import load_dataset
 from tca4rec.errors import ConfigError
 from tca4rec.io import atomic_write_json, atomic_write_jsonl, check_output, exclusive_use, file_sha256, jsonl_records
@@ -75,9 +77,12 @@ def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, 
         ranker.check_k(k)
         if skip_bad_rows is not None and state.is_main_process:
             atomic_write_jsonl(skip_bad_rows, [b.record() for b in bad])
-        key = {"histories": str(histories.resolve()), "histories_sha256": file_sha256(histories),
-               "run": str(Path(run_dir).resolve()), "weights": weights_stamp(Path(run_dir)), "k": k,
-               "beams": ranker.beams, "beta": ranker.beta, "cf_run": None if cf_run is None else str(cf_run),
+        # What the lists depend on, by content: moving or copying the input, the run or the CF run
+        # resumes; changing any of them is refused.
+        key = {"histories_sha256": file_sha256(histories),
+               "run_config_sha256": file_sha256(run.run_dir / "config.json"), "weights": weights_stamp(run.run_dir),
+               "dataset_fingerprint": run.dataset.fingerprint(), "k": k,
+               "beams": ranker.beams, "beta": ranker.beta, "cf_run": None if cf_run is None else cf_fingerprint(cf_run),
                "length_normalize": length_normalize, "cf_lookahead": cf_lookahead,
                "skip_bad_rows": skip_bad_rows is not None, **ranker.resume_key()}
         done, keep_bytes = _resume(out, meta, key, rows)
@@ -133,7 +138,7 @@ def _resume(out: Path, meta: Path, key: dict, rows: list[HistoryRow]) -> tuple[i
     keep = text.rfind(b"\n") + 1
     lines = text[:keep].splitlines()
     if len(lines) > len(rows):
-        raise ConfigError(f"{out} has {len(lines)} lines, more than the {len(rows)} rows of {key['histories']}")
+        raise ConfigError(f"{out} has {len(lines)} lines, more than the {len(rows)} input rows")
     for number, (line, row) in enumerate(zip(lines, rows), start=1):
         try:
             written = loads_json(line).get("row")
