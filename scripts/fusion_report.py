@@ -28,7 +28,7 @@ from tca4rec.evaluate.report import (RunResult, compare, load_run_result, paired
                                      restrict_rows)
 from tca4rec.fuse.apply import read_beams
 from tca4rec.fuse.features import FEATURE_NAMES, Candidates, candidates_in_chunks
-from tca4rec.fuse.store import load_fusion
+from tca4rec.fuse.store import load_fusion, read_fusion_record
 from tca4rec.io import atomic_write_json, atomic_write_text
 from tca4rec.llm.evaluate import decoding_suffix
 from tca4rec.llm.run import load_run_signals
@@ -88,7 +88,8 @@ def fusion_facts(run: Path, host: str, data: Path, dataset) -> tuple[dict | None
     if not (cell / "fusion" / "fusion.json").is_file():
         return None, None
     _, _, signals = load_run_signals(cell, data)  # the dataset given, not the path the run was trained with
-    fusion = load_fusion(cell, signals)
+    # The stored CF-run path is relative to the repository root (portable_paths): from any folder.
+    fusion = load_fusion(cell, signals, REPO / read_fusion_record(cell)["cf_run"])
     gain = fusion.booster.feature_importance("gain")
     shares = {name: float(g / gain.sum()) for name, g in zip(FEATURE_NAMES, gain)}
     if not (cell / "predictions_test.jsonl").is_file():

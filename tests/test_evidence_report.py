@@ -74,10 +74,12 @@ def test_breadth_report_recomputes_the_committed_cells(office_dir, tmp_path):
     assert t["diff"] == pytest.approx(expected) and t["low"] < expected < t["high"]
 
 
-def test_fusion_report_on_the_seed1_cells(office_dir, tmp_path):
-    """Run on the office-cpu-seed1 cells (their 1,000 rows are the explored ones: no fresh rows):
-    the goal line follows the library's test, and the candidates' recall from the beams alone is
-    the plain decoding's HR@10, computed another way."""
+def test_fusion_report_on_the_seed1_cells(office_dir, tmp_path, monkeypatch):
+    """Run on the office-cpu-seed1 cells (their 1,000 rows are the explored ones: no fresh rows),
+    from outside the repository (the fusion's stored CF-run path is relative to its root): the
+    goal line follows the library's test, and the candidates' recall from the beams alone is the
+    plain decoding's HR@10, computed another way."""
+    monkeypatch.chdir(tmp_path)
     script = _script("fusion_report")
     run = REPO / "docs" / "results" / "office-cpu-seed1" / "run" / "Office_Products"
     assert script.main(["--run", str(run), "--data", str(office_dir), "--out", str(tmp_path)]) == 0
