@@ -243,6 +243,27 @@ def test_a_folder_given_as_histories_is_named_a_folder(run_dir, tmp_path):
         recommend_file(run_dir, tmp_path, tmp_path / "o.jsonl")
 
 
+def test_a_finished_file_and_an_input_with_no_good_row(reference_file, reference, run_dir, histories, tmp_path):
+    """Run again when every row is written: nothing is decoded and the file stays as it is (this
+    crashed with UnboundLocalError); an input whose rows are all bad gives an empty output and the
+    list; an input without rows is refused before the model loads."""
+    out = tmp_path / "recs.jsonl"
+    out.write_bytes(reference_file.read_bytes())
+    copy_meta(reference_file, out)
+    summary = recommend_file(run_dir, histories, out, k=3, batch_size=2)
+    assert (summary["resumed_after"], summary["decoded"]) == (ROWS, 0)
+    assert out.read_bytes() == reference_file.read_bytes()
+
+    all_bad, none = tmp_path / "all_bad.jsonl", tmp_path / "none.jsonl"
+    all_bad.write_text(json.dumps({"user": "a", "history": [99999]}) + "\n")
+    summary = recommend_file(run_dir, all_bad, tmp_path / "o.jsonl", k=2, skip_bad_rows=tmp_path / "bad.jsonl")
+    assert (summary["rows"], summary["bad_rows"]) == (0, 1) and (tmp_path / "o.jsonl").read_text() == ""
+    none.write_text("\n  \n")
+    with pytest.raises(DatasetError, match="no histories in it"):
+        recommend_file(run_dir, none, tmp_path / "o2.jsonl", k=2)
+    assert not (tmp_path / "o2.jsonl").exists()
+
+
 def test_sigkill_then_resume(reference, run_dir, histories, tmp_path):
     out = tmp_path / "recs.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "tca4rec.cli", "recommend", "--run", str(run_dir), "--histories",

@@ -61,6 +61,8 @@ def read_histories(path: str | Path, catalog: Catalog, width: int,
             if not skip_bad:
                 raise DatasetError(e.message, file=path, row=row, field=e.field) from None
             bad.append(BadRow(row, e.field, e.message))
+    if not rows and not bad:
+        raise DatasetError("no histories in it (empty, or blank lines only)", file=path)
     return rows, bad
 
 

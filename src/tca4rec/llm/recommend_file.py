@@ -101,7 +101,7 @@ def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, 
                 ranked = ranker.decode([row.items for row in chunk], k=k, beta=ranker.beta, batch_size=batch_size)
                 if state.is_main_process:
                     _append(out, [_line(row, recs) for row, recs in zip(chunk, ranked)])
-            bar.update(len(chunk))
+                bar.update(len(chunk))
     state.wait_for_everyone()
     return {"out": str(out), "rows": len(rows), "decoded": len(rows) - done, "resumed_after": done,
             "bad_rows": len(bad), "bad_rows_file": None if skip_bad_rows is None else str(skip_bad_rows)}
