@@ -42,8 +42,9 @@ def test_a_folder_of_notes_survives_cf_train_overwrite(synth_dir, tmp_path, caps
 def test_a_file_or_a_dataset_copy_as_out_is_refused(synth_dir, tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("precious")
-    assert cf_train(synth_dir, afile, "--overwrite") == 2
-    assert "is a file" in capsys.readouterr().err and afile.read_text() == "precious"
+    for extra in (("--overwrite",), ()):  # without it, the file was called "run folder afile exists"
+        assert cf_train(synth_dir, afile, *extra) == 2
+        assert "is a file, not a run folder" in capsys.readouterr().err and afile.read_text() == "precious"
     copy = tmp_path / "data_copy"
     shutil.copytree(synth_dir, copy)
     before = snapshot(copy)

@@ -63,7 +63,10 @@ def test_bad_study_configs_name_the_field(bad, message):
     ("grid: [{host: [tallrec], cf: [../sasrec], alpha: [0.1]}]", "field 'grid\\[0\\].cf': '../sasrec' is not a plain"),
     ("grid: [{host: [tallrec], cf: [sasrec], alpha: []}]", "field 'grid\\[0\\].alpha': an empty list"),
     ("grid: [{host: [], cf: [sasrec]}]", "field 'grid\\[0\\].host': an empty list"),
-    ("cf: {epochs: -1}", "field 'cf' \\(options of sasrec\\): need epochs >= 0"),
+    ("cf: {epochs: -1}", "field 'cf' \\(options of sasrec\\): need epochs in 0\\.\\.100,000"),
+    ("cf: {num_heads: 3}", "field 'cf' \\(options of sasrec\\): num_heads 3 must divide hidden_size 64"),
+    ("seeds: [0, -1]", "field 'seeds\\[1\\]': -1 is not a seed"),
+    ("eval_sample_seed: -3", "field 'eval_sample_seed': -3 is not a seed"),
     ("betas: [0, 1.0e+308]", "field 'betas\\[1\\]': 1e\\+308 is not a finite number in \\[0, 10,000,000\\]"),
     ("beta_tuning: {rows: 5, grid: [0, 1.0e+8]}", "field 'beta_tuning.grid\\[1\\]': 100000000.0 is not a finite"),
 ])

@@ -105,6 +105,14 @@ def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def check_seed(value: object, what: str) -> int:
+    """Raise ``ConfigError`` naming ``what`` (an option or a field) unless ``value`` is a seed every
+    generator takes: numpy's refuse negative ones, and torch's wrap them silently."""
+    if not is_int(value) or not 0 <= value < 2**32:
+        raise ConfigError(f"{what}: {value!r} is not a seed (an integer in 0..{2**32 - 1:,})")
+    return value
+
+
 def check_name(value: object, path: str) -> str:
     """Raise ``ConfigError`` naming the field ``path`` unless ``value`` is a plain name: one folder or
     file name, as every name that becomes a path component must be (a study's datasets, hosts, CF

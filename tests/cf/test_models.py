@@ -126,3 +126,32 @@ def test_bad_names_and_options_are_config_errors(synth_dataset):
         build_cf_model("sasrec", 10, 10, num_layerz=2)
     with pytest.raises(ConfigError, match="dropout"):
         build_cf_model("gru4rec", 10, 10, dropout=1.5)
+
+
+@pytest.mark.parametrize("model, options, message", [
+    ("sasrec", {"num_heads": 3}, "num_heads 3 must divide hidden_size 64"),  # was a reshape error in torch
+    ("bert4rec", {"num_heads": 0}, "num_layers and num_heads must be >= 1"),
+    ("sasrec", {"num_layers": 0}, "num_layers and num_heads must be >= 1"),
+    ("gru4rec", {"num_layers": 0}, "num_layers must be >= 1"),
+    ("caser", {"vertical_filters": 0}, "vertical_filters must be >= 1"),
+    ("sasrec", {"lr": float("nan")}, "lr must be in \\(0, 1,000.0\\]"),  # was torch.optim's error
+    ("sasrec", {"lr": float("inf")}, "lr must be in"),  # was a run of NaN weights
+    ("sasrec", {"lr": 1e300}, "lr must be in"),  # was torch's float overflow
+    ("gru4rec", {"weight_decay": -1.0}, "weight_decay must be a finite number >= 0"),
+    ("sasrec", {"epochs": 10**20}, "need epochs in 0..100,000"),  # was an OverflowError in tqdm
+    ("mostpop", {"seed": -1}, "seed: -1 is not a seed"),
+])
+def test_options_torch_would_refuse_deep_inside_are_config_errors(model, options, message):
+    with pytest.raises(ConfigError, match=message):
+        build_cf_model(model, 10, 10, **options)
+
+
+def test_a_loss_that_is_not_finite_stops_training_and_saves_nothing(synth_dataset, tmp_path, monkeypatch):
+    """As weights blown up by a too-high lr give it (the epoch's mean loss: NaN or inf)."""
+    from tca4rec.cf import train as cf_train
+    from tca4rec.errors import RunError
+
+    monkeypatch.setattr(cf_train, "_run_epoch", lambda *args: float("nan"))
+    with pytest.raises(RunError, match="the training loss became nan in epoch 1 .*nothing was saved"):
+        cf_train.train_cf(synth_dataset, "gru4rec", tmp_path / "run", epochs=2, limit=64, progress=False)
+    assert not (tmp_path / "run").exists()

@@ -188,6 +188,31 @@ def test_too_many_fields(tiny_dir):
     expect_error(tiny_dir, "valid.csv", row=3, match="garbled")
 
 
+def test_a_repeated_column_is_named_not_resolved(tiny_dir):
+    """pandas renames the second 'iid' to 'iid.1' and the first one would silently win."""
+    rewrite(tiny_dir / "test.csv", "uid,iid,his_len", "uid,iid,iid,his_len")
+    path = tiny_dir / "test.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0]] + [f"{ln.split(',')[0]},1,{ln.split(',', 1)[1]}" for ln in lines[1:]]) + "\n")
+    expect_error(tiny_dir, "test.csv", row=0, field="iid", match="'iid' appear more than once")
+
+
+@pytest.mark.parametrize("rows", ["all", "first"])
+def test_a_trailing_comma_is_named_not_read_as_shifted_columns(tiny_dir, rows):
+    """pandas took the first field for an index and read every column one place to the left."""
+    path = tiny_dir / "test.csv"
+    lines = path.read_text().splitlines()
+    count = len(lines) - 1 if rows == "all" else 1
+    path.write_text("\n".join([lines[0]] + [ln + "," for ln in lines[1:1 + count]] + lines[1 + count:]) + "\n")
+    expect_error(tiny_dir, "test.csv", row=1, match="6 fields, the header has 5 \\(a trailing comma\\?\\)")
+
+
+def test_a_folder_where_a_file_belongs(tiny_dir):
+    (tiny_dir / "item.csv").unlink()
+    (tiny_dir / "item.csv").mkdir()
+    expect_error(tiny_dir, "item.csv", match="a folder, not a file")
+
+
 def test_non_utf8_bytes(tiny_dir):
     path = tiny_dir / "item.csv"
     data = path.read_bytes()

@@ -45,6 +45,9 @@ def test_a_sample_can_leave_out_the_rows_of_earlier_samples(synth_dataset, tmp_p
         test.sample(len(test), seed=1, exclude=earlier)
     with pytest.raises(ConfigError, match="needs a sample seed"):
         test.select(5, None, earlier)
+    for seed, exclude in ((-1, ()), (2**32, ()), (1, ((20, -5),))):  # numpy's error, from deep inside, before
+        with pytest.raises(ConfigError, match="--sample-seed: .* is not a seed"):
+            test.select(5, seed, exclude)
     cf_run = train_cf(synth_dataset, "mostpop", tmp_path / "mostpop", progress=False)
     record = evaluate_cf(cf_run, synth_dataset, split="test", limit=15, sample_seed=1, sample_exclude=earlier)
     assert record["sample_exclude"] == [[20, 0], [30, 5]]

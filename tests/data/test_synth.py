@@ -99,6 +99,6 @@ def test_larger_defaults_and_config_errors(tmp_path):
     small = write_synthetic_dataset(tmp_path / "d", SynthConfig(num_items=50, num_users=20))
     assert load_dataset(small).num_items == 50
     for bad in (SynthConfig(num_items=5), SynthConfig(chain_prob=0.8, taste_prob=0.5),
-                SynthConfig(line_length=(1, 3)), SynthConfig(split_fractions=(0.9, 0.2))):
+                SynthConfig(line_length=(1, 3)), SynthConfig(split_fractions=(0.9, 0.2)), SynthConfig(seed=-1)):
         with pytest.raises(ConfigError):
             synthesize(bad)

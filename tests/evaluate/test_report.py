@@ -230,6 +230,24 @@ def test_runs_report_states_row_counts_and_partial_overlap(synth_dir, tmp_path, 
     assert "Rows: a 4, a 4.\n" in capsys.readouterr().out  # the same rows: nothing more to say
 
 
+def test_runs_report_refuses_a_run_of_another_dataset(synth_dir, tmp_path):
+    """--data of another catalog used to give a report of the wrong rows' breakdowns, silently."""
+    from tca4rec.data import load_dataset
+    from tca4rec.study.runs_report import write_runs_report
+
+    fingerprint = load_dataset(synth_dir).fingerprint()
+    for name, record in (("cf", {"model": "x", "dataset": {"fingerprint": "0123456789abcdef"}}),
+                         ("llm", {"format": "tca4rec.llm_run/1", "dataset_fingerprint": "0123456789abcdef"}),
+                         ("own", {"model": "x", "dataset": {"fingerprint": fingerprint}})):
+        write_run(tmp_path / name, [0, 1], [3, 4], [[3], [4]])
+        (tmp_path / name / "config.json").write_text(json.dumps(record))
+    for name in ("cf", "llm"):
+        with pytest.raises(RunError, match=f"{name} was trained on another dataset .*fingerprint 0123456789abcdef"):
+            write_runs_report([str(tmp_path / "own"), str(tmp_path / name)], str(synth_dir),
+                              out=str(tmp_path / "report"))
+    write_runs_report([str(tmp_path / "own")], str(synth_dir), out=str(tmp_path / "report"))
+
+
 def test_a_run_restricted_to_some_rows_is_the_run_of_those_rows(tmp_path):
     """restrict_rows against a run written with only those rows: same ranks, metrics, CIs, tests."""
     rng = np.random.default_rng(0)

@@ -180,6 +180,7 @@ def test_fuse_fit_from_the_command_line(fused_run, tmp_path, capsys):
     (lambda d: d.update(items=d["items"][:2], scores=d["scores"][:2]), r"line 3: 2 items; line 1 has 4"),
     (lambda d: d.update(scores=d["scores"][:2]), r"line 3: items and scores must be lists of the same"),
     (lambda d: d.pop("items"), r"line 3 is not a prediction record of a plain decoding"),
+    (lambda d: d.update(row=0), r"line 3: row 0 again \(line 1 has it\)"),  # was re-ranked and counted twice
 ])
 def test_a_damaged_predictions_file_is_an_error_naming_its_line_and_field(fused_run, tmp_path, capsys, edit, message):
     """fuse apply reads a decoding from disk: a bad line is named, never re-ranked into wrong results."""

@@ -310,6 +310,26 @@ def test_unsupported_folders_are_one_line_errors(zoo, small_config, tmp_path, ca
     assert str(bert) in err and "encoder-only" in err
 
 
+def test_a_context_too_short_for_prompt_and_title_is_one_line(zoo, small_config, tmp_path, capsys):
+    """GPT-2's learned position table used to fail as torch's "IndexError: index out of range in self"."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
+
+    from tca4rec.cli import main
+
+    from .conftest import cli_train_args
+
+    short = tmp_path / "gpt2_32"
+    config = GPT2Config.from_pretrained(zoo["gpt2"])
+    config.n_positions = 32
+    AutoModelForCausalLM.from_config(config).save_pretrained(short)
+    AutoTokenizer.from_pretrained(zoo["gpt2"]).save_pretrained(short)
+    assert main(cli_train_args(small_config(tmp_path / "run", llm=str(short)))) == 2
+    err = capsys.readouterr().err  # the error line may follow the progress bar's carriage return
+    assert "Traceback" not in err and err.count("error: ") == 1
+    assert re.search(r"a prompt of \d+ tokens and the longest title \(\d+ tokens\) need \d+ positions, but the "
+                     r"model reads at most 32", err), err
+
+
 def test_half_precision_folder_loads_in_float32_on_cpu(zoo, tmp_path):
     from transformers import AutoModelForCausalLM
 

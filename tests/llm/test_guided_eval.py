@@ -111,14 +111,19 @@ def test_tune_beta_then_auto(runs, capsys):
         assert row["NDCG@10"] == pytest.approx(float(gains.mean()))
     auto = evaluate_llm_run(tca, split="valid", limit=3, beams=2, beta="auto", cf_lookahead="sum")
     assert auto["beta"] == stored["best_beta"]
-    assert main(["tune-beta", "--run", str(tca), "--split", "test"]) == 2
-    assert "never on the test rows" in capsys.readouterr().err
+    for split in ("test", "train"):  # train was accepted, and then used by --beta auto
+        assert main(["tune-beta", "--run", str(tca), "--split", split]) == 2
+        assert f"--split {split}: beta is chosen on valid rows, never on the test rows" in capsys.readouterr().err
     assert main(["tune-beta", "--run", str(tca), "--rows", "3", "--grid", "0", "1", "--beams", "2"]) == 0  # max
     tuned_max = json.loads((tca / "beta_tuning_max.json").read_text())
     assert tuned_max["cf_lookahead"] == "max" and "beta_tuning_max.json" in capsys.readouterr().out
     assert json.loads((tca / "beta_tuning.json").read_text()) == stored  # the sum tuning stays
     auto = evaluate_llm_run(tca, split="valid", limit=3, beams=2, beta="auto")
     assert auto["beta"] == tuned_max["best_beta"]
+    (tca / "beta_tuning_max.json").write_text(json.dumps({**tuned_max, "split": "train"}))  # an older tune-beta's
+    with pytest.raises(ConfigError, match="was tuned on train rows, not valid ones"):
+        evaluate_llm_run(tca, split="valid", limit=3, beams=2, beta="auto")
+    (tca / "beta_tuning_max.json").write_text(json.dumps(tuned_max))
     capsys.readouterr()
     assert main(["evaluate", "--run", str(tca), "--cf-lookahead", "mean"]) == 2  # refused by the search, one line
     err = capsys.readouterr().err.strip()

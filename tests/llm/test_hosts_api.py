@@ -89,6 +89,10 @@ def test_recommend_unknown_title_lists_close_titles(synth_dataset):
         history_item_ids([title[:-2]], synth_dataset.titles, 10)
     assert repr(title) in str(err.value)
     assert history_item_ids([title], synth_dataset.titles, 10) == [int(synth_dataset.title_group[5])]
+    huge = title * 5000  # quoted whole, a 100 KB error line; compared with every title, seconds of difflib
+    with pytest.raises(ConfigError, match=r"history\[0\] '.*'\.\.\. \(.* chars\) is not a catalog title$") as err:
+        history_item_ids([huge], synth_dataset.titles, 10)
+    assert len(str(err.value)) < 300 and err.value.value == huge
 
 
 def test_overfits_a_tiny_catalog(synth_dataset, sharp_llm_dir, tmp_path):

@@ -143,6 +143,10 @@ def test_refusals(small_config, cf_run, tmp_path, tmp_path_factory, capsys):
     train_args = cli_train_args(config)
     fails(train_args, "--resume")  # the run exists
     fails([*train_args, "--overwrite", "--alpha", "1.5"], "--alpha 1.5")
+    fails([*train_args, "--overwrite", "--seed", "-1"], "--seed: -1 is not a seed")
+    on_cf_run = [str(cf_run) if arg == config.out else arg for arg in train_args]
+    fails([*on_cf_run, "--overwrite"], "is a CF run folder (its config.json is not an LLM run's); refusing to delete")
+    fails(["evaluate", "--run", str(run_dir), "--limit", "3", "--sample-seed", "-1"], "--sample-seed: -1 is not a seed")
     fails([*train_args, "--overwrite", "--host", "msl", "--tau", "0"], "--tau 0")
     fails([*train_args, "--overwrite", "--alpha", "0.1"], "--cf")  # alpha > 0 without a CF run
     fails(["evaluate", "--run", str(tmp_path / "missing")], "does not exist")

@@ -76,18 +76,19 @@ def test_the_batcher_keeps_to_max_batch_and_skips_cancelled_jobs(recommender):
 
 
 def test_a_row_that_breaks_the_model_fails_alone(short_context_run):
-    """A history too long for the model's 128 positions fails; the rows batched with it still get answers."""
+    """A history too long for the model's 128 positions fails (refused where the prompts are built; it was
+    torch's IndexError); the rows batched with it still get answers."""
     from tca4rec.llm.run import load_llm_run
 
     short = Recommender(load_llm_run(short_context_run), beams=4)
     long_history = list(range(1, 11))
-    with pytest.raises(IndexError):
+    with pytest.raises(ConfigError, match="the model reads at most 128"):
         short.decode([long_history], k=4, beta=0.0)
     batcher = MicroBatcher(short.decode, max_batch=8, max_wait_s=0.0)
     futures = [batcher.submit(h, 4, 0.0) for h in ([3], long_history, [77])]
     batcher.start()
     batcher.stop()
-    with pytest.raises(IndexError):
+    with pytest.raises(ConfigError, match="the model reads at most 128"):
         futures[1].result()
     same_lists(futures[0].result(), short.decode([[3]], k=4, beta=0.0)[0])
     same_lists(futures[2].result(), short.decode([[77]], k=4, beta=0.0)[0])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,8 +23,11 @@ from torch import nn
 
 from tca4rec.data.dataset import item_counts
 from tca4rec.errors import ConfigError
+from tca4rec.validate import check_seed
 
 NEGATIVE_SAMPLING = ("uniform", "popularity")
+MAX_LR = 1000.0  # orders of magnitude past any CF model's; a typo's 1e300 overflows torch's float32
+MAX_EPOCHS = 100_000  # far past any patience; a typo's 10**20 is refused, not passed to the loop
 
 
 @dataclass
@@ -52,15 +56,26 @@ class CFConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr <= MAX_LR:  # NaN too; past MAX_LR, torch's float32 step may overflow
+            raise ConfigError(f"lr must be in (0, {MAX_LR:,}], got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        check_seed(self.seed, "seed")
         if self.num_negatives < 0:
             raise ConfigError(f"num_negatives must be >= 0, got {self.num_negatives}")
         if self.negative_sampling not in NEGATIVE_SAMPLING:
             raise ConfigError(f"negative_sampling must be one of {', '.join(NEGATIVE_SAMPLING)}, "
                               f"got {self.negative_sampling!r}")
-        if self.epochs < 0 or self.patience < 1:
-            raise ConfigError(f"need epochs >= 0 and patience >= 1, got {self.epochs} and {self.patience}")
+        if not 0 <= self.epochs <= MAX_EPOCHS or self.patience < 1:
+            raise ConfigError(f"need epochs in 0..{MAX_EPOCHS:,} (0: the untrained model) and patience >= 1, "
+                              f"got {self.epochs} and {self.patience}")
+
+    def check_transformer(self, num_layers: int, num_heads: int) -> None:
+        """The attention models' shape: heads split the hidden size evenly."""
+        if num_layers < 1 or num_heads < 1:
+            raise ConfigError(f"num_layers and num_heads must be >= 1, got {num_layers} and {num_heads}")
+        if self.hidden_size % num_heads:
+            raise ConfigError(f"num_heads {num_heads} must divide hidden_size {self.hidden_size}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "CFConfig":

@@ -42,6 +42,7 @@ class BERT4RecConfig(CFConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.check_transformer(self.num_layers, self.num_heads)
         if not 0.0 < self.mask_prob <= 1.0:
             raise ConfigError(f"mask_prob must be in (0, 1], got {self.mask_prob}")
         if not 0.0 <= self.last_only_prob <= 1.0:

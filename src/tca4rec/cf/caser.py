@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tca4rec.cf.base import CFConfig, CFModel, fit_history, register_cf_model
+from tca4rec.errors import ConfigError
 
 
 @dataclass
@@ -29,6 +30,12 @@ class CaserConfig(CFConfig):
     # Toys within 5 minutes.
     lr: float = 1e-2
     epochs: int = 15
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.horizontal_filters < 1 or self.vertical_filters < 1:
+            raise ConfigError(f"horizontal_filters and vertical_filters must be >= 1, got "
+                              f"{self.horizontal_filters} and {self.vertical_filters}")
 
 
 @register_cf_model

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from tca4rec.cf.base import CFConfig, CFModel, fit_history, register_cf_model
+from tca4rec.errors import ConfigError
 
 
 @dataclass
@@ -21,6 +22,11 @@ class GRU4RecConfig(CFConfig):
     # 7 epochs (a patience of 3 stops it there) and still climbs at epoch 40; at 1e-2 it
     # peaks at epoch 7 (0.0258 against 0.0295 at epoch 40 of 1e-3, in a sixth of the epochs).
     lr: float = 1e-2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_layers < 1:
+            raise ConfigError(f"num_layers must be >= 1, got {self.num_layers}")
 
 
 @register_cf_model

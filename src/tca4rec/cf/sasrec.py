@@ -26,6 +26,10 @@ class SASRecConfig(CFConfig):
     # 0.1186 uniform) at the cost of 1,000, and are no worse on Toys_and_Games (0.0377 vs 0.0374).
     negative_sampling: str = "popularity"
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_transformer(self.num_layers, self.num_heads)
+
 
 @register_cf_model
 class SASRec(CFModel):

@@ -10,6 +10,7 @@ valid NDCG@10 with full ranking, keeps the best epoch, and writes, atomically:
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import time
 from pathlib import Path
@@ -65,6 +66,8 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
     run this project wrote, holding nothing else: ``--overwrite`` never deletes a person's files."""
     if (not out_dir.exists() and not out_dir.is_symlink()) or (out_dir.is_dir() and not any(out_dir.iterdir())):
         return
+    if not out_dir.is_dir():
+        raise RunError(f"--out {out_dir} is a file, not a run folder; choose another --out")
     if not overwrite:
         raise RunError(f"run folder {out_dir} exists; a run folder that exists needs --overwrite")
     check_own_folder(out_dir, CF_RUN_FILES, "tca4rec CF run")
@@ -137,6 +140,9 @@ def train_cf(dataset: RecDataset, model_name: str, out_dir: str | Path, *,
                        disable=not progress)
             for epoch in bar:
                 loss = _run_epoch(model, optimizer, accelerator, tensors, cfg.batch_size, generator)
+                if not math.isfinite(loss):  # the weights are lost too: never saved as a model
+                    raise RunError(f"{model_name} on {dataset.name}: the training loss became {loss} in epoch "
+                                   f"{epoch} (lr {cfg.lr:g} too high?); nothing was saved")
                 ranks = split_ranks(accelerator.unwrap_model(model), dataset, "valid", limit)[0]
                 valid = summarize(ranks)
                 log.append({"epoch": epoch, "loss": loss, "valid": valid, "seconds": time.perf_counter() - started})

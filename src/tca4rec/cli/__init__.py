@@ -19,6 +19,7 @@ import re
 import sys
 
 from tca4rec.errors import TCA4RecError
+from tca4rec.validate import check_seed
 
 # Modules that define ``register(subparsers)``; order = order in ``--help``.
 COMMAND_MODULES = ("data", "cf", "llm", "fuse", "serve", "bench", "study")
@@ -88,6 +89,14 @@ def _memory_reason(error: BaseException) -> str:
     """The allocator's first line, without torch's C++ source location."""
     lines = str(error).strip().splitlines() or [type(error).__name__]
     return re.sub(r"^\[enforce fail at [^\]]*\]\s*(err == 0\.\s*)?", "", lines[0])[:300]
+
+
+def seed_arg(text: str) -> int:
+    """The argparse type of a ``--seed`` that no config checks (the benchmarks')."""
+    try:
+        return check_seed(int(text), "--seed")
+    except ValueError:  # not an integer, or not a seed (ConfigError is a ValueError)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed (an integer in 0..{2**32 - 1:,})") from None
 
 
 def examples(*lines: str) -> str:

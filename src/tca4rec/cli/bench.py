@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from tca4rec.cli import add_command
+from tca4rec.cli import add_command, seed_arg
 
 OUT_HELP = "also write the results as JSON here (a new file, or one an earlier run of this bench wrote)"
 
@@ -38,7 +38,7 @@ def _align(group) -> None:
                    help="local Hugging Face model folder whose tokenizer to use (default: SmolLM2-135M)")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions, median reported (default 5)")
     p.add_argument("--alpha", type=float, default=0.1, help="soft-label weight alpha (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random CF logits and targets")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the random CF logits and targets")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: stable timings)")
     p.add_argument("--out", default=None, help=OUT_HELP)
 
@@ -76,7 +76,7 @@ def _fuse(group) -> None:
     p.add_argument("--k", type=int, default=20, help="the CF model's top-K titles per row (default 20)")
     p.add_argument("--beams", type=int, default=10, help="LLM beams per row (default 10)")
     p.add_argument("--recommend", type=int, default=8, help="recommend calls timed, one history each (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic beams")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the synthetic beams")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: stable timings)")
     p.add_argument("--out", default=None, help=OUT_HELP)
 
@@ -104,7 +104,7 @@ def _scale(group) -> None:
     p.add_argument("--rows", type=int, default=64, help="rows ranked by the CF model per size (default 64)")
     p.add_argument("--llm", default=None, help="local model folder whose tokenizer to use (default: SmolLM2-135M)")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions, median reported (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the catalog, logits and models")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the catalog, logits and models")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: stable timings)")
     p.add_argument("--out", default=None, help=OUT_HELP)
 
@@ -119,7 +119,7 @@ def _train(group) -> None:
     p.add_argument("--llm", default=None, help="local Hugging Face model folder (default: the embedded SmolLM2-135M)")
     p.add_argument("--steps", type=int, default=8, help="optimizer steps per mode (default 8)")
     p.add_argument("--batch-size", type=int, default=16, dest="batch_size", help="rows per step (default 16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default=None, help=OUT_HELP)
 
@@ -139,7 +139,7 @@ def _serve(group) -> None:
     p.add_argument("--max-seconds", type=float, default=300.0, dest="max_seconds",
                    help="send no new request after this many seconds (default 300)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before a request is abandoned (default 600)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random histories")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the random histories")
     p.add_argument("--out", default=None, help=OUT_HELP)
 
 

@@ -275,7 +275,7 @@ def register(sub) -> None:
         "tca4rec tune-beta --run runs/tca --cf-lookahead max",
     ))
     p.add_argument("--run", required=True, help="LLM run folder (the choice is stored there)")
-    p.add_argument("--split", default="valid", help="split to tune on (default valid; test is refused)")
+    p.add_argument("--split", default="valid", help="split to tune on (valid, the default; train and test are refused)")
     p.add_argument("--rows", type=_positive_int, default=100, help="first N rows of the split (default 100)")
     p.add_argument("--grid", type=float, nargs="+", default=list(DEFAULT_GRID), metavar="BETA",
                    help="beta values to try (default %(default)s)")

@@ -16,6 +16,7 @@ import numpy as np
 
 from tca4rec.data.title_items import SameTitleItems
 from tca4rec.errors import ConfigError, DatasetError
+from tca4rec.validate import check_seed
 
 SPLITS = ("train", "valid", "test")
 
@@ -78,6 +79,8 @@ class Split:
         """``head(n)``, or ``sample(n, sample_seed, exclude)`` when a seed is given."""
         if exclude and sample_seed is None:
             raise ConfigError("excluding earlier samples needs a sample seed")
+        for seed in (() if sample_seed is None else (sample_seed,)) + tuple(seed for _, seed in exclude):
+            check_seed(seed, "--sample-seed")
         return self.head(n) if sample_seed is None else self.sample(n, sample_seed, exclude)
 
     def rows_between(self, start: int, stop: int) -> "Split":

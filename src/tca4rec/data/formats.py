@@ -120,7 +120,7 @@ def _read_stat(path: Path) -> tuple[int, int]:
 def read_utf8_text(path: Path) -> str:
     """A data file's text; a missing file or non-UTF-8 bytes are a DatasetError naming file and row."""
     if not path.is_file():
-        raise DatasetError("missing file", file=path)
+        raise DatasetError("a folder, not a file" if path.is_dir() else "missing file", file=path)
     data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # not utf-8-sig: its error offsets skip the mark
     try:
         return data.decode("utf-8")
@@ -137,6 +137,14 @@ def read_csv_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
         raise DatasetError("empty file", file=path) from None
     except pd.errors.ParserError as e:
         raise DatasetError(f"garbled or truncated CSV: {_parser_reason(e)}", file=path, row=_parser_row(e)) from None
+    header = next(row for row in csv.reader(io.StringIO(text)) if row)  # as written: pandas renames repeats
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DatasetError(f"column(s) {', '.join(map(repr, repeated))} appear more than once in the header",
+                           file=path, row=0, field=repeated[0])
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas took the extra leading fields for an index
+        raise DatasetError(f"{len(header) + frame.index.nlevels} fields, the header has {len(header)} "
+                           "(a trailing comma?)", file=path, row=1)
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DatasetError(f"missing column(s) {', '.join(missing)} (have: {', '.join(map(str, frame.columns))})",

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from tca4rec.data.dataset import SPLITS, RecDataset, Split
 from tca4rec.errors import ConfigError, DatasetError
-from tca4rec.validate import loads_json
+from tca4rec.validate import check_seed, loads_json
 
 MAX_TITLE_CHARS = 100
 _TAG = re.compile(r"<[^>]*>")
@@ -48,6 +48,7 @@ class PrepareConfig:
             raise ConfigError(f"split fractions must be positive with sum < 1, got {self.split_fractions}")
         if self.sample_train is not None and self.sample_train < 1:
             raise ConfigError(f"--sample-train must be >= 1, got {self.sample_train}")
+        check_seed(self.seed, "--seed")
 
 
 def clean_title(raw: object) -> str:

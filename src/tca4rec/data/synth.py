@@ -28,6 +28,7 @@ from tca4rec.data.dataset import RecDataset
 from tca4rec.data.formats import save_dataset
 from tca4rec.data.prepare import build_splits
 from tca4rec.errors import ConfigError
+from tca4rec.validate import check_seed
 
 DAY = 86_400
 START_TIME = 1_420_070_400  # 2015-01-01, in the range of the release's timestamps
@@ -91,6 +92,7 @@ class SynthConfig:
     split_fractions: tuple[float, float] = (0.8, 0.1)  # train, valid; test gets the rest
 
     def validate(self) -> None:
+        check_seed(self.seed, "--seed")
         if self.num_items < 10 or self.num_users < 2:
             raise ConfigError("synthetic data needs at least 10 items and 2 users")
         if self.max_history < 1 or self.favorite_brands < 1 or self.items_per_brand < 2:

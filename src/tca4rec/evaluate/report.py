@@ -115,14 +115,21 @@ def _loss_curve(run_dir: Path) -> list[tuple[float, float]]:
 
 
 def load_run_result(run_dir: str | Path, split: str, title_group: np.ndarray, label: str | None = None,
-                    top: int = 10, suffix: str = "", histories: np.ndarray | None = None) -> RunResult:
+                    top: int = 10, suffix: str = "", histories: np.ndarray | None = None,
+                    dataset_fingerprint: str | None = None) -> RunResult:
     """Read a finished, evaluated run. ``title_group`` is the dataset's (identical-title hits);
     ``suffix``: a decoding variant's predictions (``tca4rec.llm.evaluate.decoding_suffix``);
-    ``histories``: the whole split's [rows, H] history ids, to tell repeat rows from novel ones."""
+    ``histories``: the whole split's [rows, H] history ids, to tell repeat rows from novel ones;
+    ``dataset_fingerprint``: that dataset's, refusing a run trained on another one (whose rows
+    and titles these would silently misread)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder {run_dir} does not exist")
     config = _read_json(run_dir / "config.json")
+    trained_on = config.get("dataset_fingerprint") or (config.get("dataset") or {}).get("fingerprint")  # LLM, CF run
+    if dataset_fingerprint is not None and trained_on is not None and trained_on != dataset_fingerprint:
+        raise RunError(f"{run_dir} was trained on another dataset than the one given (catalog fingerprint "
+                       f"{trained_on}, given {dataset_fingerprint}): pass the run's own --data")
     rows, targets, topk = _prediction_arrays(run_dir / f"predictions_{split}{suffix}.jsonl", top,
                                              len(title_group) - 1)
     order = np.argsort(rows, kind="stable")

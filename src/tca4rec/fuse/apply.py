@@ -49,11 +49,15 @@ def read_beams(run_dir: Path, split: str, dataset) -> tuple[dict, np.ndarray, np
         raise RunError(f"{metrics} is not a metrics record ({e})") from None
     num_rows, num_items = len(dataset.split(split)), dataset.num_items
     rows, items, scores = [], [], []
+    line_of: dict[int, int] = {}
     for number, obj in lines:
         row, beam_items, beam_scores = _beams_of(obj, f"{predictions}, line {number}", num_rows, num_items)
         if items and len(beam_items) != len(items[0]):
             raise RunError(f"{predictions}, line {number}: {len(beam_items)} items; line {lines[0][0]} has "
                            f"{len(items[0])}")
+        if row in line_of:  # counted twice, it would weigh twice in the fused metrics
+            raise RunError(f"{predictions}, line {number}: row {row} again (line {line_of[row]} has it)")
+        line_of[row] = number
         rows.append(row)
         items.append(beam_items)
         scores.append(beam_scores)

@@ -30,8 +30,8 @@ class FusedRecommender(Recommender):
         """A builder from a loaded run, with the run's fusion and ``cf_run`` (default: the fusion's own)."""
         return lambda run: cls(run, load_fusion(run.run_dir, run.signals, cf_run))
 
-    def resolve_beta(self, beta: object) -> float:
-        value = super().resolve_beta(beta)
+    def resolve_beta(self, beta: object, auto_too: bool = False) -> float:
+        value = super().resolve_beta(beta, auto_too)
         if value != 0:
             raise InputError(f"beta {beta!r}: the learned fusion re-ranks plain decoding, so beta must be 0 or null",
                              "beta", beta)

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from tca4rec.errors import ConfigError
+from tca4rec.validate import check_seed
 
 DEFAULT_LLM = "smollm2-135m"  # SmolLM2-135M-Instruct, shipped on PyPI (see llm/model.py)
 HOSTS = ("tallrec", "llara", "msl")
@@ -113,6 +114,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.host not in HOSTS:
             raise ConfigError(f"--host {self.host}: unknown host (choose from {', '.join(HOSTS)})")
+        check_seed(self.seed, "--seed")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"--alpha {self.alpha}: must be in [0, 1]")
         for name in ("temperature", "tau", "lr", "epochs", "alpha", "lora_dropout"):

@@ -115,12 +115,14 @@ def choose_items(dataset, items: np.ndarray, cf_logits: torch.Tensor | None) -> 
     return dataset.same_title_items.choose(items, by_id)
 
 
-def parse_beta(value: float | str) -> float:
-    """A CF weight from the command line (text) or the API (a number): ``check_beta``'s rule."""
+def parse_beta(value: float | str, auto_too: bool = True) -> float:
+    """A CF weight from the command line (text) or the API (a number): ``check_beta``'s rule.
+    ``auto_too``: the caller also takes "auto" (handled before this), so the error offers it."""
     try:
         return check_beta(float(value) if isinstance(value, str) else value)
     except ValueError:  # float() of a word, or check_beta's ConfigError
-        raise ConfigError(f"--beta {value!r}: must be a finite number in [0, {MAX_BETA:,.0f}] or 'auto'") from None
+        raise ConfigError(f"--beta {value!r}: must be a finite number in [0, {MAX_BETA:,.0f}]"
+                          + (" or 'auto'" if auto_too else "")) from None
 
 
 def guide_cf_model(run, cf_run: str | Path | None):
@@ -154,6 +156,9 @@ def read_tuned_beta(run_dir: Path, cf_run: str | Path | None, cf_lookahead: str 
         raise RunError(f"{path} is not a tune-beta result ({e})") from None
     if tuned_lookahead != cf_lookahead:
         raise ConfigError(f"--beta auto: {path} was tuned with --cf-lookahead {tuned_lookahead}, not {cf_lookahead}")
+    if record.get("split", "valid") != "valid":  # written before tune-beta refused other splits
+        raise ConfigError(f"--beta auto: {path} was tuned on {record['split']} rows, not valid ones: tune again "
+                          f"with `tca4rec tune-beta --run {run_dir} --cf-lookahead {cf_lookahead}`")
     if cf_run is None or str(cf_run) == TEACHER:
         if tuned_with != TEACHER:
             raise ConfigError(f"--beta auto: {path} was tuned with --cf-run {tuned_with}, not the run's own teacher")

@@ -48,6 +48,15 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def context_length(config) -> int | None:
+    """The most positions the model reads, by the name its architecture gives it (None if unstated)."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 class Projector(nn.Module):
     """LLaRA's 2-layer MLP from the CF embedding space to the LLM's input embeddings."""
 
@@ -77,6 +86,7 @@ class Host(nn.Module):
         self.title_ids = [list(t) for t in title_ids]
         self.register_buffer("target_tokens", target_tokens.long(), persistent=False)
         self.pad_token_id = int(tokenizer.pad_token_id)
+        self.context = context_length(llm.config)
         self.projector: Projector | None = None
         if config.uses_cf_embeddings:
             if cf_dim is None:
@@ -93,6 +103,7 @@ class Host(nn.Module):
         histories = histories.cpu()
         built = [self.builder.build([self.title_ids[i] for i in row[row > 0].tolist()]) for row in histories]
         b, h = histories.shape
+        self._check_context(max(len(p.ids) for p in built))
         input_ids, attention_mask = left_pad([p.ids for p in built], self.pad_token_id)
         width = input_ids.shape[1]
         slot_positions = torch.full((b, h), -1, dtype=torch.long)
@@ -105,6 +116,16 @@ class Host(nn.Module):
             if p.user_slot is not None:
                 user_slot[r] = p.user_slot + offset
         return PromptBatch(input_ids, attention_mask, slot_positions, user_slot)
+
+    def _check_context(self, prompt_tokens: int) -> None:
+        """A prompt and the longest title (fed up to its EOS) must fit the model's positions: past
+        them a learned position table fails deep inside torch, and rotary ones run untrained."""
+        title_tokens = self.target_tokens.shape[1] - 1  # without its EOS
+        needed = prompt_tokens + title_tokens
+        if self.context is not None and needed > self.context:
+            raise ConfigError(f"a prompt of {prompt_tokens} tokens and the longest title ({title_tokens} tokens) need "
+                              f"{needed} positions, but the model reads at most {self.context}: use shorter "
+                              "histories or titles, or a model with a longer context")
 
     def prompt_embeds(self, prompt: PromptBatch, history_cf: torch.Tensor | None = None,
                       user_cf: torch.Tensor | None = None) -> torch.Tensor:

@@ -35,6 +35,8 @@ from tca4rec.errors import ConfigError
 from tca4rec.llm.decoding import evaluate_rows, guide_cf_model, parse_beta, read_tuned_beta
 from tca4rec.llm.run import LLMRun, load_llm_run
 
+SHOWN_CHARS = 200  # an unknown title is quoted up to this many characters in its error
+
 HistoryEntry = str | int
 
 
@@ -64,6 +66,9 @@ class Catalog:
         for item_id in range(1, len(titles)):
             self._index.setdefault(titles[item_id], item_id)  # identical titles: the first item
         self._keys = list(self._index)
+        # difflib's ratio is at most 2 * len(title) / (len(entry) + len(title)): an entry over three
+        # times the longest title has no title at cutoff 0.5, and comparing it would only cost time.
+        self._suggest_up_to = 3 * max(map(len, self._keys), default=0)
 
     def item_id(self, entry: object, position: int, suggest: bool = True) -> int:
         """The item id of one history entry; ``suggest``: list close titles for an unknown one (slower)."""
@@ -71,9 +76,11 @@ class Catalog:
         if isinstance(entry, str):
             if entry in self._index:
                 return self._index[entry]
+            suggest = suggest and len(entry) <= self._suggest_up_to
             close = difflib.get_close_matches(entry, self._keys, n=3, cutoff=0.5) if suggest else []
             hint = f"; closest catalog titles: {'; '.join(repr(c) for c in close)}" if close else ""
-            raise InputError(f"{field} {entry!r} is not a catalog title{hint}", field, entry)
+            shown = repr(entry) if len(entry) <= SHOWN_CHARS else f"{entry[:SHOWN_CHARS]!r}... ({len(entry):,} chars)"
+            raise InputError(f"{field} {shown} is not a catalog title{hint}", field, entry)
         if isinstance(entry, int) and not isinstance(entry, bool):
             if 1 <= entry <= self.num_items:
                 return entry
@@ -119,7 +126,8 @@ class Recommender:
         self.cf_lookahead = check_lookahead(cf_lookahead)
         self.catalog = Catalog(run.dataset.titles)
         self.width = int(run.dataset.split("train").histories.shape[1])
-        self.beta = self.resolve_beta(read_tuned_beta(run.run_dir, cf_run, cf_lookahead) if beta == "auto" else beta)
+        self.beta = self.resolve_beta(read_tuned_beta(run.run_dir, cf_run, cf_lookahead) if beta == "auto" else beta,
+                                      auto_too=True)
 
     def item_ids(self, history: Sequence[object], max_entries: int | None = None) -> list[int]:
         return self.catalog.item_ids(history, self.width, max_entries)
@@ -134,12 +142,13 @@ class Recommender:
             raise InputError(f"k {k!r} must be an integer in 1..{self.beams} (the beam width)", "k", k)
         return k
 
-    def resolve_beta(self, beta: object) -> float:
-        """``beta`` as a CF weight (None: the default); > 0 needs a CF model."""
+    def resolve_beta(self, beta: object, auto_too: bool = False) -> float:
+        """``beta`` as a CF weight (None: the default); > 0 needs a CF model. ``auto_too``: the
+        caller took "auto" already (the constructor), so an error offers it; a request cannot."""
         if beta is None:
             return self.beta
         try:
-            value = parse_beta(beta)
+            value = parse_beta(beta, auto_too)
         except ConfigError as e:
             raise InputError(str(e).removeprefix("--"), "beta", beta) from None
         if value > 0 and self.cf_model is None:

@@ -36,6 +36,7 @@ from transformers import EarlyStoppingCallback, ProgressCallback, Trainer, Train
 from transformers.trainer_pt_utils import get_length_grouped_indices, safe_globals
 
 from tca4rec.align import soft_ntp_loss
+from tca4rec.cf.run import read_run_config
 from tca4rec.errors import ConfigError, RunError
 from tca4rec.evaluate.metrics import hit_ranks, summarize
 from tca4rec.io import atomic_write_json, atomic_write_jsonl, check_own_folder, exclusive_use, remove_own_folder
@@ -339,8 +340,9 @@ def check_run_dir(config: TrainConfig, resume: bool, overwrite: bool, fingerprin
     stored_path = run_dir / "config.json"
     stored = _read_run_record(stored_path) if exists else None
     if exists and stored is None:
-        raise RunError(f"{run_dir} is not a tca4rec run folder (no tca4rec config.json); refusing to "
-                       f"{'delete' if overwrite else 'resume'} it")
+        raise RunError(f"{run_dir} is {'a CF run folder' if _is_cf_run(run_dir) else 'not a tca4rec LLM run folder'} "
+                       f"(its config.json is not an LLM run's); refusing to {'delete' if overwrite else 'resume'} it: "
+                       "choose another --out")
     if exists and overwrite:
         check_own_folder(run_dir, LLM_RUN_FILES, "tca4rec LLM run")
         return False
@@ -356,6 +358,14 @@ def check_run_dir(config: TrainConfig, resume: bool, overwrite: bool, fingerprin
         if differ:
             raise RunError(f"--resume {run_dir}: options differ from the run's config.json: {', '.join(differ)}")
     return exists
+
+
+def _is_cf_run(folder: Path) -> bool:
+    try:
+        read_run_config(folder)
+    except RunError:
+        return False
+    return True
 
 
 def _read_run_record(path: Path) -> dict | None:

@@ -171,6 +171,7 @@ def create_app(recommender: Recommender, batcher: MicroBatcher, info: dict, limi
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        state.requests += 1  # a request all the same: errors never outnumber requests
         state.errors += 1
         return validation_error(exc)
 

@@ -36,7 +36,7 @@ from tca4rec.errors import ConfigError
 from tca4rec.fuse.config import FusionConfig
 from tca4rec.llm.config import HOSTS, TrainConfig, check_beta
 from tca4rec.study.cells import CFCell, LLMCell, as_list
-from tca4rec.validate import check_fields, check_name, check_value
+from tca4rec.validate import check_fields, check_name, check_seed, check_value
 
 GRID_KEYS = ("host", "cf", "alpha")
 # TrainConfig fields a study sets per cell, never in its 'train' block.
@@ -120,10 +120,15 @@ class StudyConfig:
         for n, pair in enumerate(self.eval_sample_exclude):
             if len(pair) != 2 or min(pair) < 0:
                 raise ConfigError(f"field 'eval_sample_exclude[{n}]': {pair!r} is not a [limit, seed] pair")
+            check_seed(pair[1], f"field 'eval_sample_exclude[{n}][1]'")
+        if self.eval_sample_seed is not None:
+            check_seed(self.eval_sample_seed, "field 'eval_sample_seed'")
         if self.eval_sample_exclude and self.eval_sample_seed is None:
             raise ConfigError("field 'eval_sample_exclude' needs 'eval_sample_seed' (it excludes rows from a sample)")
         if not self.seeds:
             raise ConfigError("field 'seeds': give at least one seed")
+        for n, seed in enumerate(self.seeds):
+            check_seed(seed, f"field 'seeds[{n}]'")
         if self.eval_batch_size < 1:
             raise ConfigError(f"field 'eval_batch_size': {self.eval_batch_size} (must be >= 1)")
         if self.beams < 10:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tca4rec.data import load_dataset
+from tca4rec.data import RecDataset, load_dataset
 from tca4rec.evaluate.plots import plot_loss_curves, plot_metrics
 from tca4rec.evaluate.report import (
     ROW_SETS,
@@ -40,7 +40,7 @@ def write_runs_report(runs: list[str], data: str, split: str = "test", out: str 
     out_dir = check_output(out, "--out", own_folder(REPORT_FILES))
     ds = load_dataset(data)
     histories = ds.split(split).histories
-    results = [result for run in runs for result in _with_fusion(run, split, ds.title_group, histories)]
+    results = [result for run in runs for result in _with_fusion(run, split, ds, histories)]
     check_same_depth(results)
     tests = [compare(results[0], r, m, rows) for r in results[1:] for rows in ROW_SETS for m in ("NDCG@10", "HR@10")]
     rows = rows_line(results)
@@ -62,12 +62,12 @@ def write_runs_report(runs: list[str], data: str, split: str = "test", out: str 
     return out_dir
 
 
-def _with_fusion(run: str, split: str, title_group: np.ndarray, histories: np.ndarray) -> list[RunResult]:
+def _with_fusion(run: str, split: str, ds: RecDataset, histories: np.ndarray) -> list[RunResult]:
     """A run's result and, when its folder holds one, its learned fusion's (the ``_fusion`` files)."""
-    plain = load_run_result(run, split, title_group, histories=histories)
+    plain = load_run_result(run, split, ds.title_group, histories=histories, dataset_fingerprint=ds.fingerprint())
     if not (Path(run) / f"predictions_{split}{FUSION_SUFFIX}.jsonl").is_file():
         return [plain]
-    return [plain, load_run_result(run, split, title_group, label=f"{plain.label} + learned fusion",
+    return [plain, load_run_result(run, split, ds.title_group, label=f"{plain.label} + learned fusion",
                                    suffix=FUSION_SUFFIX, histories=histories)]
 
 
