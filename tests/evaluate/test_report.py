@@ -246,6 +246,9 @@ def test_runs_report_refuses_a_run_of_another_dataset(synth_dir, tmp_path):
             write_runs_report([str(tmp_path / "own"), str(tmp_path / name)], str(synth_dir),
                               out=str(tmp_path / "report"))
     write_runs_report([str(tmp_path / "own")], str(synth_dir), out=str(tmp_path / "report"))
+    (tmp_path / "own" / "config.json").write_text("[1, 2]")
+    with pytest.raises(RunError, match="is not a run record"):
+        write_runs_report([str(tmp_path / "own")], str(synth_dir), out=str(tmp_path / "report"))
 
 
 def test_a_run_restricted_to_some_rows_is_the_run_of_those_rows(tmp_path):

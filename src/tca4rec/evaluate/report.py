@@ -126,7 +126,11 @@ def load_run_result(run_dir: str | Path, split: str, title_group: np.ndarray, la
     if not run_dir.is_dir():
         raise RunError(f"run folder {run_dir} does not exist")
     config = _read_json(run_dir / "config.json")
-    trained_on = config.get("dataset_fingerprint") or (config.get("dataset") or {}).get("fingerprint")  # LLM, CF run
+    if not isinstance(config, dict):
+        raise RunError(f"{run_dir / 'config.json'} is not a run record (a JSON object)")
+    dataset = config.get("dataset")  # a CF run's; an LLM run's fingerprint sits at the top
+    trained_on = config.get("dataset_fingerprint") or (dataset.get("fingerprint") if isinstance(dataset, dict)
+                                                       else None)
     if dataset_fingerprint is not None and trained_on is not None and trained_on != dataset_fingerprint:
         raise RunError(f"{run_dir} was trained on another dataset than the one given (catalog fingerprint "
                        f"{trained_on}, given {dataset_fingerprint}): pass the run's own --data")
