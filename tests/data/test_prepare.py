@@ -222,6 +222,8 @@ def test_nothing_survives_k_core(tmp_path):
         prepare_amazon(reviews_path, meta_path, PrepareConfig(k_core=50))
     with pytest.raises(ConfigError):
         prepare_amazon(reviews_path, meta_path, PrepareConfig(k_core=0))
+    with pytest.raises(ConfigError, match="--seed: -1 is not a seed"):  # numpy's ValueError, after the reading
+        PrepareConfig(sample_train=5, seed=-1)
 
 
 @pytest.mark.parametrize("lines,row,field,match", [

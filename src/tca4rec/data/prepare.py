@@ -40,6 +40,9 @@ class PrepareConfig:
     sample_train: int | None = None  # keep a seeded random sample of this many train rows
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        self.validate()  # before minutes of reading raw files, not after
+
     def validate(self) -> None:
         if self.k_core < 1 or self.max_history < 1:
             raise ConfigError(f"--k-core and --max-history must be >= 1 (got {self.k_core}, {self.max_history})")
