@@ -90,6 +90,8 @@ def test_fusion_report_on_the_seed1_cells(office_dir, tmp_path, monkeypatch):
     fused = methods["tallrec + learned fusion"]["metrics"]
     assert tallrec["diff"] == pytest.approx(fused["NDCG@10"] - sasrec["NDCG@10"])
     assert tallrec["relative"] == pytest.approx(tallrec["diff"] / sasrec["NDCG@10"])
+    assert tallrec["relative_ci95"] == pytest.approx([tallrec["low"] / sasrec["NDCG@10"],
+                                                      tallrec["high"] / sasrec["NDCG@10"]])
     recall = tallrec["candidate_recall"]
     assert recall["llm_beams"] == pytest.approx(plain["HR@10"]) and recall["any"] >= recall["cf_top_k"]
     assert sum(tallrec["feature_gain"].values()) == pytest.approx(1.0)
