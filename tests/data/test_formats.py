@@ -207,6 +207,12 @@ def test_a_trailing_comma_is_named_not_read_as_shifted_columns(tiny_dir, rows):
     expect_error(tiny_dir, "test.csv", row=1, match="6 fields, the header has 5 \\(a trailing comma\\?\\)")
 
 
+def test_a_header_field_past_the_csv_size_limit_is_named(tiny_dir):
+    path = tiny_dir / "test.csv"
+    path.write_text('"' + "x" * 200_000 + '",' + path.read_text())
+    expect_error(tiny_dir, "test.csv", row=0, match="garbled CSV header: field larger than field limit")
+
+
 def test_a_folder_where_a_file_belongs(tiny_dir):
     (tiny_dir / "item.csv").unlink()
     (tiny_dir / "item.csv").mkdir()

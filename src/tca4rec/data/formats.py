@@ -130,14 +130,18 @@ def read_utf8_text(path: Path) -> str:
 
 def read_csv_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     """All cells as strings (no NA guessing: a product may be titled "None")."""
-    text = read_utf8_text(path)
+    buffer = io.StringIO(read_utf8_text(path))
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, na_filter=False, engine="c")
+        header = next((row for row in csv.reader(buffer) if row), [])  # as written: pandas renames repeats
+    except csv.Error as e:  # a header field over csv's size limit
+        raise DatasetError(f"garbled CSV header: {e}", file=path, row=0) from None
+    buffer.seek(0)
+    try:
+        frame = pd.read_csv(buffer, dtype=str, na_filter=False, engine="c")
     except pd.errors.EmptyDataError:
         raise DatasetError("empty file", file=path) from None
     except pd.errors.ParserError as e:
         raise DatasetError(f"garbled or truncated CSV: {_parser_reason(e)}", file=path, row=_parser_row(e)) from None
-    header = next(row for row in csv.reader(io.StringIO(text)) if row)  # as written: pandas renames repeats
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise DatasetError(f"column(s) {', '.join(map(repr, repeated))} appear more than once in the header",
