@@ -3,9 +3,8 @@
 - ``teacher_run``: a tiny Llama TCA4Rec run whose teacher is a SASRec run (so beta > 0 works);
 - ``short_context_run``: a tiny GPT-2 (learned positions, a 128-token context) trained on
   rows with one-item histories, without any CF run. A history of five or more titles makes a
-  prompt longer than its context: its decoding fails (refused where the prompts are built,
-  before the position table would fail), which is how the tests reach the service's 500 path
-  without faking anything.
+  prompt longer than its context: bad input (the service's 422, a bad row of batch scoring),
+  refused before the position table would fail deep inside torch.
 - ``start_server``: ``tca4rec serve --port 0`` in a subprocess, its URL read from the ready line.
 """
 

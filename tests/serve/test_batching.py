@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
-from tca4rec.errors import ConfigError
+from tca4rec.errors import ConfigError, DatasetError
 from tca4rec.llm.config import MAX_BETA
 from tca4rec.llm.recommend import InputError, Recommender, recommend
+from tca4rec.llm.recommend_file import recommend_file
+from tca4rec.llm.run import load_llm_run
 from tca4rec.serve.batcher import MicroBatcher
 
 HISTORIES = [[1], [5, 9, 12], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51], [299, 3], [120, 7, 88, 250]]
@@ -78,8 +81,6 @@ def test_the_batcher_keeps_to_max_batch_and_skips_cancelled_jobs(recommender):
 def test_a_row_that_breaks_the_model_fails_alone(short_context_run):
     """A history too long for the model's 128 positions fails (refused where the prompts are built; it was
     torch's IndexError); the rows batched with it still get answers."""
-    from tca4rec.llm.run import load_llm_run
-
     short = Recommender(load_llm_run(short_context_run), beams=4)
     long_history = list(range(1, 11))
     with pytest.raises(ConfigError, match="the model reads at most 128"):
@@ -93,6 +94,35 @@ def test_a_row_that_breaks_the_model_fails_alone(short_context_run):
     same_lists(futures[0].result(), short.decode([[3]], k=4, beta=0.0)[0])
     same_lists(futures[2].result(), short.decode([[77]], k=4, beta=0.0)[0])
     assert batcher.stats.failures == 1 and batcher.stats.calls == 4  # the batch, then each row alone
+
+
+def test_a_history_too_long_for_the_context_is_bad_input_before_any_decoding(short_context_run, tmp_path):
+    """Every path from a given history refuses it as that input's fault: the API and the CLI, and batch
+    scoring, which names its row (or, with --skip-bad-rows, lists it and decodes the others)."""
+    run = load_llm_run(short_context_run)
+    short = Recommender(run, beams=4)
+    long_history = list(range(1, 11))
+    with pytest.raises(InputError, match="history too long for the model: a prompt of .* at most 128") as e:
+        short.item_ids(long_history)
+    assert (e.value.field, e.value.value) == ("history", 10)
+    assert short.item_ids([3, 4]) == [3, 4]
+    with pytest.raises(ConfigError, match="history too long for the model"):
+        recommend(short_context_run, long_history, k=4, beams=4, run=run)
+
+    histories = tmp_path / "users.jsonl"
+    histories.write_text("".join(json.dumps({"user": u, "history": h}) + "\n"
+                                 for u, h in (("a", [3]), ("b", long_history), ("c", [77]))))
+    with pytest.raises(DatasetError, match=r"users.jsonl, row 2, field 'history': too long for the model: a prompt"):
+        recommend_file(short_context_run, histories, tmp_path / "recs.jsonl", k=4, beams=4)
+    assert not (tmp_path / "recs.jsonl").exists()
+    summary = recommend_file(short_context_run, histories, tmp_path / "recs.jsonl", k=4, beams=4,
+                             skip_bad_rows=tmp_path / "bad.jsonl")
+    assert (summary["rows"], summary["bad_rows"]) == (2, 1)
+    bad = [json.loads(line) for line in (tmp_path / "bad.jsonl").read_text().splitlines()]
+    assert [(b["row"], b["field"]) for b in bad] == [(2, "history")] and "at most 128" in bad[0]["error"]
+    lines = [json.loads(line) for line in (tmp_path / "recs.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["user"]) for r in lines] == [(1, "a"), (3, "c")]
+    assert [r["items"] for r in lines] == [[x.item_id for x in short.decode([h], 4, 0.0)[0]] for h in ([3], [77])]
 
 
 def test_every_accepted_beta_ranks_k_items_with_finite_scores_and_larger_ones_are_refused(

@@ -117,6 +117,10 @@ class Host(nn.Module):
                 user_slot[r] = p.user_slot + offset
         return PromptBatch(input_ids, attention_mask, slot_positions, user_slot)
 
+    def check_fits(self, history: Sequence[int]) -> None:
+        """Refuses (``ConfigError``) a history of item ids whose prompt would not fit the model's context."""
+        self._check_context(len(self.builder.build([self.title_ids[i] for i in history if i > 0]).ids))
+
     def _check_context(self, prompt_tokens: int) -> None:
         """A prompt and the longest title (fed up to its EOS) must fit the model's positions: past
         them a learned position table fails deep inside torch, and rotary ones run untrained."""

@@ -130,7 +130,17 @@ class Recommender:
                                       auto_too=True)
 
     def item_ids(self, history: Sequence[object], max_entries: int | None = None) -> list[int]:
-        return self.catalog.item_ids(history, self.width, max_entries)
+        """The item ids the model reads of ``history``; a bad entry, or a history whose prompt does not
+        fit the model's context, is an ``InputError`` (the service's 422), never a failed decoding."""
+        ids = self.catalog.item_ids(history, self.width, max_entries)
+        self.check_fits(ids)
+        return ids
+
+    def check_fits(self, ids: Sequence[int]) -> None:
+        try:
+            self.run.host.check_fits(ids)
+        except ConfigError as e:
+            raise InputError(f"history too long for the model: {e}", "history", len(ids)) from None
 
     def resume_key(self) -> dict:
         """What its lists depend on besides the run and the decoding options (batch scoring's resume

@@ -1,9 +1,11 @@
 """Offline batch scoring: the top-k items of every user of a histories file, as JSON lines.
 
 ``tca4rec recommend --run RUN --histories FILE --out recs.jsonl``. The input format and its
-checks are ``tca4rec.llm.histories``; decoding is ``Recommender`` (the same answers as
-``recommend`` and the HTTP service). The output has one line per good input row, in input
-order: ``{"row", "user", "items", "titles", "scores"}``.
+checks are ``tca4rec.llm.histories``, plus one that needs the loaded model: a history whose
+prompt does not fit the model's context is a bad row too, found before anything is decoded.
+Decoding is ``Recommender`` (the same answers as ``recommend`` and the HTTP service). The
+output has one line per good input row, in input order: ``{"row", "user", "items",
+"titles", "scores"}``.
 
 Resumable: decoded rows are appended one batch at a time as whole lines, flushed and
 fsync'd. A run started again with the same settings (recorded beside the output in
@@ -30,11 +32,11 @@ from tqdm.auto import tqdm
 from tca4rec.align.guidance import DEFAULT_CF_LOOKAHEAD
 from tca4rec.cf.run import cf_fingerprint
 from tca4rec.data import load_dataset
-from tca4rec.errors import ConfigError
+from tca4rec.errors import ConfigError, DatasetError
 from tca4rec.io import atomic_write_json, atomic_write_jsonl, check_output, exclusive_use, file_sha256, jsonl_records
 from tca4rec.llm.decoding import read_tuned_beta
-from tca4rec.llm.histories import BAD_ROW_FIELDS, HistoryRow, read_histories
-from tca4rec.llm.recommend import Catalog, Recommendation, Recommender
+from tca4rec.llm.histories import BAD_ROW_FIELDS, BadRow, HistoryRow, read_histories
+from tca4rec.llm.recommend import Catalog, InputError, Recommendation, Recommender
 from tca4rec.llm.run import LLMRun, load_llm_run, process_state, read_run_record, weights_stamp
 from tca4rec.validate import loads_json
 
@@ -75,6 +77,7 @@ def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, 
         ranker = recommender(run) if recommender is not None else Recommender(
             run, beams=beams, beta=beta, cf_run=cf_run, length_normalize=length_normalize, cf_lookahead=cf_lookahead)
         ranker.check_k(k)
+        rows, bad = _fitting(ranker, rows, bad, histories, skip_bad=skip_bad_rows is not None)
         if skip_bad_rows is not None and state.is_main_process:
             atomic_write_jsonl(skip_bad_rows, [b.record() for b in bad])
         # What the lists depend on, by content: moving or copying the input, the run or the CF run
@@ -105,6 +108,24 @@ def recommend_file(run_dir: str | Path, histories: str | Path, out: str | Path, 
     state.wait_for_everyone()
     return {"out": str(out), "rows": len(rows), "decoded": len(rows) - done, "resumed_after": done,
             "bad_rows": len(bad), "bad_rows_file": None if skip_bad_rows is None else str(skip_bad_rows)}
+
+
+def _fitting(ranker: Recommender, rows: list[HistoryRow], bad: list[BadRow], path: str | Path,
+             skip_bad: bool) -> tuple[list[HistoryRow], list[BadRow]]:
+    """The rows whose prompt fits the model's context (known only once the model is loaded); one that
+    does not is a bad row like the others: named at once, or with ``skip_bad`` listed and left out."""
+    kept = []
+    for row in rows:
+        try:
+            ranker.check_fits(row.items)
+        except InputError as e:
+            message = str(e).removeprefix("history ")
+            if not skip_bad:
+                raise DatasetError(message, file=path, row=row.row, field="history") from None
+            bad.append(BadRow(row.row, "history", message))
+            continue
+        kept.append(row)
+    return kept, sorted(bad, key=lambda b: b.row)
 
 
 def _line(row: HistoryRow, recs: list[Recommendation]) -> bytes:

@@ -2,12 +2,13 @@
 
 Every error is a JSON object ``{"error": one line, "field": ..., "value": ...}``: 400 for a
 body that is not JSON, 413 for one larger than ``max_body`` bytes, 422 for a value the
-model cannot take (an unknown title or item id, an empty or over-long history, k outside
-1..beams, a beta that is not a JSON number in [0, 1e7] or that needs a CF model the server
-lacks), 500 with a one-line reason when decoding fails (the traceback goes to the server's
-log, never into a response), 503 once the server is draining after SIGTERM. None of them
-stops the server: each request is independent, and the model runs on the batcher's worker
-thread. An echoed value JSON cannot carry (NaN, Infinity, a lone surrogate in a title) is
+model cannot take (an unknown title or item id, an empty or over-long history, one whose
+prompt does not fit the model's context, k outside 1..beams, a beta that is not a JSON
+number in [0, 1e7] or that needs a CF model the server lacks), 500 with a one-line reason
+when the model fails (out of memory, say; the traceback goes to the server's log, never
+into a response), 503 once the server is draining after SIGTERM. None of them stops the
+server: each request is independent, and the model runs on the batcher's worker thread.
+An echoed value JSON cannot carry (NaN, Infinity, a lone surrogate in a title) is
 sent as text, so a bad value is always its 422, never a 500 from writing the answer.
 
 ``"fusion": true`` ranks by the run's learned fusion (``tca4rec.fuse``; the default of a server
