@@ -73,15 +73,24 @@ def loads_json(text: str) -> Any:
         raise json.JSONDecodeError("nested too deeply to read", text, 0) from None
 
 
+def utf8_text(path: Path) -> str:
+    """The file's text, a byte-order mark dropped (spreadsheets write one). Bytes that are not UTF-8
+    raise ``UnicodeDecodeError``; ``bad_line`` says where, for the caller's own error."""
+    return path.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8")  # not utf-8-sig: its offsets skip the mark
+
+
+def bad_line(e: UnicodeDecodeError) -> int:
+    """The 1-based line of the first byte that is not UTF-8."""
+    return e.object[:e.start].count(b"\n") + 1
+
+
 def read_text(path: Path) -> str:
-    """A run file's text, a byte-order mark dropped; bytes that are not UTF-8 are a ``RunError``
-    naming the line. A missing file is the caller's ``FileNotFoundError`` (its advice differs)."""
-    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # not utf-8-sig: its error offsets skip the mark
+    """A run file's text (``utf8_text``); bytes that are not UTF-8 are a ``RunError`` naming the line.
+    A missing file is the caller's ``FileNotFoundError`` (its advice differs)."""
     try:
-        return data.decode("utf-8")
+        return utf8_text(path)
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise RunError(f"{path}, line {line} is not UTF-8 text") from None
+        raise RunError(f"{path}, line {bad_line(e)} is not UTF-8 text") from None
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:

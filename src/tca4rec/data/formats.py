@@ -26,7 +26,7 @@ import pandas as pd
 from tca4rec.data.dataset import SPLITS, RecDataset, Split
 from tca4rec.errors import DatasetError
 from tca4rec.io import atomic_dir
-from tca4rec.validate import loads_json
+from tca4rec.validate import bad_line, loads_json, utf8_text
 
 ITEM_FILE = "item.csv"
 STAT_FILE = "data_stat.json"
@@ -121,11 +121,10 @@ def read_utf8_text(path: Path) -> str:
     """A data file's text; a missing file or non-UTF-8 bytes are a DatasetError naming file and row."""
     if not path.is_file():
         raise DatasetError("a folder, not a file" if path.is_dir() else "missing file", file=path)
-    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # not utf-8-sig: its error offsets skip the mark
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"not UTF-8 text (byte {e.start})", file=path, row=data[:e.start].count(b"\n")) from None
+        return utf8_text(path)
+    except UnicodeDecodeError as e:  # a CSV's header line is row 0
+        raise DatasetError(f"not UTF-8 text (byte {e.start})", file=path, row=bad_line(e) - 1) from None
 
 
 def read_csv_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
